@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "capsule",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "capsule", targets: ["capsule"]),
+        .executable(name: "capsule-worker", targets: ["CCapsuleWorker"]),
+        .library(name: "CapsuleRuntime", targets: ["CapsuleRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries the C worker links (each a module map over a one-line header).
+        .systemLibrary(name: "CPython", pkgConfig: "python3-embed",
+                       providers: [.apt(["libpython3-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
+                       providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap",
+                       providers: [.apt(["libcap-dev"])]),
+
+        // The sandbox: single-threaded C that sets up every stage, then embeds CPython.
+        .executableTarget(
+            name: "CCapsuleWorker",
+            dependencies: ["CPython", "CSeccomp", "CCap"],
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
+        ),
+
+        .target(name: "CapsuleOS", swiftSettings: swiftSettings),
+        .target(name: "CapsuleProtocol", swiftSettings: swiftSettings),
+        .target(name: "CapsulePolicy", dependencies: ["CapsuleOS"], swiftSettings: swiftSettings),
+        .target(name: "CapsuleSandbox",
+                dependencies: ["CapsuleOS", "CapsulePolicy"],
+                swiftSettings: swiftSettings),
+        .target(name: "CapsuleRuntime",
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox"],
+                swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "capsule",
+            dependencies: [
+                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "CapsuleProtocolTests", dependencies: ["CapsuleProtocol"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "CapsulePolicyTests", dependencies: ["CapsulePolicy"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests",
+                    dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
+                                   "CapsuleOS"],
+                    path: "Tests/Integration",
+                    swiftSettings: swiftSettings),
+    ]
+)
