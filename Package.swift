@@ -29,7 +29,7 @@ let package = Package(
         .executableTarget(
             name: "CCapsuleWorker",
             dependencies: ["CPython", "CSeccomp", "CCap"],
-            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-Wno-missing-field-initializers"])]
         ),
 
         .target(name: "CapsuleOS", swiftSettings: swiftSettings),

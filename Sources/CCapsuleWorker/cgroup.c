@@ -1,0 +1,131 @@
+// A cgroup per session for memory and pids, where the host lets us create one (root, or a
+// delegated subtree). cgroup v1 controllers are used when mounted, else the v2 hierarchy.
+// Session groups are named s<launcher pid>; stale ones from killed launchers are removed here.
+#include "worker.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define V1_MEMORY "/sys/fs/cgroup/memory"
+#define V1_PIDS "/sys/fs/cgroup/pids"
+#define V2_ROOT "/sys/fs/cgroup"
+
+static int write_file(const char *dir, const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    int err = errno;
+    close(fd);
+    errno = err;
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static void remove_stale(const char *parent) {
+    DIR *dir = opendir(parent);
+    if (!dir) return;
+    struct dirent *d;
+    while ((d = readdir(dir))) {
+        if (d->d_name[0] != 's') continue;
+        long pid = strtol(d->d_name + 1, NULL, 10);
+        if (pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH)) continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", parent, d->d_name);
+        rmdir(path);
+    }
+    closedir(dir);
+}
+
+static bool make_group(char *out, size_t len, const char *root, char *why, size_t why_len) {
+    char parent[256];
+    snprintf(parent, sizeof parent, "%s/capsule", root);
+    if (mkdir(parent, 0755) < 0 && errno != EEXIST) {
+        snprintf(why, why_len, "cannot create %s (%s)", parent, strerror(errno));
+        return false;
+    }
+    remove_stale(parent);
+    snprintf(out, len, "%s/s%d", parent, (int)getpid());
+    if (mkdir(out, 0755) < 0 && errno != EEXIST) {
+        snprintf(why, why_len, "cannot create %s (%s)", out, strerror(errno));
+        out[0] = 0;
+        return false;
+    }
+    return true;
+}
+
+bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *why, size_t why_len) {
+    memset(cg, 0, sizeof *cg);
+    char memory[32], pids[32];
+    snprintf(memory, sizeof memory, "%lu", cfg->memory_mb << 20);
+    snprintf(pids, sizeof pids, "%lu", cfg->max_processes + 1); // + the sandbox's own pid 1
+
+    if (access(V1_MEMORY "/memory.limit_in_bytes", F_OK) == 0) {
+        if (!make_group(cg->memory, sizeof cg->memory, V1_MEMORY, why, why_len)) return false;
+        if (write_file(cg->memory, "memory.limit_in_bytes", memory) < 0) {
+            snprintf(why, why_len, "cannot set memory.limit_in_bytes (%s)", strerror(errno));
+            return false;
+        }
+        write_file(cg->memory, "memory.memsw.limit_in_bytes", memory); // absent without swap accounting
+        if (access(V1_PIDS "/pids.max", F_OK) == 0 || access(V1_PIDS "/cgroup.procs", F_OK) == 0) {
+            if (!make_group(cg->pids, sizeof cg->pids, V1_PIDS, why, why_len)) return false;
+            if (write_file(cg->pids, "pids.max", pids) < 0) {
+                snprintf(why, why_len, "cannot set pids.max (%s)", strerror(errno));
+                return false;
+            }
+        }
+        return true;
+    }
+    if (access(V2_ROOT "/cgroup.controllers", F_OK) == 0) {
+        cg->v2 = true;
+        write_file(V2_ROOT, "cgroup.subtree_control", "+memory +pids");
+        if (!make_group(cg->memory, sizeof cg->memory, V2_ROOT, why, why_len)) return false;
+        write_file(V2_ROOT "/capsule", "cgroup.subtree_control", "+memory +pids");
+        if (write_file(cg->memory, "memory.max", memory) < 0 || write_file(cg->memory, "pids.max", pids) < 0) {
+            snprintf(why, why_len, "cannot set memory.max/pids.max in %s (%s)", cg->memory, strerror(errno));
+            return false;
+        }
+        write_file(cg->memory, "memory.swap.max", "0");
+        return true;
+    }
+    snprintf(why, why_len, "no cgroup memory controller is mounted");
+    return false;
+}
+
+void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid) {
+    char text[32];
+    snprintf(text, sizeof text, "%d", (int)pid);
+    if (cg->memory[0] && write_file(cg->memory, "cgroup.procs", text) < 0) cw_fail("cgroup", errno, cg->memory);
+    if (cg->pids[0] && write_file(cg->pids, "cgroup.procs", text) < 0) cw_fail("cgroup", errno, cg->pids);
+}
+
+long cw_cgroup_oom_kills(const struct cw_cgroup *cg) {
+    if (!cg->memory[0]) return 0;
+    char path[512], buf[1024];
+    snprintf(path, sizeof path, "%s/%s", cg->memory, cg->v2 ? "memory.events" : "memory.oom_control");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *hit = strstr(buf, "oom_kill ");
+    return hit ? strtol(hit + 9, NULL, 10) : 0;
+}
+
+void cw_cgroup_remove(const struct cw_cgroup *cg) {
+    const char *dirs[2] = {cg->memory, cg->pids};
+    for (int i = 0; i < 2; i++) {
+        if (!dirs[i][0]) continue;
+        // The last tasks of the namespace may still be exiting for a moment after pid 1 is reaped.
+        for (int tries = 0; tries < 100 && rmdir(dirs[i]) < 0 && errno == EBUSY; tries++)
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+}

@@ -1,0 +1,171 @@
+// What the new root must hold, read off this host rather than from a hand-written list:
+// the libraries this process has loaded (libpython, libc, ...), the DT_NEEDED closure of the
+// stdlib's C extension modules (libffi, libssl, ...), the stdlib itself and the worker package.
+#include "worker.h"
+#include <dirent.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_DIRS 8
+static char search_dirs[MAX_DIRS][PATH_MAX];
+static size_t n_search_dirs;
+
+static void add_search_dir(const char *dir) {
+    for (size_t i = 0; i < n_search_dirs; i++)
+        if (strcmp(search_dirs[i], dir) == 0) return;
+    if (n_search_dirs < MAX_DIRS) snprintf(search_dirs[n_search_dirs++], PATH_MAX, "%s", dir);
+}
+
+static bool has_entry(const struct cw_config *cfg, const char *path) {
+    for (size_t i = 0; i < cfg->n_entries; i++)
+        if (strcmp(cfg->entries[i].path, path) == 0) return true;
+    return false;
+}
+
+void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source) {
+    if (has_entry(cfg, path)) return;
+    if (cfg->n_entries == CW_MAX_ENTRIES) cw_fail("collect-runtime", E2BIG, "too many paths for the new root");
+    struct cw_entry *e = &cfg->entries[cfg->n_entries++];
+    e->kind = kind;
+    e->path = strdup(path);
+    e->source = strdup(source);
+    e->fd = -1;
+}
+
+// Binds the real file and, where the loader looks it up through a symlink, that symlink too.
+static void add_library(struct cw_config *cfg, const char *found) {
+    char real[PATH_MAX], dir[PATH_MAX], realdir[PATH_MAX], link[PATH_MAX];
+    if (!realpath(found, real)) return;
+    cw_add_entry(cfg, CW_BIND_FILE, real, real);
+    snprintf(dir, sizeof dir, "%s", found);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    *slash = 0;
+    if (!realpath(dir, realdir)) return;
+    snprintf(link, sizeof link, "%s/%s", realdir, slash + 1);
+    if (strcmp(link, real) != 0) cw_add_entry(cfg, CW_SYMLINK, link, real);
+}
+
+static int on_loaded_object(struct dl_phdr_info *info, size_t size, void *ctx) {
+    (void)size;
+    const char *name = info->dlpi_name;
+    if (!name || name[0] != '/') return 0; // the main program and the vDSO
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", name);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) { *slash = 0; add_search_dir(dir); }
+    add_library(ctx, name);
+    return 0;
+}
+
+// Reads the DT_NEEDED names of a 64-bit ELF shared object; returns how many were stored.
+static size_t read_needed(const char *path, char names[][128], size_t max) {
+    size_t count = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    Elf64_Ehdr eh;
+    if (pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phnum == 0 || eh.e_phnum > 64)
+        goto out;
+    Elf64_Phdr ph[64];
+    size_t phsize = sizeof(Elf64_Phdr) * eh.e_phnum;
+    if (pread(fd, ph, phsize, (off_t)eh.e_phoff) != (ssize_t)phsize) goto out;
+    const Elf64_Phdr *dynamic = NULL;
+    for (int i = 0; i < eh.e_phnum; i++)
+        if (ph[i].p_type == PT_DYNAMIC) dynamic = &ph[i];
+    if (!dynamic || dynamic->p_filesz > 64 * 1024) goto out;
+    Elf64_Dyn dyn[4096];
+    ssize_t got = pread(fd, dyn, dynamic->p_filesz, (off_t)dynamic->p_offset);
+    if (got <= 0) goto out;
+    size_t n = (size_t)got / sizeof(Elf64_Dyn);
+    Elf64_Addr strtab = 0;
+    for (size_t i = 0; i < n && dyn[i].d_tag != DT_NULL; i++)
+        if (dyn[i].d_tag == DT_STRTAB) strtab = dyn[i].d_un.d_ptr;
+    off_t stroff = -1; // the string table's file offset, through the PT_LOAD that maps it
+    for (int i = 0; i < eh.e_phnum; i++)
+        if (ph[i].p_type == PT_LOAD && strtab >= ph[i].p_vaddr && strtab < ph[i].p_vaddr + ph[i].p_filesz)
+            stroff = (off_t)(strtab - ph[i].p_vaddr + ph[i].p_offset);
+    if (stroff < 0) goto out;
+    for (size_t i = 0; i < n && dyn[i].d_tag != DT_NULL && count < max; i++) {
+        if (dyn[i].d_tag != DT_NEEDED) continue;
+        ssize_t len = pread(fd, names[count], 127, stroff + (off_t)dyn[i].d_un.d_val);
+        if (len <= 0) continue;
+        names[count][len] = 0;
+        if (strlen(names[count]) < (size_t)len) count++; // a terminated name
+    }
+out:
+    close(fd);
+    return count;
+}
+
+static void add_needed_closure(struct cw_config *cfg, const char *object, int depth) {
+    char names[64][128];
+    size_t n = read_needed(object, names, 64);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t d = 0; d < n_search_dirs; d++) {
+            char candidate[PATH_MAX], real[PATH_MAX];
+            snprintf(candidate, sizeof candidate, "%s/%s", search_dirs[d], names[i]);
+            if (access(candidate, R_OK) != 0 || !realpath(candidate, real)) continue;
+            bool known = has_entry(cfg, real);
+            add_library(cfg, candidate);
+            if (!known && depth < 8) add_needed_closure(cfg, real, depth + 1);
+            break;
+        }
+    }
+}
+
+// Top-level symlinks such as /lib -> usr/lib, so that paths through them resolve inside too.
+static void add_root_symlinks(struct cw_config *cfg) {
+    DIR *root = opendir("/");
+    if (!root) return;
+    struct dirent *d;
+    while ((d = readdir(root))) {
+        if (d->d_type != DT_LNK) continue;
+        char path[PATH_MAX], target[PATH_MAX];
+        snprintf(path, sizeof path, "/%s", d->d_name);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        if (strncmp(d->d_name, "lib", 3) == 0 || strcmp(d->d_name, "bin") == 0 || strcmp(d->d_name, "sbin") == 0)
+            cw_add_entry(cfg, CW_SYMLINK, path, target);
+    }
+    closedir(root);
+}
+
+void cw_collect_runtime(struct cw_config *cfg) {
+    add_root_symlinks(cfg);
+    dl_iterate_phdr(on_loaded_object, cfg);
+    add_search_dir("/lib");
+    add_search_dir("/usr/lib");
+
+    cw_add_entry(cfg, CW_BIND_DIR, cfg->stdlib_path, cfg->stdlib_path);
+    char dynload[PATH_MAX];
+    snprintf(dynload, sizeof dynload, "%s/lib-dynload", cfg->stdlib_path);
+    DIR *dir = opendir(dynload);
+    if (!dir) cw_fail("collect-runtime", errno, dynload);
+    struct dirent *d;
+    while ((d = readdir(dir))) {
+        size_t len = strlen(d->d_name);
+        if (len < 4 || strcmp(d->d_name + len - 3, ".so") != 0) continue;
+        char object[PATH_MAX];
+        snprintf(object, sizeof object, "%s/%s", dynload, d->d_name);
+        add_needed_closure(cfg, object, 0);
+    }
+    closedir(dir);
+
+    cw_add_entry(cfg, CW_BIND_DIR, "/usr/lib/capsule", cfg->worker_path);
+    for (size_t i = 0; i < cfg->n_readonly; i++) {
+        struct stat st;
+        if (stat(cfg->readonly_paths[i], &st) < 0) cw_fail("readonly-path", errno, cfg->readonly_paths[i]);
+        cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, cfg->readonly_paths[i],
+                     cfg->readonly_paths[i]);
+    }
+}

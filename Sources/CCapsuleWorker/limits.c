@@ -1,0 +1,24 @@
+// Resource limits. They hold per process even where no cgroup could be made; the cgroup (when
+// present) caps the whole session. A soft limit below the hard one leaves room to report.
+#include "worker.h"
+#include <errno.h>
+#include <sys/resource.h>
+
+static void set_limit(int resource, rlim_t soft, rlim_t hard, const char *name) {
+    struct rlimit rl = {soft, hard};
+    if (setrlimit(resource, &rl) < 0) cw_fail("rlimit", errno, name);
+}
+
+void cw_set_rlimits(const struct cw_config *cfg) {
+    rlim_t memory = (rlim_t)cfg->memory_mb << 20;
+    set_limit(RLIMIT_AS, memory, memory, "RLIMIT_AS");
+    // SIGXCPU at the soft limit, SIGKILL one second later.
+    set_limit(RLIMIT_CPU, cfg->cpu_seconds, cfg->cpu_seconds + 1, "RLIMIT_CPU");
+    set_limit(RLIMIT_NOFILE, cfg->max_fds, cfg->max_fds, "RLIMIT_NOFILE");
+    set_limit(RLIMIT_NPROC, cfg->max_processes + 1, cfg->max_processes + 1, "RLIMIT_NPROC");
+    set_limit(RLIMIT_FSIZE, (rlim_t)cfg->max_file_mb << 20, (rlim_t)cfg->max_file_mb << 20, "RLIMIT_FSIZE");
+    set_limit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE");
+    set_limit(RLIMIT_MEMLOCK, 0, 0, "RLIMIT_MEMLOCK");
+    set_limit(RLIMIT_MSGQUEUE, 0, 0, "RLIMIT_MSGQUEUE");
+    set_limit(RLIMIT_STACK, 8 << 20, 8 << 20, "RLIMIT_STACK");
+}

@@ -1,0 +1,142 @@
+// capsule-worker: started by the supervisor with the channel socket on fd 3 and the status pipe
+// on fd 4. This process (the launcher) stays on the host: it reads the limits from argv, works out
+// what the new root must hold, clones the sandbox into new namespaces, writes its id maps, places
+// it in a cgroup, releases it, forwards signals, and reports how it ended.
+#include "worker.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <patchlevel.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SESSION_UID_BASE 2000000000u // host ids of sandboxes when the supervisor is root
+#define PROBE_USAGE "capsule-worker --probe"
+
+int cw_probe(void); // probe.c
+
+static unsigned long parse_number(const char *flag, const char *text, unsigned long min, unsigned long max) {
+    char *end;
+    errno = 0;
+    unsigned long value = strtoul(text, &end, 10);
+    if (errno || *end || end == text || text[0] == '-' || value < min || value > max) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s must be a whole number from %lu to %lu, not '%s'", flag, min, max, text);
+        cw_fail("arguments", EINVAL, detail);
+    }
+    return value;
+}
+
+static void append(char ***list, size_t *count, char *item) {
+    *list = realloc(*list, (*count + 1) * sizeof **list);
+    if (!*list) cw_fail("arguments", ENOMEM, "realloc");
+    (*list)[(*count)++] = item;
+}
+
+static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
+    *cfg = (struct cw_config){.memory_mb = 512, .cpu_seconds = 30, .max_fds = 100, .max_processes = 64,
+                              .max_file_mb = 64, .workspace_mb = 64, .python_home = "/usr"};
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i];
+        if (i + 1 >= argc) cw_fail("arguments", EINVAL, flag);
+        char *value = argv[++i];
+        if (!strcmp(flag, "--memory-mb")) cfg->memory_mb = parse_number(flag, value, 16, 1 << 20);
+        else if (!strcmp(flag, "--cpu-seconds")) cfg->cpu_seconds = parse_number(flag, value, 1, 1 << 24);
+        else if (!strcmp(flag, "--max-fds")) cfg->max_fds = parse_number(flag, value, 8, 1 << 20);
+        else if (!strcmp(flag, "--max-processes")) cfg->max_processes = parse_number(flag, value, 1, 1 << 16);
+        else if (!strcmp(flag, "--max-file-mb")) cfg->max_file_mb = parse_number(flag, value, 1, 1 << 20);
+        else if (!strcmp(flag, "--workspace-mb")) cfg->workspace_mb = parse_number(flag, value, 1, 1 << 20);
+        else if (!strcmp(flag, "--network")) cfg->host_network = !strcmp(value, "host");
+        else if (!strcmp(flag, "--worker-path")) cfg->worker_path = value;
+        else if (!strcmp(flag, "--python-home")) cfg->python_home = value;
+        else if (!strcmp(flag, "--env")) append(&cfg->env, &cfg->n_env, value);
+        else if (!strcmp(flag, "--readonly")) append(&cfg->readonly_paths, &cfg->n_readonly, value);
+        else cw_fail("arguments", EINVAL, flag);
+    }
+    if (!cfg->worker_path) cw_fail("arguments", EINVAL, "--worker-path is required");
+    char stdlib[4096];
+    snprintf(stdlib, sizeof stdlib, "%s/lib/python%d.%d", cfg->python_home, PY_MAJOR_VERSION, PY_MINOR_VERSION);
+    cfg->stdlib_path = strdup(stdlib);
+}
+
+static int exit_code_of(int status) {
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "--probe")) return cw_probe();
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fprintf(stderr, "capsule-worker is started by capsule; it is not a command to run by hand.\n"
+                        "To see which sandbox features this host has: " PROBE_USAGE "\n");
+        return 2;
+    }
+    static struct cw_config cfg;
+    parse_arguments(&cfg, argc, argv);
+    syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0); // nothing else of the supervisor's leaks in
+    cw_collect_runtime(&cfg);
+
+    if (geteuid() == 0) {
+        cfg.host_uid = cfg.host_gid = SESSION_UID_BASE + (unsigned)getpid();
+        CW_TRY("drop-groups", setgroups(0, NULL)); // the sandbox inherits no supplementary groups
+    } else {
+        cfg.host_uid = geteuid();
+        cfg.host_gid = getegid();
+    }
+
+    struct cw_cgroup cgroup;
+    char why[512];
+    if (!cw_cgroup_create(&cgroup, &cfg, why, sizeof why))
+        cw_status("note no cgroup for this session: %s; rlimits still apply per process", why);
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    int handled[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
+    for (size_t i = 0; i < 5; i++) sigaddset(&signals, handled[i]);
+    sigprocmask(SIG_BLOCK, &signals, NULL);
+
+    int go[2];
+    CW_TRY("pipe", pipe2(go, O_CLOEXEC));
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+    if (!cfg.host_network) flags |= CLONE_NEWNET;
+    pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+    if (child < 0) {
+        cw_cgroup_remove(&cgroup);
+        cw_fail("clone-namespaces", errno, "clone(CLONE_NEWUSER|CLONE_NEWPID|...)");
+    }
+    if (child == 0) {
+        close(go[1]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); // the sandbox never outlives its launcher
+        cw_sandbox_main(&cfg, go[0]);
+    }
+    close(go[0]);
+    close(CW_CHANNEL_FD); // only the sandbox holds the channel, so its death is EOF for the supervisor
+    cw_write_id_maps(child, cfg.host_uid, cfg.host_gid);
+    cw_cgroup_join(&cgroup, child);
+    if (write(go[1], "g", 1) != 1) cw_fail("release-sandbox", errno, "write");
+    close(go[1]);
+
+    int status = 0;
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&signals, &info);
+        if (sig == SIGINT) {
+            kill(child, SIGINT); // pid 1 forwards it to Python: KeyboardInterrupt
+        } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
+            kill(child, SIGKILL);
+        } else if (sig == SIGCHLD) {
+            pid_t done = waitpid(child, &status, WNOHANG);
+            if (done == child) break;
+        }
+    }
+    long ooms = cw_cgroup_oom_kills(&cgroup);
+    if (ooms > 0) cw_status("oom %ld", ooms);
+    cw_cgroup_remove(&cgroup);
+    return exit_code_of(status);
+}

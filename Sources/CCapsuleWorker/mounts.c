@@ -1,0 +1,135 @@
+// The sandbox's root: a small tmpfs holding read-only binds of exactly what the embedded
+// interpreter needs, a writable tmpfs /workspace, a minimal /dev and /proc of the new pid
+// namespace. The host root is detached after pivot_root and the new root is made read-only.
+#include "worker.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define NEW_ROOT "/tmp" // any directory works as the mount point; /tmp exists everywhere
+
+static const char *const device_nodes[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
+#define N_DEVICES (sizeof device_nodes / sizeof device_nodes[0])
+static int device_fds[N_DEVICES];
+
+// Opened while this process still walks the host's directories with its original credentials,
+// so a worker package under a private directory (say /root) can still be bound.
+void cw_open_sources(struct cw_config *cfg) {
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        struct cw_entry *e = &cfg->entries[i];
+        if (e->kind == CW_SYMLINK) continue;
+        e->fd = open(e->source, O_PATH | O_CLOEXEC);
+        if (e->fd < 0) cw_fail("bind-source", errno, e->source);
+    }
+    for (size_t i = 0; i < N_DEVICES; i++) {
+        device_fds[i] = open(device_nodes[i], O_PATH | O_CLOEXEC);
+        if (device_fds[i] < 0) cw_fail("bind-source", errno, device_nodes[i]);
+    }
+}
+
+static void make_parents(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + strlen(NEW_ROOT) + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) cw_fail("make-root", errno, buf);
+        *p = '/';
+    }
+}
+
+static void make_node(const char *path, bool dir) {
+    make_parents(path);
+    if (dir) {
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) cw_fail("make-root", errno, path);
+    } else {
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0) cw_fail("make-root", errno, path);
+        close(fd);
+    }
+}
+
+// Bind through /proc/self/fd/N, then remount (read-only unless a device) keeping locked flags.
+static void bind_path(int source_fd, const char *target, bool dir, bool readonly) {
+    char source[64];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", source_fd);
+    make_node(target, dir);
+    if (mount(source, target, NULL, MS_BIND, NULL) < 0) cw_fail("bind-mount", errno, target);
+    struct statvfs sv;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | (readonly ? MS_RDONLY | MS_NODEV : MS_NOEXEC);
+    if (statvfs(target, &sv) == 0) {
+        if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+        if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+        if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+        if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    }
+    if (mount(NULL, target, NULL, flags, NULL) < 0) cw_fail("bind-remount", errno, target);
+}
+
+static void write_small_file(const char *path, const char *text) {
+    make_parents(path);
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) cw_fail("make-root", errno, path);
+    close(fd);
+}
+
+static void mount_tmpfs(const char *target, unsigned long mb, unsigned long extra_flags, const char *mode) {
+    char options[128];
+    snprintf(options, sizeof options, "size=%lum,nr_inodes=%lu,mode=%s", mb, mb * 256 + 64, mode);
+    make_node(target, true);
+    if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | extra_flags, options) < 0)
+        cw_fail("mount-tmpfs", errno, target);
+}
+
+void cw_build_root(const struct cw_config *cfg) {
+    char path[4096];
+    // Nothing we mount from here on propagates back to the host.
+    CW_TRY("mount-private", mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+    CW_TRY("mount-root", mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,nr_inodes=4096,mode=0755"));
+
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        const struct cw_entry *e = &cfg->entries[i];
+        snprintf(path, sizeof path, NEW_ROOT "%s", e->path);
+        if (e->kind == CW_SYMLINK) {
+            make_parents(path);
+            if (symlink(e->source, path) < 0 && errno != EEXIST) cw_fail("make-root", errno, path);
+        } else {
+            bind_path(e->fd, path, e->kind == CW_BIND_DIR, true);
+            close(e->fd);
+        }
+    }
+
+    for (size_t i = 0; i < N_DEVICES; i++) {
+        snprintf(path, sizeof path, NEW_ROOT "%s", device_nodes[i]);
+        bind_path(device_fds[i], path, false, false); // /dev/null must take writes
+        close(device_fds[i]);
+    }
+    static const char *const dev_links[][2] = {
+        {"/proc/self/fd", NEW_ROOT "/dev/fd"}, {"/proc/self/fd/0", NEW_ROOT "/dev/stdin"},
+        {"/proc/self/fd/1", NEW_ROOT "/dev/stdout"}, {"/proc/self/fd/2", NEW_ROOT "/dev/stderr"}};
+    for (size_t i = 0; i < 4; i++) CW_TRY("dev", symlink(dev_links[i][0], dev_links[i][1]));
+    mount_tmpfs(NEW_ROOT "/dev/shm", cfg->workspace_mb < 64 ? cfg->workspace_mb : 64, MS_NOEXEC, "1777");
+    mount_tmpfs(NEW_ROOT "/workspace", cfg->workspace_mb, 0, "0755");
+
+    write_small_file(NEW_ROOT "/etc/passwd", "sandbox:x:0:0:capsule sandbox:/workspace:/nonexistent\n");
+    write_small_file(NEW_ROOT "/etc/group", "sandbox:x:0:\n");
+    write_small_file(NEW_ROOT "/etc/hostname", "capsule\n");
+
+    make_node(NEW_ROOT "/proc", true);
+    if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)
+        cw_status("note /proc is not available in the sandbox: mounting it failed (%s)", strerror(errno));
+
+    // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it.
+    CW_TRY("pivot-root", chdir(NEW_ROOT));
+    CW_TRY("pivot-root", (int)syscall(SYS_pivot_root, ".", "."));
+    CW_TRY("detach-old-root", umount2(".", MNT_DETACH));
+    CW_TRY("pivot-root", chdir("/"));
+    CW_TRY("remount-root-readonly", mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL));
+    CW_TRY("chdir-workspace", chdir("/workspace"));
+}

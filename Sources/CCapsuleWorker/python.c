@@ -1,0 +1,65 @@
+// The embedded interpreter: isolated configuration (no site, no user site, no environment
+// variables, no bytecode writes), a fixed module path, then capsule_worker.main.serve(channel).
+#include "worker.h"
+#include <Python.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static void check(PyStatus status, const char *what) {
+    if (PyStatus_Exception(status)) cw_fail("python-init", 0, status.err_msg ? status.err_msg : what);
+}
+
+static void append_path(PyConfig *config, const char *path) {
+    wchar_t *wide = Py_DecodeLocale(path, NULL);
+    if (!wide) cw_fail("python-init", 0, "cannot decode a module path");
+    check(PyWideStringList_Append(&config->module_search_paths, wide), "module path");
+    PyMem_RawFree(wide);
+}
+
+// The import failed: report the exception's text on the status pipe, as a stage error.
+static _Noreturn void fail_with_exception(const char *stage) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *text = value ? PyObject_Str(value) : NULL;
+    const char *message = text ? PyUnicode_AsUTF8(text) : NULL;
+    cw_fail(stage, 0, message ? message : "unknown error");
+}
+
+_Noreturn void cw_run_python(const struct cw_config *cfg) {
+    mallopt(M_ARENA_MAX, 2); // each glibc arena reserves 64 MiB of address space under RLIMIT_AS
+
+    PyPreConfig pre;
+    PyPreConfig_InitIsolatedConfig(&pre);
+    pre.utf8_mode = 1;
+    check(Py_PreInitialize(&pre), "pre-initialize");
+
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    config.site_import = 0;
+    config.user_site_directory = 0;
+    config.write_bytecode = 0;
+    config.pathconfig_warnings = 0;
+    config.install_signal_handlers = 1;
+    config.safe_path = 1;
+    check(PyConfig_SetBytesString(&config, &config.home, cfg->python_home), "home");
+    check(PyConfig_SetBytesString(&config, &config.program_name, "capsule-worker"), "program name");
+    config.module_search_paths_set = 1;
+    char dynload[4096];
+    snprintf(dynload, sizeof dynload, "%s/lib-dynload", cfg->stdlib_path);
+    append_path(&config, "/usr/lib/capsule");
+    append_path(&config, cfg->stdlib_path);
+    append_path(&config, dynload);
+    check(Py_InitializeFromConfig(&config), "initialize");
+    PyConfig_Clear(&config);
+
+    PyObject *module = PyImport_ImportModule("capsule_worker.main");
+    if (!module) fail_with_exception("python-import");
+    close(CW_STATUS_FD); // user code must not be able to forge status lines
+    PyObject *result = PyObject_CallMethod(module, "serve", "i", CW_CHANNEL_FD);
+    if (!result) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit)) PyErr_Print(); // exits with the code
+        _exit(1);
+    }
+    _exit(0);
+}

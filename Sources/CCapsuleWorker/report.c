@@ -1,0 +1,45 @@
+// The status pipe (fd 4 in the sandbox): one line per event, read by the supervisor.
+//   stage <name> <errno> <detail>   a setup stage failed; the sandbox exits 125
+//   note <text>                     something the user should know (e.g. no cgroup here)
+//   exit <code> | signal <n>        how the code ended (written by pid 1)
+//   oom <count>                     memory-limit kills seen by the cgroup (written by the launcher)
+#include "worker.h"
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int status_fd = CW_STATUS_FD;
+
+static void write_all(const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(status_fd, buf, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        buf += n; len -= (size_t)n;
+    }
+}
+
+void cw_status(const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n > sizeof line - 2) n = sizeof line - 2;
+    line[n++] = '\n';
+    write_all(line, (size_t)n);
+}
+
+_Noreturn void cw_fail(const char *stage, int err, const char *detail) {
+    char clean[512];
+    size_t i = 0;
+    for (; detail && detail[i] && i < sizeof clean - 1; i++)
+        clean[i] = (detail[i] == '\n') ? ' ' : detail[i];
+    clean[i] = 0;
+    cw_status("stage %s %d %s", stage, err, clean);
+    _exit(CW_EXIT_SETUP);
+}
+

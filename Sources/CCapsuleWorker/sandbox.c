@@ -1,0 +1,117 @@
+// The order of the stages is the security argument, so it is stated once, here.
+// This runs as pid 1 of the new pid namespace, in new user, mount, ipc, uts (and net) namespaces,
+// after the launcher has written the id maps and placed the process in the session's cgroup.
+#include "worker.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+static void wait_for_launcher(int go_fd) {
+    char go;
+    ssize_t n;
+    do n = read(go_fd, &go, 1); while (n < 0 && errno == EINTR);
+    if (n != 1) cw_fail("wait-for-launcher", n < 0 ? errno : EPIPE, "the launcher did not release the sandbox");
+    close(go_fd);
+}
+
+static void become_namespace_root(void) {
+    CW_TRY("set-ids", setresgid(0, 0, 0));
+    CW_TRY("set-ids", setresuid(0, 0, 0));
+}
+
+static void isolate_session(void) {
+    CW_TRY("setsid", setsid()); // no controlling terminal, own process group
+    CW_TRY("hostname", sethostname("capsule", 7));
+    CW_TRY("hostname", setdomainname("capsule", 7));
+    CW_TRY("cgroup-namespace", unshare(CLONE_NEWCGROUP)); // rooted at the session's cgroup
+}
+
+static void keep_only_channel_fds(void) {
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) cw_fail("stdio", errno, "/dev/null");
+    for (int fd = 0; fd <= 2; fd++) CW_TRY("stdio", dup2(null, fd));
+    if (null > 2) close(null);
+    // Everything above the channel (3) and the status pipe (4) goes; the status pipe is closed in
+    // the Python process before any user code runs.
+    CW_TRY("close-fds", (int)syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0));
+}
+
+static void set_environment(const struct cw_config *cfg) {
+    CW_TRY("environment", clearenv());
+    for (size_t i = 0; i < cfg->n_env; i++) CW_TRY("environment", putenv(cfg->env[i]));
+}
+
+static void on_signal(int sig) { (void)sig; } // a handler, so pid 1 is sent these at all
+
+// pid 1 stays a small C reaper: it forwards SIGINT to Python, reaps orphans, and reports how
+// Python ended. When it exits the kernel kills everything left in the namespace.
+static _Noreturn void run_init(const struct cw_config *cfg) {
+    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < 5; i++) {
+        sigaddset(&set, forwarded[i]);
+        signal(forwarded[i], on_signal);
+    }
+    sigprocmask(SIG_BLOCK, &set, NULL);
+
+    pid_t python = fork();
+    if (python < 0) cw_fail("fork-python", errno, "fork");
+    if (python == 0) {
+        for (size_t i = 0; i < 5; i++) signal(forwarded[i], SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        cw_run_python(cfg);
+    }
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+        if (sig == SIGINT) {
+            kill(python, SIGINT);
+        } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
+            kill(-1, SIGKILL);
+            cw_status("signal %d", SIGKILL);
+            _exit(128 + SIGKILL);
+        } else if (sig == SIGCHLD) {
+            int status;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                if (pid != python) continue;
+                if (WIFSIGNALED(status)) {
+                    cw_status("signal %d", WTERMSIG(status));
+                    _exit(128 + WTERMSIG(status));
+                }
+                cw_status("exit %d", WEXITSTATUS(status));
+                _exit(WEXITSTATUS(status));
+            }
+        }
+    }
+}
+
+_Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
+    wait_for_launcher(go_fd);        // id maps written, cgroup joined
+    cw_open_sources(cfg);            // still with the launcher's credentials, see mounts.c
+    become_namespace_root();         // from here on, host files see an unprivileged uid
+    isolate_session();               // session, hostname, cgroup namespace
+    cw_build_root(cfg);              // tmpfs root, read-only binds, /workspace, /dev, /proc, pivot_root
+    cw_set_rlimits(cfg);             // memory, CPU, fds, processes, file size
+    cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop
+    cw_drop_capabilities();          // every set, bounding and ambient, securebits locked
+    CW_TRY("no-new-privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    keep_only_channel_fds();         // stdio is /dev/null; only the channel and status pipe remain
+    set_environment(cfg);            // empty, plus what the policy lists
+    cw_apply_seccomp(cfg);           // last: nothing after this needs a refused syscall
+    run_init(cfg);                   // fork the Python process, then reap
+}

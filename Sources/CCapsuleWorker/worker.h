@@ -1,0 +1,69 @@
+// capsule-worker: sandbox setup in C, then embedded CPython.
+// Every function that can fail reports through cw_fail(stage, errno, detail), which writes one line
+// to the status pipe and exits; the supervisor turns the line into a sentence for the user.
+#pragma once
+#define _GNU_SOURCE
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define CW_CHANNEL_FD 3   // the socket to the supervisor, inside the sandbox
+#define CW_STATUS_FD 4    // the status pipe: stage errors and the final outcome
+#define CW_EXIT_SETUP 125 // exit status of a sandbox that failed before Python started
+#define CW_MAX_ENTRIES 512
+
+// One thing placed in the new root: a read-only bind of a host path, or a symlink.
+struct cw_entry {
+    enum { CW_BIND_DIR, CW_BIND_FILE, CW_SYMLINK } kind;
+    char *path;    // where it appears inside the sandbox
+    char *source;  // host path (binds) or link target (symlinks)
+    int fd;        // O_PATH fd to the source, opened while the host's paths can still be walked
+};
+
+struct cw_config {
+    unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_mb, workspace_mb;
+    bool host_network;
+    const char *worker_path;   // host directory holding the capsule_worker package
+    const char *python_home;   // prefix of the embedded Python (Debian: /usr)
+    char *stdlib_path;         // <home>/lib/python3.X
+    char **env; size_t n_env;
+    char **readonly_paths; size_t n_readonly;
+    struct cw_entry entries[CW_MAX_ENTRIES]; size_t n_entries;
+    uid_t host_uid; gid_t host_gid; // what uid/gid 0 inside maps to on the host
+};
+
+// report.c
+_Noreturn void cw_fail(const char *stage, int err, const char *detail);
+void cw_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define CW_TRY(stage, expr) do { if ((expr) < 0) cw_fail(stage, errno, #expr); } while (0)
+
+// elfdeps.c: the shared libraries the embedded interpreter and its C modules need
+void cw_collect_runtime(struct cw_config *cfg);
+void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source);
+
+// userns.c (launcher side)
+void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid);
+
+// cgroup.c (launcher side)
+struct cw_cgroup { char memory[256]; char pids[256]; bool v2; };
+bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *why, size_t why_len);
+void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid);
+long cw_cgroup_oom_kills(const struct cw_cgroup *cg);
+void cw_cgroup_remove(const struct cw_cgroup *cg);
+
+// mounts.c
+void cw_open_sources(struct cw_config *cfg);
+void cw_build_root(const struct cw_config *cfg);
+
+// limits.c, landlock.c, caps.c, seccomp.c
+void cw_set_rlimits(const struct cw_config *cfg);
+void cw_apply_landlock(const struct cw_config *cfg);
+void cw_drop_capabilities(void);
+void cw_apply_seccomp(const struct cw_config *cfg);
+int cw_landlock_abi(void);
+
+// sandbox.c: the ordered stages, run by pid 1 of the new pid namespace
+_Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd);
+
+// python.c
+_Noreturn void cw_run_python(const struct cw_config *cfg);

@@ -1,0 +1,230 @@
+// Typed messages (docs/protocol.md). Decoding checks every member the type needs and ignores
+// members it does not know, so either side can add members before the other understands them;
+// an unknown `type` is an error.
+
+public enum StreamName: String, Sendable, Equatable, CaseIterable {
+    case stdout, stderr
+}
+
+public enum ExecutionStatus: String, Sendable, Equatable, CaseIterable {
+    case ok, error, interrupted
+}
+
+/// Worker → supervisor.
+public enum WorkerMessage: Sendable, Equatable {
+    case ready(pid: Int, python: String)
+    case stream(id: String, name: StreamName, text: String)
+    /// `data` is a MIME bundle: MIME type → content.
+    case result(id: String, data: [String: String])
+    case error(id: String, ename: String, evalue: String, traceback: [String])
+    case inputRequest(id: String, prompt: String, password: Bool)
+    /// `exitCode` is present only when the code called `sys.exit`.
+    case done(id: String, status: ExecutionStatus, duration: Double, exitCode: Int?)
+}
+
+/// Supervisor → worker.
+public enum SupervisorMessage: Sendable, Equatable {
+    case execute(id: String, code: String, filename: String, argv: [String], result: Bool)
+    /// `value` nil means end of input (`eof: true` on the wire).
+    case inputReply(id: String, value: String?)
+    case shutdown
+}
+
+// MARK: - Worker messages
+
+extension WorkerMessage {
+    public init(_ json: JSONValue) throws(ProtocolError) {
+        let message = try MessageMembers(json)
+        switch message.type {
+        case "ready":
+            self = .ready(pid: try message.int("pid"), python: try message.string("python"))
+        case "stream":
+            self = .stream(id: try message.string("id"), name: try message.enumeration("name"),
+                           text: try message.string("text"))
+        case "result":
+            self = .result(id: try message.string("id"), data: try message.stringMap("data"))
+        case "error":
+            self = .error(id: try message.string("id"), ename: try message.string("ename"),
+                          evalue: try message.string("evalue"), traceback: try message.strings("traceback"))
+        case "input_request":
+            self = .inputRequest(id: try message.string("id"), prompt: try message.string("prompt"),
+                                 password: try message.bool("password"))
+        case "done":
+            self = .done(id: try message.string("id"), status: try message.enumeration("status"),
+                         duration: try message.double("duration"), exitCode: try message.optionalInt("exit_code"))
+        default:
+            throw .unknownType(message.type, direction: "worker")
+        }
+    }
+
+    public var json: JSONValue {
+        switch self {
+        case .ready(let pid, let python):
+            ["type": "ready", "pid": .number(Double(pid)), "python": .string(python)]
+        case .stream(let id, let name, let text):
+            ["type": "stream", "id": .string(id), "name": .string(name.rawValue), "text": .string(text)]
+        case .result(let id, let data):
+            // Sorted so the same bundle always encodes to the same bytes.
+            ["type": "result", "id": .string(id),
+             "data": .object(data.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })]
+        case .error(let id, let ename, let evalue, let traceback):
+            ["type": "error", "id": .string(id), "ename": .string(ename), "evalue": .string(evalue),
+             "traceback": .array(traceback.map(JSONValue.string))]
+        case .inputRequest(let id, let prompt, let password):
+            ["type": "input_request", "id": .string(id), "prompt": .string(prompt), "password": .bool(password)]
+        case .done(let id, let status, let duration, let exitCode):
+            .object([("type", "done"), ("id", .string(id)), ("status", .string(status.rawValue)),
+                     ("duration", .number(duration))]
+                    + (exitCode.map { [("exit_code", .number(Double($0)))] } ?? []))
+        }
+    }
+
+    /// The message as a frame.
+    public var encoded: [UInt8] { FrameEncoder.encode(json) }
+}
+
+// MARK: - Supervisor messages
+
+extension SupervisorMessage {
+    public init(_ json: JSONValue) throws(ProtocolError) {
+        let message = try MessageMembers(json)
+        switch message.type {
+        case "execute":
+            self = .execute(id: try message.string("id"), code: try message.string("code"),
+                            filename: try message.string("filename"), argv: try message.strings("argv"),
+                            result: try message.bool("result"))
+        case "input_reply":
+            let id = try message.string("id")
+            if try message.optionalBool("eof") == true {
+                self = .inputReply(id: id, value: nil)
+            } else {
+                self = .inputReply(id: id, value: try message.string("value"))
+            }
+        case "shutdown":
+            self = .shutdown
+        default:
+            throw .unknownType(message.type, direction: "supervisor")
+        }
+    }
+
+    public var json: JSONValue {
+        switch self {
+        case .execute(let id, let code, let filename, let argv, let result):
+            ["type": "execute", "id": .string(id), "code": .string(code), "filename": .string(filename),
+             "argv": .array(argv.map(JSONValue.string)), "result": .bool(result)]
+        case .inputReply(let id, let value?):
+            ["type": "input_reply", "id": .string(id), "value": .string(value)]
+        case .inputReply(let id, nil):
+            ["type": "input_reply", "id": .string(id), "eof": true]
+        case .shutdown:
+            ["type": "shutdown"]
+        }
+    }
+
+    /// The message as a frame.
+    public var encoded: [UInt8] { FrameEncoder.encode(json) }
+}
+
+// MARK: - Member access with protocol errors
+
+/// Typed reads of one message's members; each failure names the message type and the member.
+struct MessageMembers {
+    let type: String
+    private let message: JSONValue
+
+    init(_ message: JSONValue) throws(ProtocolError) {
+        self.type = try messageType(of: message)
+        self.message = message
+    }
+
+    private func required(_ member: String) throws(ProtocolError) -> JSONValue {
+        guard let value = message[member] else { throw .missingMember(member, type: type) }
+        return value
+    }
+
+    private func mismatch(_ member: String, expected: String, found: JSONValue) -> ProtocolError {
+        .invalidMember(member, type: type, expected: expected, found: found.kindDescription)
+    }
+
+    func string(_ member: String) throws(ProtocolError) -> String {
+        let value = try required(member)
+        guard let string = value.stringValue else { throw mismatch(member, expected: "a string", found: value) }
+        return string
+    }
+
+    func bool(_ member: String) throws(ProtocolError) -> Bool {
+        let value = try required(member)
+        guard let bool = value.boolValue else { throw mismatch(member, expected: "a boolean", found: value) }
+        return bool
+    }
+
+    /// Absent and null both read as nil.
+    func optionalBool(_ member: String) throws(ProtocolError) -> Bool? {
+        guard let value = message[member], !value.isNull else { return nil }
+        return try bool(member)
+    }
+
+    func double(_ member: String) throws(ProtocolError) -> Double {
+        let value = try required(member)
+        guard let number = value.doubleValue else { throw mismatch(member, expected: "a number", found: value) }
+        return number
+    }
+
+    func int(_ member: String) throws(ProtocolError) -> Int {
+        let number = try double(member)
+        guard let int = Int(exactly: number) else {
+            throw .invalidMember(member, type: type, expected: "an integer", found: "\(number)")
+        }
+        return int
+    }
+
+    /// Absent and null both read as nil.
+    func optionalInt(_ member: String) throws(ProtocolError) -> Int? {
+        guard let value = message[member], !value.isNull else { return nil }
+        return try int(member)
+    }
+
+    func strings(_ member: String) throws(ProtocolError) -> [String] {
+        let value = try required(member)
+        guard let elements = value.arrayValue else {
+            throw mismatch(member, expected: "an array of strings", found: value)
+        }
+        var strings: [String] = []
+        strings.reserveCapacity(elements.count)
+        for (position, element) in elements.enumerated() {
+            guard let string = element.stringValue else {
+                throw .invalidMember(member, type: type, expected: "an array of strings",
+                                     found: "an array whose element \(position) is \(element.kindDescription)")
+            }
+            strings.append(string)
+        }
+        return strings
+    }
+
+    func stringMap(_ member: String) throws(ProtocolError) -> [String: String] {
+        let value = try required(member)
+        guard let members = value.objectValue else {
+            throw mismatch(member, expected: "an object of strings", found: value)
+        }
+        var map: [String: String] = [:]
+        map.reserveCapacity(members.count)
+        for (key, element) in members {
+            guard let string = element.stringValue else {
+                throw .invalidMember(member, type: type, expected: "an object of strings",
+                                     found: "an object whose member \"\(key)\" is \(element.kindDescription)")
+            }
+            map[key] = string
+        }
+        return map
+    }
+
+    func enumeration<Value: RawRepresentable & CaseIterable>(_ member: String) throws(ProtocolError) -> Value
+    where Value.RawValue == String {
+        let raw = try string(member)
+        guard let value = Value(rawValue: raw) else {
+            let choices = Value.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            throw .invalidMember(member, type: type, expected: "one of \(choices)", found: "\"\(raw)\"")
+        }
+        return value
+    }
+}
