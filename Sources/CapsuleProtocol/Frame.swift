@@ -29,14 +29,12 @@ public struct FrameDecoder: Sendable {
     var storedByteCount: Int { buffer.count }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
-        guard failure == nil else { return }
-        compact()
+        guard readyForBytes() else { return }
         buffer.append(contentsOf: bytes)
     }
 
     public mutating func append(_ bytes: some Collection<UInt8>) {
-        guard failure == nil else { return }
-        compact()
+        guard readyForBytes() else { return }
         buffer.append(contentsOf: bytes)
     }
 
@@ -81,14 +79,17 @@ public struct FrameDecoder: Sendable {
         return message
     }
 
-    /// Drops consumed bytes so the buffer holds at most one partial frame plus the latest read.
-    private mutating func compact() {
+    /// False after a protocol error. Otherwise drops consumed bytes first, so the buffer holds at
+    /// most one partial frame plus the latest read.
+    private mutating func readyForBytes() -> Bool {
+        guard failure == nil else { return false }
         if readIndex == buffer.count {
             reset()
         } else if readIndex > 0 {
             buffer.removeSubrange(0..<readIndex)
             readIndex = 0
         }
+        return true
     }
 
     private mutating func reset() {

@@ -57,6 +57,18 @@ extension WorkerMessage {
         }
     }
 
+    /// The wire `type`.
+    public var type: String {
+        switch self {
+        case .ready: "ready"
+        case .stream: "stream"
+        case .result: "result"
+        case .error: "error"
+        case .inputRequest: "input_request"
+        case .done: "done"
+        }
+    }
+
     public var json: JSONValue {
         switch self {
         case .ready(let pid, let python):
@@ -104,6 +116,15 @@ extension SupervisorMessage {
             self = .shutdown
         default:
             throw .unknownType(message.type, direction: "supervisor")
+        }
+    }
+
+    /// The wire `type`.
+    public var type: String {
+        switch self {
+        case .execute: "execute"
+        case .inputReply: "input_reply"
+        case .shutdown: "shutdown"
         }
     }
 
@@ -171,7 +192,8 @@ struct MessageMembers {
     }
 
     func int(_ member: String) throws(ProtocolError) -> Int {
-        let number = try double(member)
+        let value = try required(member)
+        guard let number = value.doubleValue else { throw mismatch(member, expected: "an integer", found: value) }
         guard let int = Int(exactly: number) else {
             throw .invalidMember(member, type: type, expected: "an integer", found: "\(number)")
         }

@@ -11,6 +11,8 @@ public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible
         case missingType
         case unknownType(String)
         case invalidMember(type: String, member: String)
+        /// A well-formed message that the session's state does not allow (e.g. `result` after `done`).
+        case unexpectedMessage(type: String)
     }
 
     public let kind: Kind
@@ -55,5 +57,10 @@ public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible
     static func invalidMember(_ member: String, type: String, expected: String, found: String) -> ProtocolError {
         ProtocolError(.invalidMember(type: type, member: member),
                       "\"\(type)\" message member \"\(member)\" must be \(expected), not \(found)")
+    }
+
+    /// For the session's state machine: `unexpectedMessage("result", while: "no execution is running")`.
+    public static func unexpectedMessage(_ type: String, while context: String) -> ProtocolError {
+        ProtocolError(.unexpectedMessage(type: type), "unexpected \"\(type)\" message while \(context)")
     }
 }

@@ -8,7 +8,7 @@ import Testing
     }
 
     @Test func lengthUsesAllFourBytes() {
-        let text = String(repeating: "x", count: 0x01_02_03 - 17)
+        let text = String(repeating: "x", count: 0x01_02_03 - 19)  // 19 bytes of JSON around it
         let frame = FrameEncoder.encode(["type": "s", "t": .string(text)])
         #expect(Array(frame[0..<4]) == [0x00, 0x01, 0x02, 0x03])
         #expect(frame.count == 4 + 0x01_02_03)

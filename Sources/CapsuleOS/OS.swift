@@ -1,0 +1,193 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Thin wrappers over the system calls the supervisor needs.
+public enum OS {
+    public static func errorText(_ code: Int32) -> String {
+        guard let text = strerror(code) else { return "errno \(code)" }
+        return String(cString: text)
+    }
+
+    // MARK: File descriptors
+
+    /// Reads up to `buffer.count` bytes; 0 means end of file.
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
+        try retrying("read") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            offset += try retrying("write") { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+        }
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { raw in capture { () throws(SystemError) in try writeAll(fd, raw) } }.get()
+    }
+
+    public static func writeAll(_ fd: Int32, _ text: String) throws(SystemError) {
+        var text = text
+        try text.withUTF8 { utf8 in
+            capture { () throws(SystemError) in try writeAll(fd, UnsafeRawBufferPointer(utf8)) }
+        }.get()
+    }
+
+    /// Carries a typed error out of the standard library's untyped `rethrows` closures.
+    private static func capture<T>(_ body: () throws(SystemError) -> T) -> Result<T, SystemError> {
+        do { return .success(try body()) } catch { return .failure(error) }
+    }
+
+    /// Writes all of `bytes` to a socket without raising SIGPIPE when the peer is gone.
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { raw in
+            capture { () throws(SystemError) in
+                var offset = 0
+                while offset < raw.count {
+                    offset += try retrying("send") {
+                        Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                    }
+                }
+            }
+        }.get()
+    }
+
+    public static func close(_ fd: Int32) {
+        _ = Glibc.close(fd) // never retried: the descriptor is gone either way on Linux
+    }
+
+    /// A connected pair of AF_UNIX stream sockets, close-on-exec.
+    public static func socketPair() throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        _ = try retrying("socketpair") { socketpair(AF_UNIX, type, 0, &fds) }
+        return (fds[0], fds[1])
+    }
+
+    public static func setNonBlocking(_ fd: Int32) throws(SystemError) {
+        let flags = try retrying("fcntl") { fcntl(fd, F_GETFL) }
+        _ = try retrying("fcntl") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
+    /// Waits for events on `fds`; a negative timeout waits forever. Returns how many are ready.
+    public static func poll(_ fds: inout [pollfd], timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        let count = fds.count
+        return Int(try fds.withUnsafeMutableBufferPointer { (buffer) throws(SystemError) in
+            try retrying("poll") { Glibc.poll(buffer.baseAddress, nfds_t(count), timeoutMilliseconds) }
+        })
+    }
+
+    // MARK: Processes
+
+    public static func kill(_ pid: pid_t, _ signal: Int32) {
+        _ = Glibc.kill(pid, signal)
+    }
+
+    /// How a child process ended.
+    public enum Termination: Sendable, Equatable {
+        case exited(Int32)
+        case signaled(Int32)
+    }
+
+    /// Reaps `pid`; nil when `block` is false and it is still running.
+    public static func wait(_ pid: pid_t, block: Bool) throws(SystemError) -> Termination? {
+        var status: Int32 = 0
+        let result = try retrying("waitpid") { waitpid(pid, &status, block ? 0 : WNOHANG) }
+        if result == 0 { return nil }
+        let signal = status & 0x7f
+        return signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+    }
+
+    /// Starts `path` with exactly the descriptors in `descriptors` (child fd ← parent fd), stdin and
+    /// stdout on /dev/null, stderr inherited, an empty environment, in a new session.
+    public static func spawn(_ path: String, arguments: [String],
+                             descriptors: [(child: Int32, parent: Int32)]) throws(SystemError) -> pid_t {
+        // Move the sources out of the way first, so that no mapping overwrites another's source.
+        var moved: [(child: Int32, parent: Int32)] = []
+        defer { for entry in moved { close(entry.parent) } }
+        for entry in descriptors {
+            let high = try retrying("fcntl") { fcntl(entry.parent, F_DUPFD_CLOEXEC, 64) }
+            moved.append((entry.child, high))
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        for entry in moved { posix_spawn_file_actions_adddup2(&actions, entry.parent, entry.child) }
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // A terminal's ^C reaches the supervisor only, which decides what to forward.
+        let flags = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) | 0x80 /* POSIX_SPAWN_SETSID */
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let environment: [UnsafeMutablePointer<CChar>?] = [nil]
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environment)
+        if result != 0 { throw SystemError("posix_spawn \(path)", errno: result) }
+        return pid
+    }
+
+    // MARK: Files
+
+    /// The whole file, refusing anything larger than `limit` bytes.
+    public static func readFile(_ path: String, limit: Int) throws(SystemError) -> [UInt8] {
+        let fd = try retrying("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try chunk.withUnsafeMutableBytes { raw in
+                capture { () throws(SystemError) in try read(fd, into: raw) }
+            }.get()
+            if count == 0 { return bytes }
+            if bytes.count + count > limit { throw SystemError("read \(path)", errno: EFBIG) }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
+
+    public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// The absolute path of the running executable.
+    public static func executablePath() -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+
+    // MARK: Time
+
+    /// Monotonic clock in nanoseconds.
+    public static func now() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+    }
+}

@@ -1,0 +1,48 @@
+import CapsuleProtocol
+
+/// Something an execution produced, in the order the worker sent it.
+public enum SessionEvent: Sendable, Equatable {
+    case stream(StreamName, String)
+    case result([String: String])
+    case error(ename: String, evalue: String, traceback: [String])
+    /// The code called `input()`; the event handler answers with a line, or nil for end of input.
+    case inputRequest(prompt: String, password: Bool)
+}
+
+/// A limit that ended a session.
+public enum LimitKind: Sendable, Equatable {
+    case timeout(seconds: Double)
+    case output(bytes: Int)
+    case memory(megabytes: Int)
+    case cpu(seconds: Int)
+}
+
+/// How one execution ended.
+public enum ExecutionOutcome: Sendable, Equatable {
+    /// The worker reported `done`; the session can run more code.
+    case finished(status: ExecutionStatus, exitCode: Int?, duration: Double, errorName: String?)
+    /// A limit was hit and the sandbox was killed.
+    case limitExceeded(LimitKind)
+    /// The worker process ended without reporting `done` (os._exit, a crash, a signal).
+    case workerEnded(exitCode: Int32?, signal: Int32?)
+    /// The worker sent something that breaks the protocol; the sandbox was killed.
+    case protocolError(String)
+}
+
+/// Why a session could not start.
+public enum SessionError: Error, Sendable, Equatable, CustomStringConvertible {
+    case sandbox(String)
+    case protocolError(String)
+    case startTimeout(seconds: Double)
+    case exitedBeforeReady(exitCode: Int32?, signal: Int32?)
+
+    public var description: String {
+        switch self {
+        case .sandbox(let text): text
+        case .protocolError(let text): "protocol error while starting the worker: \(text)"
+        case .startTimeout(let seconds): "the sandbox did not become ready within \(seconds) seconds"
+        case .exitedBeforeReady(let code, let signal):
+            "the sandbox ended before it was ready (\(signal.map { "signal \($0)" } ?? "exit status \(code ?? -1)"))"
+        }
+    }
+}

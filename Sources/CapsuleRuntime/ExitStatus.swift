@@ -1,0 +1,62 @@
+import CapsulePolicy
+
+/// What `capsule run` and `capsule exec` exit with, and the one line they print on stderr when a
+/// limit or capsule itself ended the run (docs/exit-status.md).
+public struct ExitStatus: Sendable, Equatable {
+    public static let timeout: Int32 = 124
+    public static let capsuleError: Int32 = 125
+    public static let outputLimit: Int32 = 126
+    public static let interrupted: Int32 = 130
+    public static let memoryLimit: Int32 = 137
+    public static let cpuLimit: Int32 = 152
+
+    public let code: Int32
+    /// The reason, for stderr; nil when the code's own status says it all.
+    public let reason: String?
+
+    public init(code: Int32, reason: String? = nil) {
+        self.code = code
+        self.reason = reason
+    }
+
+    public init(_ outcome: ExecutionOutcome, policy: Policy) {
+        let limits = policy.limits
+        switch outcome {
+        case .finished(_, let exitCode?, _, _):
+            self.init(code: Int32(truncatingIfNeeded: exitCode) & 0xff) // as the shell sees sys.exit(n)
+        case .finished(_, nil, _, "MemoryError"):
+            self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false))
+        case .finished(.interrupted, nil, _, _):
+            self.init(code: Self.interrupted, reason: "interrupted")
+        case .finished(.error, nil, _, _):
+            self.init(code: 1)
+        case .finished(.ok, nil, _, _):
+            self.init(code: 0)
+        case .limitExceeded(.timeout(let seconds)):
+            self.init(code: Self.timeout,
+                      reason: "timeout: the code ran longer than \(Self.format(seconds)) s and was stopped (limits.timeout_s in the policy)")
+        case .limitExceeded(.output(let bytes)):
+            self.init(code: Self.outputLimit,
+                      reason: "output limit: the code wrote more than \(bytes) bytes and was stopped (limits.max_output_bytes in the policy)")
+        case .limitExceeded(.memory(let megabytes)):
+            self.init(code: Self.memoryLimit, reason: Self.memoryReason(megabytes, killed: true))
+        case .limitExceeded(.cpu(let seconds)):
+            self.init(code: Self.cpuLimit,
+                      reason: "CPU time limit: the code used more than \(seconds) s of CPU and was killed (limits.cpu_seconds in the policy)")
+        case .workerEnded(_, let signal?):
+            self.init(code: 128 + signal, reason: "the code was killed by signal \(signal)")
+        case .workerEnded(let exitCode, nil):
+            self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
+        case .protocolError(let text):
+            self.init(code: Self.capsuleError, reason: "protocol error: \(text); the session was ended")
+        }
+    }
+
+    private static func memoryReason(_ megabytes: Int, killed: Bool) -> String {
+        "memory limit: the code needed more than its \(megabytes) MiB\(killed ? " and was killed" : "") (limits.memory_mb in the policy)"
+    }
+
+    private static func format(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+    }
+}

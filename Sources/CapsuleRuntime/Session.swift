@@ -1,0 +1,276 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CapsuleOS
+import CapsulePolicy
+import CapsuleProtocol
+import CapsuleSandbox
+
+/// One sandboxed Python worker and its persistent namespace. Not thread-safe: one owner drives it.
+/// It knows nothing of terminals or HTTP: events go to a handler, input comes back from it.
+public final class Session {
+    public let policy: Policy
+    public let pid: Int32
+    /// Notes from sandbox setup (e.g. no cgroup on this host), for the caller to show.
+    public var notes: [String] { report.notes }
+    public private(set) var isAlive = true
+    /// The worker's Python version, from `ready`.
+    public private(set) var pythonVersion = ""
+
+    /// When readable, the running execution is interrupted (for a signal handler's self-pipe).
+    public var interruptDescriptor: Int32?
+
+    private let channel: Int32
+    private var status: Int32
+    private var decoder: FrameDecoder
+    private var report = StatusReport()
+    private var statusTail = ""
+    private var termination: OS.Termination?
+    private var nextID = 1
+    private var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
+
+    public init(policy: Policy, location: WorkerLocation, startTimeout: Double = 30) throws(SessionError) {
+        self.policy = policy
+        let process: SandboxProcess
+        do { process = try Sandbox.launch(policy, location: location) } catch { throw .sandbox(error.description) }
+        pid = process.pid
+        channel = process.channel
+        status = process.status
+        decoder = FrameDecoder(maxFrameBytes: policy.limits.maxFrameBytes)
+
+        var ready = false
+        let end = pump(deadline: OS.now() + UInt64(startTimeout * 1e9)) { message in
+            guard case .ready(_, let python) = message else {
+                return .failure("expected `ready` first, got \(message.typeName)")
+            }
+            self.pythonVersion = python
+            ready = true
+            return .stop
+        }
+        if ready { return }
+        kill()
+        switch end {
+        case .protocolError(let text): throw .protocolError(text)
+        case .deadline: throw .startTimeout(seconds: startTimeout)
+        default:
+            if let failure = report.failure { throw .sandbox(failure.description) }
+            throw .exitedBeforeReady(exitCode: report.exitCode, signal: report.signal)
+        }
+    }
+
+    deinit {
+        if isAlive { kill() }
+        OS.close(channel)
+        if status >= 0 { OS.close(status) }
+    }
+
+    // MARK: Executing code
+
+    /// Runs `code` in the session's namespace and delivers what it produces to `onEvent`.
+    public func execute(_ code: String, filename: String = "<string>", argv: [String] = [""],
+                        wantResult: Bool = true,
+                        onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
+        guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
+        let id = String(nextID)
+        nextID += 1
+        if let ended = send(.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)) {
+            return ended
+        }
+        let started = OS.now()
+        let deadline = started + UInt64(policy.limits.timeoutSeconds * 1e9)
+        var outputBytes = 0
+        var outcome: ExecutionOutcome?
+        var errorName: String?
+
+        let end = pump(deadline: deadline) { message in
+            guard message.executionID == id else {
+                return .failure("\(message.typeName) for execution \(message.executionID ?? "none") while \(id) runs")
+            }
+            switch message {
+            case .stream(_, let name, let text):
+                let limit = self.policy.limits.maxOutputBytes
+                outputBytes += text.utf8.count
+                if outputBytes > limit {
+                    let room = limit - (outputBytes - text.utf8.count)
+                    if room > 0 { _ = onEvent(.stream(name, String(decoding: text.utf8.prefix(room), as: UTF8.self))) }
+                    return .limit(.output(bytes: limit))
+                }
+                _ = onEvent(.stream(name, text))
+            case .result(_, let data):
+                _ = onEvent(.result(data))
+            case .error(_, let ename, let evalue, let traceback):
+                errorName = ename
+                _ = onEvent(.error(ename: ename, evalue: evalue, traceback: traceback))
+            case .inputRequest(_, let prompt, let password):
+                let answer = onEvent(.inputRequest(prompt: prompt, password: password))
+                if let ended = self.send(.inputReply(id: id, value: answer)) {
+                    outcome = ended
+                    return .stop
+                }
+            case .done(_, let status, let duration, let exitCode):
+                outcome = .finished(status: status, exitCode: exitCode, duration: duration, errorName: errorName)
+                return .stop
+            case .ready:
+                return .failure("`ready` sent twice")
+            }
+            return .continue
+        }
+        if let outcome { return outcome }
+        switch end {
+        case .limit(let kind):
+            kill()
+            return .limitExceeded(kind)
+        case .deadline:
+            kill()
+            return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
+        case .protocolError(let text):
+            kill()
+            return .protocolError(text)
+        case .closed, .stopped:
+            return endedOutcome()
+        }
+    }
+
+    /// Sends SIGINT: the running code gets KeyboardInterrupt and `finally` blocks run.
+    public func interrupt() {
+        if isAlive { OS.kill(pid, SIGINT) }
+    }
+
+    /// Asks the worker to exit, waits up to `grace` seconds, then kills it.
+    public func shutdown(grace: Double = 2) {
+        guard isAlive else { return }
+        if send(.shutdown) == nil {
+            _ = pump(deadline: OS.now() + UInt64(grace * 1e9)) { _ in .continue }
+        }
+        if isAlive { kill() }
+    }
+
+    /// Kills the sandbox (the launcher SIGKILLs pid 1, which takes the whole namespace) and reaps it.
+    public func kill() {
+        guard isAlive else { return }
+        OS.kill(pid, SIGTERM)
+        reap()
+    }
+
+    // MARK: Internals
+
+    private enum Step {
+        case `continue`, stop
+        case failure(String)
+        case limit(LimitKind)
+    }
+
+    private enum PumpEnd {
+        case stopped, closed, deadline
+        case protocolError(String)
+        case limit(LimitKind)
+    }
+
+    /// Reads frames and status lines until `handle` says stop, the channel closes, or the deadline.
+    private func pump(deadline: UInt64, handle: (WorkerMessage) -> Step) -> PumpEnd {
+        while true {
+            // Frames already buffered first.
+            do {
+                while let json = try decoder.next() {
+                    let message: WorkerMessage
+                    do { message = try WorkerMessage(json) } catch { return .protocolError(error.description) }
+                    switch handle(message) {
+                    case .continue: continue
+                    case .stop: return .stopped
+                    case .failure(let text): return .protocolError(text)
+                    case .limit(let kind): return .limit(kind)
+                    }
+                }
+            } catch {
+                return .protocolError(error.description)
+            }
+
+            let now = OS.now()
+            if now >= deadline { return .deadline }
+            var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
+            if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
+            if let interruptDescriptor { fds.append(pollfd(fd: interruptDescriptor, events: Int16(POLLIN), revents: 0)) }
+            let waitMilliseconds = Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+            do { _ = try OS.poll(&fds, timeoutMilliseconds: waitMilliseconds) } catch { continue }
+
+            for entry in fds.dropFirst() where entry.revents != 0 {
+                if entry.fd == status { readStatus() } else { drainInterrupt() }
+            }
+            if fds[0].revents != 0 {
+                let count = (try? readBuffer.withUnsafeMutableBytes { raw in
+                    Result { try OS.read(channel, into: raw) } }.get()) ?? 0
+                if count == 0 {
+                    reap()
+                    return .closed
+                }
+                readBuffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            }
+        }
+    }
+
+    private func readStatus() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = (try? buffer.withUnsafeMutableBytes { raw in Result { try OS.read(status, into: raw) } }.get()) ?? 0
+        if count == 0 {
+            OS.close(status)
+            status = -1
+            return
+        }
+        statusTail = report.consume(statusTail + String(decoding: buffer[0..<count], as: UTF8.self))
+    }
+
+    private func drainInterrupt() {
+        guard let fd = interruptDescriptor else { return }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        _ = buffer.withUnsafeMutableBytes { raw in try? OS.read(fd, into: raw) }
+        interrupt()
+    }
+
+    /// Waits for the launcher to exit and reads the status pipe to its end.
+    private func reap() {
+        if termination == nil { termination = try? OS.wait(pid, block: true) }
+        while status >= 0 { readStatus() }
+        isAlive = false
+    }
+
+    private func send(_ message: SupervisorMessage) -> ExecutionOutcome? {
+        do {
+            try OS.sendAll(channel, message.encoded)
+            return nil
+        } catch {
+            reap()
+            return endedOutcome()
+        }
+    }
+
+    /// The outcome once the worker is gone, from what pid 1 and the launcher reported.
+    private func endedOutcome() -> ExecutionOutcome {
+        if report.memoryKills > 0 { return .limitExceeded(.memory(megabytes: policy.limits.memoryMB)) }
+        if report.signal == SIGXCPU { return .limitExceeded(.cpu(seconds: policy.limits.cpuSeconds)) }
+        if report.exitCode == nil, report.signal == nil, case .signaled(let signal)? = termination {
+            return .workerEnded(exitCode: nil, signal: signal)
+        }
+        return .workerEnded(exitCode: report.exitCode, signal: report.signal)
+    }
+}
+
+extension WorkerMessage {
+    var executionID: String? {
+        switch self {
+        case .ready: nil
+        case .stream(let id, _, _), .result(let id, _), .error(let id, _, _, _), .inputRequest(let id, _, _),
+             .done(let id, _, _, _): id
+        }
+    }
+
+    var typeName: String {
+        switch self {
+        case .ready: "`ready`"
+        case .stream: "`stream`"
+        case .result: "`result`"
+        case .error: "`error`"
+        case .inputRequest: "`input_request`"
+        case .done: "`done`"
+        }
+    }
+}

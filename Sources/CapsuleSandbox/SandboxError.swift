@@ -1,0 +1,62 @@
+import CapsuleOS
+
+/// Why a sandbox could not be started, as a sentence a user can act on.
+public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
+    case workerMissing(String)
+    case spawnFailed(SystemError)
+    /// A setup stage failed inside capsule-worker (reported as `stage <name> <errno> <detail>`).
+    case stage(StageFailure)
+
+    public var description: String {
+        switch self {
+        case .workerMissing(let text): text
+        case .spawnFailed(let error): "could not start capsule-worker: \(error)"
+        case .stage(let failure): failure.description
+        }
+    }
+}
+
+/// A sandbox setup stage that failed, and what the user can do about it.
+public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
+    public let stage: String
+    public let errno: Int32
+    public let detail: String
+
+    public init(stage: String, errno: Int32, detail: String) {
+        self.stage = stage
+        self.errno = errno
+        self.detail = detail
+    }
+
+    private var reason: String { errno == 0 ? detail : "\(OS.errorText(errno)) (\(detail))" }
+
+    public var description: String {
+        switch stage {
+        case "clone-namespaces" where [1, 28, 22, 12].contains(errno): // EPERM, ENOSPC, EINVAL, ENOMEM
+            "the sandbox could not create its namespaces: user namespaces are disabled or exhausted on this host (\(OS.errorText(errno))). Enable them with `sysctl -w kernel.unprivileged_userns_clone=1` and `sysctl -w user.max_user_namespaces=15000`; inside a container, allow unshare/clone (for Docker: --security-opt seccomp=unconfined). `capsule doctor` shows what this host supports."
+        case "user-namespace":
+            "the sandbox could not write its uid/gid maps: \(reason). The supervisor needs write access to /proc/<pid>/uid_map; check that /proc is mounted normally (`capsule doctor`)."
+        case "cgroup":
+            "the sandbox could not join its cgroup: \(reason). Check that /sys/fs/cgroup is writable by the supervisor, or run `capsule doctor`."
+        case "mount-private", "mount-root", "make-root", "bind-source", "bind-mount", "bind-remount", "mount-tmpfs",
+             "dev", "pivot-root", "detach-old-root", "remount-root-readonly", "chdir-workspace":
+            "the sandbox could not build its file system (stage \(stage)): \(reason). Mounting inside a user namespace may be blocked here (AppArmor or a container's seccomp profile); `capsule doctor` shows what works."
+        case "collect-runtime":
+            "could not find what the embedded Python needs: \(reason). Install Debian's libpython3-dev (`apt-get install libpython3-dev`)."
+        case "readonly-path":
+            "a read-only path named by the policy is not usable: \(reason)."
+        case "seccomp":
+            "the sandbox could not install its seccomp filter: \(reason). The kernel needs CONFIG_SECCOMP_FILTER; `capsule doctor` shows whether seccomp works here."
+        case "landlock":
+            "the sandbox could not apply Landlock: \(reason)."
+        case "python-init":
+            "the embedded Python failed to start: \(reason). Check that Debian's python3 standard library is installed (`apt-get install libpython3-dev`)."
+        case "python-import":
+            "the embedded Python could not load the capsule_worker package: \(reason). Check CAPSULE_WORKER_PYTHON or reinstall capsule."
+        case "arguments":
+            "capsule-worker rejected its arguments: \(reason). This is a bug in capsule; please report it."
+        default:
+            "the sandbox failed at stage \(stage): \(reason)."
+        }
+    }
+}

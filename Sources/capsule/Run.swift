@@ -1,0 +1,26 @@
+import ArgumentParser
+import CapsuleOS
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Python script in the sandbox; exit with the script's status.",
+        discussion: """
+            Output streams as it is produced. Exit status: the script's own (sys.exit(n) gives n, an \
+            uncaught exception 1), or 124 timeout, 125 capsule could not run it, 126 output limit, \
+            130 interrupted, 137 memory limit, 152 CPU time limit. See docs/exit-status.md.
+            """
+    )
+
+    @OptionGroup var options: SessionOptions
+
+    @Argument(help: "The Python script to run.")
+    var script: String
+
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for the script (its sys.argv[1:]).")
+    var arguments: [String] = []
+
+    func run() throws {
+        let source = try readSource(script)
+        throw ExitCode(runCode(source, filename: script, argv: [script] + arguments, wantResult: false, options: options))
+    }
+}

@@ -1,0 +1,3 @@
+import sys
+print("Hello from the sandbox!")
+print("python", sys.version.split()[0], "argv", sys.argv)

@@ -1,0 +1,345 @@
+"""End-to-end tests: start the worker in a subprocess and speak docs/protocol.md to it over fd 3.
+
+Run from the repository root: /usr/bin/python3.11 -m unittest discover -s worker/tests -t worker
+"""
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+WORKER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
+TIMEOUT = 20
+
+
+class Worker:
+    """One worker process plus the supervisor's end of its socket."""
+
+    def __init__(self, stderr=None):
+        self.sock, child = socket.socketpair()
+        boot = (f"import os, sys; os.dup2({child.fileno()}, 3); sys.path.insert(0, {WORKER_DIR!r}); "
+                "import capsule_worker.main as m; m.serve(3)")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen([PYTHON, "-I", "-S", "-c", boot], pass_fds=[child.fileno()],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        child.close()
+        self.sock.settimeout(TIMEOUT)
+        self.ready = self.recv()
+        self.startup = time.perf_counter() - started
+        self.count = 0
+
+    def send(self, msg):
+        data = json.dumps(msg).encode()
+        self.sock.sendall(struct.pack(">I", len(data)) + data)
+
+    def _exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("worker closed the socket")
+            buf += chunk
+        return buf
+
+    def recv(self):
+        (size,) = struct.unpack(">I", self._exact(4))
+        return json.loads(self._exact(size).decode("utf-8"))
+
+    def execute(self, code, result=True, filename=None, argv=None):
+        self.count += 1
+        rid = f"r{self.count}"
+        filename = filename or f"<cell-{self.count}>"
+        self.send({"type": "execute", "id": rid, "code": code, "filename": filename,
+                   "argv": argv if argv is not None else [filename], "result": result})
+        return rid
+
+    def collect(self, rid):
+        """Frames until (and including) done; input requests are not answered here."""
+        out = []
+        while True:
+            msg = self.recv()
+            out.append(msg)
+            if msg["type"] == "done":
+                assert msg["id"] == rid, msg
+                return out
+
+    def run(self, code, **kw):
+        return Run(self.collect(self.execute(code, **kw)))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.sock.close()
+
+
+class Run:
+    """The frames of one execution, with convenient views."""
+
+    def __init__(self, msgs):
+        self.msgs = msgs
+        self.done = msgs[-1]
+        self.stdout = "".join(m["text"] for m in msgs if m["type"] == "stream" and m["name"] == "stdout")
+        self.stderr = "".join(m["text"] for m in msgs if m["type"] == "stream" and m["name"] == "stderr")
+        self.results = [m["data"]["text/plain"] for m in msgs if m["type"] == "result"]
+        errors = [m for m in msgs if m["type"] == "error"]
+        self.error = errors[0] if errors else None
+        self.types = [m["type"] for m in msgs]
+
+
+class WorkerTest(unittest.TestCase):
+    def setUp(self):
+        self.w = Worker()
+
+    def tearDown(self):
+        self.w.close()
+
+    def assertOk(self, run):
+        self.assertEqual(run.done["status"], "ok", run.msgs)
+        self.assertIsNone(run.error)
+
+    def test_ready_and_startup_time(self):
+        self.assertEqual(self.w.ready["type"], "ready")
+        self.assertEqual(self.w.ready["pid"], self.w.proc.pid)
+        self.assertEqual(self.w.ready["python"], "%d.%d.%d" % sys.version_info[:3])
+        times = [self.w.startup] + [_timed_startup() for _ in range(4)]
+        print(f"\n  spawn-to-ready: best {min(times) * 1000:.1f} ms, runs "
+              + ", ".join(f"{t * 1000:.1f}" for t in times), file=sys.stderr)
+
+    def test_hello_world(self):
+        run = self.w.run("print('hello, world')")
+        self.assertOk(run)
+        self.assertEqual(run.stdout, "hello, world\n")
+        self.assertEqual(run.types, ["stream", "done"])
+        self.assertIsInstance(run.done["duration"], float)
+        self.assertNotIn("exit_code", run.done)
+
+    def test_trailing_expression_evaluated_once(self):
+        self.assertOk(self.w.run("n = 0\ndef bump():\n    global n\n    n += 1\n    return n"))
+        run = self.w.run("print('before')\nbump()")
+        self.assertOk(run)
+        self.assertEqual(run.types, ["stream", "result", "done"])  # output before result
+        self.assertEqual(run.results, ["1"])
+        self.assertEqual(self.w.run("n").results, ["1"])
+
+    def test_result_suppressed_and_none(self):
+        run = self.w.run("40 + 2", result=False)
+        self.assertEqual(run.types, ["done"])
+        self.assertEqual(self.w.run("None").types, ["done"])
+        self.assertEqual(self.w.run("x = 5").types, ["done"])
+        self.assertEqual(self.w.run("'a' * 3").results, ["'aaa'"])
+
+    def test_underscore_history(self):
+        for code in ("1", "2", "None", "3"):
+            self.w.run(code)
+        self.assertEqual(self.w.run("(_, __, ___)").results, ["(3, 2, 1)"])
+
+    def test_namespace_persists_and_is_main(self):
+        self.w.run("import sys\nclass Point:\n    pass\np = Point()", filename="defs.py", argv=["defs.py", "-v"])
+        run = self.w.run("print(__name__, __file__, sys.argv, type(p).__module__)\n"
+                         "import __main__; __main__.p is p", filename="use.py", argv=["use.py", "x"])
+        self.assertOk(run)
+        self.assertEqual(run.stdout, "__main__ use.py ['use.py', 'x'] __main__\n")
+        self.assertEqual(run.results, ["True"])
+        self.assertNotIn("capsule_worker", self.w.run("sorted(k for k in dir() if not k.startswith('__'))").results[0])
+
+    def test_exception_traceback_has_only_user_frames(self):
+        self.w.run("def helper(x):\n    return 1 / x\n", filename="lib.py")
+        run = self.w.run("a = 1\n\nhelper(0)\n", filename="main.py")
+        self.assertEqual(run.done["status"], "error")
+        self.assertEqual(run.types, ["error", "done"])
+        err = run.error
+        self.assertEqual((err["ename"], err["evalue"]), ("ZeroDivisionError", "division by zero"))
+        tb = err["traceback"]
+        self.assertTrue(all(line.endswith("\n") and line.count("\n") == 1 for line in tb), tb)
+        self.assertNotIn("capsule_worker", "".join(tb))
+        self.assertEqual(tb[0], "Traceback (most recent call last):\n")
+        self.assertIn('  File "main.py", line 3, in <module>\n', tb)
+        self.assertIn("    helper(0)\n", tb)
+        self.assertIn('  File "lib.py", line 2, in helper\n', tb)
+        self.assertIn("    return 1 / x\n", tb)
+        self.assertEqual(tb[-1], "ZeroDivisionError: division by zero\n")
+        self.assertOk(self.w.run("a"))  # the body before the error ran; the session goes on
+
+    def test_output_flushed_before_error_and_chained_names(self):
+        run = self.w.run("import sys\nprint('partial', end='')\nsys.stderr.write('warn')\n"
+                         "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('bad') from e")
+        self.assertEqual(run.types, ["stream", "stream", "error", "done"])
+        self.assertEqual((run.stdout, run.stderr), ("partial", "warn"))
+        self.assertEqual(run.error["ename"], "ValueError")
+        tb = "".join(run.error["traceback"])
+        self.assertIn("KeyError: 'k'", tb)
+        self.assertIn("direct cause", tb)
+        self.assertNotIn("capsule_worker", tb)
+        run = self.w.run("import json\njson.loads('{')")
+        self.assertEqual(run.error["ename"], "json.decoder.JSONDecodeError")
+
+    def test_syntax_error(self):
+        run = self.w.run("x = 1\nif x\n    pass\n", filename="bad.py")
+        self.assertEqual(run.done["status"], "error")
+        err = run.error
+        self.assertEqual(err["ename"], "SyntaxError")
+        tb = "".join(err["traceback"])
+        self.assertNotIn("capsule_worker", tb)
+        self.assertNotIn("Traceback", tb)
+        self.assertIn('File "bad.py", line 2', tb)
+        self.assertIn("    if x\n", tb)
+        self.assertIn("^", tb)
+        self.assertEqual(self.w.run("x = 1\nx", result=True).results, ["1"])  # nothing of bad.py ran
+
+    def test_sys_exit(self):
+        for code, exit_code, status in (("sys.exit(3)", 3, "error"), ("sys.exit()", 0, "ok"),
+                                        ("sys.exit(None)", 0, "ok"), ("sys.exit(0)", 0, "ok"),
+                                        ("raise SystemExit(True)", 1, "error")):
+            run = self.w.run("import sys\nprint('x')\n" + code)
+            self.assertEqual((run.done["status"], run.done["exit_code"]), (status, exit_code), code)
+            self.assertIsNone(run.error)
+            self.assertEqual(run.stdout, "x\n")
+        run = self.w.run("import sys; sys.exit('fatal: no input')")
+        self.assertEqual((run.done["status"], run.done["exit_code"]), ("error", 1))
+        self.assertEqual(run.stderr, "fatal: no input\n")
+        self.assertOk(self.w.run("1"))  # still alive
+
+    def test_top_level_await_and_persistent_loop(self):
+        run = self.w.run("import asyncio\nasync def later():\n    await asyncio.sleep(0.05)\n    return 42\n"
+                         "task = asyncio.create_task(later())\nawait asyncio.sleep(0)\ntask.done()")
+        self.assertOk(run)
+        self.assertEqual(run.results, ["False"])
+        run = self.w.run("await task")
+        self.assertOk(run)
+        self.assertEqual(run.results, ["42"])
+        run = self.w.run("async def boom():\n    raise RuntimeError('async')\nawait boom()")
+        self.assertEqual(run.error["ename"], "RuntimeError")
+        tb = "".join(run.error["traceback"])
+        self.assertNotIn("asyncio", tb)
+        self.assertNotIn("capsule_worker", tb)
+        self.assertIn("await boom()", tb)
+        self.assertOk(self.w.run("asyncio.run(asyncio.sleep(0))\nawait asyncio.sleep(0)"))
+
+    def test_input_round_trip_and_eof(self):
+        w = self.w
+        rid = w.execute("name = input('Who? ')\nline = __import__('sys').stdin.readline()\n"
+                        "print('hi', name, repr(line))\ninput()")
+        self.assertEqual(w.recv(), {"type": "input_request", "id": rid, "prompt": "Who? ", "password": False})
+        w.send({"type": "input_reply", "id": rid, "value": "Ada"})
+        self.assertEqual(w.recv()["prompt"], "")
+        w.send({"type": "input_reply", "id": "stale", "value": "ignored"})
+        w.send({"type": "input_reply", "id": rid, "value": "second"})
+        self.assertEqual(w.recv()["text"], "hi Ada 'second\\n'\n")
+        self.assertEqual(w.recv()["type"], "input_request")
+        w.send({"type": "input_reply", "id": rid, "eof": True})
+        run = Run(w.collect(rid))
+        self.assertEqual(run.error["ename"], "EOFError")
+
+    def test_input_flushes_pending_output(self):
+        rid = self.w.execute("print('no newline', end='')\ninput('> ')")
+        self.assertEqual(self.w.recv()["text"], "no newline")
+        self.assertEqual(self.w.recv()["type"], "input_request")
+        self.w.send({"type": "input_reply", "id": rid, "value": "v"})
+        self.assertEqual(Run(self.w.collect(rid)).results, ["'v'"])
+
+    def test_sigint_interrupts_and_session_survives(self):
+        w = self.w
+        rid = w.execute("import time\ntry:\n    print('started')\n    while True:\n        pass\n"
+                        "finally:\n    print('cleanup')")
+        self.assertEqual(w.recv()["text"], "started\n")
+        os.kill(w.proc.pid, signal.SIGINT)
+        run = Run(w.collect(rid))
+        self.assertEqual(run.done["status"], "interrupted")
+        self.assertEqual(run.error["ename"], "KeyboardInterrupt")
+        self.assertEqual(run.stdout, "cleanup\n")
+        self.assertNotIn("capsule_worker", "".join(run.error["traceback"]))
+        os.kill(w.proc.pid, signal.SIGINT)  # while idle: ignored
+        time.sleep(0.1)
+        self.assertOk(w.run("1 + 1"))
+
+    def test_sigint_while_waiting_for_input(self):
+        rid = self.w.execute("input('? ')")
+        self.assertEqual(self.w.recv()["type"], "input_request")
+        os.kill(self.w.proc.pid, signal.SIGINT)
+        run = Run(self.w.collect(rid))
+        self.assertEqual(run.done["status"], "interrupted")
+        self.assertOk(self.w.run("2"))
+
+    def test_sigint_storm_during_output_keeps_frames_intact(self):
+        rid = self.w.execute("i = 0\nwhile True:\n    print('x' * 5000, i)\n    i += 1")
+        self.w.recv()
+        for _ in range(50):
+            os.kill(self.w.proc.pid, signal.SIGINT)
+            time.sleep(0.002)
+        run = Run(self.w.collect(rid))  # every frame decoded: none was cut in half
+        self.assertEqual(run.done["status"], "interrupted")
+        self.assertEqual(self.w.run("'alive'").results, ["'alive'"])
+
+    def test_big_print_is_chunked(self):
+        run = self.w.run("print('x' * 10_000_000)\nprint('é' * 100_000)")
+        self.assertOk(run)
+        chunks = [m["text"] for m in run.msgs if m["type"] == "stream"]
+        self.assertTrue(all(len(c.encode()) <= 64 * 1024 for c in chunks))
+        self.assertEqual(run.stdout, "x" * 10_000_000 + "\n" + "é" * 100_000 + "\n")
+        self.assertGreater(len(chunks), 150)
+
+    def test_stream_objects(self):
+        run = self.w.run("import sys, io\n"
+                         "print(sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.writable())\n"
+                         "try:\n    sys.stdout.fileno()\nexcept io.UnsupportedOperation:\n    print('no fileno')\n"
+                         "sys.stdout.write(b'bytes')")
+        self.assertEqual(run.stdout, "False utf-8 True\nno fileno\n")
+        self.assertEqual(run.error["ename"], "TypeError")
+        self.assertNotIn("capsule_worker", "".join(run.error["traceback"]))
+
+    def test_stdout_stderr_order(self):
+        run = self.w.run("import sys\nprint('a', end='')\nprint('b', end='', file=sys.stderr)\nprint('c')")
+        self.assertEqual([(m["name"], m["text"]) for m in run.msgs if m["type"] == "stream"],
+                         [("stdout", "a"), ("stderr", "b"), ("stdout", "c\n")])
+
+    def test_inspect_getsource_in_first_cell(self):
+        run = self.w.run("import inspect\ndef f():\n    return 1\nprint(inspect.getsource(f), end='')")
+        self.assertOk(run)
+        self.assertEqual(run.stdout, "def f():\n    return 1\n")
+
+    def test_memory_error_when_memory_is_exhausted(self):
+        self.assertOk(self.w.run(
+            "import resource\nsize = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20), resource.RLIM_INFINITY))"))
+        run = self.w.run("hog = []\nwhile True:\n    hog.append(bytearray(1 << 16))")
+        self.assertEqual(run.done["status"], "error")
+        self.assertEqual(run.error["ename"], "MemoryError")
+        self.assertOk(self.w.run("del hog"))
+        self.assertEqual(self.w.run("sum(range(10))").results, ["45"])
+
+    def test_shutdown(self):
+        self.w.send({"type": "shutdown"})
+        self.assertEqual(self.w.proc.wait(TIMEOUT), 0)
+
+    def test_eof_exits_quietly(self):
+        self.w.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(self.w.proc.wait(TIMEOUT), 0)
+
+    def test_malformed_frames_exit_2(self):
+        bad = [struct.pack(">I", 3) + b"{x}", struct.pack(">I", 2) + b"[]", struct.pack(">I", (16 << 20) + 1),
+               struct.pack(">I", 0), struct.pack(">I", 14) + b'{"type":"zap"}',
+               struct.pack(">I", 2) + b"\xff\xfe", struct.pack(">I", 27) + b'{"type":"execute","id":"1"}']
+        for frame in bad:
+            with self.subTest(frame=frame[:40]):
+                w = Worker(stderr=subprocess.DEVNULL)  # it explains itself on fd 2
+                try:
+                    w.sock.sendall(frame)
+                    self.assertEqual(w.proc.wait(TIMEOUT), 2)
+                finally:
+                    w.close()
+
+
+def _timed_startup():
+    w = Worker()
+    w.close()
+    return w.startup
+
+
+if __name__ == "__main__":
+    unittest.main()
