@@ -54,6 +54,18 @@ static void add_library(struct cw_config *cfg, const char *found) {
     if (strcmp(link, real) != 0) cw_add_entry(cfg, CW_SYMLINK, link, real);
 }
 
+// Each soname is resolved once; `seen` holds the names already handled.
+#define MAX_NAMES 256
+static char seen[MAX_NAMES][128];
+static size_t n_seen;
+
+static bool mark_seen(const char *name) {
+    for (size_t i = 0; i < n_seen; i++)
+        if (strcmp(seen[i], name) == 0) return false;
+    if (n_seen < MAX_NAMES) snprintf(seen[n_seen++], sizeof seen[0], "%s", name);
+    return true;
+}
+
 static int on_loaded_object(struct dl_phdr_info *info, size_t size, void *ctx) {
     (void)size;
     const char *name = info->dlpi_name;
@@ -63,6 +75,8 @@ static int on_loaded_object(struct dl_phdr_info *info, size_t size, void *ctx) {
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) { *slash = 0; add_search_dir(dir); }
     add_library(ctx, name);
+    const char *base = strrchr(name, '/');
+    mark_seen(base ? base + 1 : name);
     return 0;
 }
 
@@ -110,10 +124,11 @@ static void add_needed_closure(struct cw_config *cfg, const char *object, int de
     char names[64][128];
     size_t n = read_needed(object, names, 64);
     for (size_t i = 0; i < n; i++) {
+        if (!mark_seen(names[i])) continue;
         for (size_t d = 0; d < n_search_dirs; d++) {
             char candidate[PATH_MAX], real[PATH_MAX];
             snprintf(candidate, sizeof candidate, "%s/%s", search_dirs[d], names[i]);
-            if (access(candidate, R_OK) != 0 || !realpath(candidate, real)) continue;
+            if (!realpath(candidate, real)) continue;
             bool known = has_entry(cfg, real);
             add_library(cfg, candidate);
             if (!known && depth < 8) add_needed_closure(cfg, real, depth + 1);

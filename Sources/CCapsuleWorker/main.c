@@ -123,10 +123,14 @@ int main(int argc, char **argv) {
     close(go[1]);
 
     int status = 0;
+    const pid_t supervisor = getppid();
+    const struct timespec tick = {0, 250 * 1000000};
     for (;;) {
         siginfo_t info;
-        int sig = sigwaitinfo(&signals, &info);
-        if (sig == SIGINT) {
+        int sig = sigtimedwait(&signals, &info, &tick);
+        if (sig < 0 && getppid() != supervisor) {
+            kill(child, SIGKILL); // the supervisor died: nobody enforces the timeout any more
+        } else if (sig == SIGINT) {
             kill(child, SIGINT); // pid 1 forwards it to Python: KeyboardInterrupt
         } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
             kill(child, SIGKILL);

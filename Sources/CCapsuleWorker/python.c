@@ -50,6 +50,7 @@ _Noreturn void cw_run_python(const struct cw_config *cfg) {
     append_path(&config, "/usr/lib/capsule");
     append_path(&config, cfg->stdlib_path);
     append_path(&config, dynload);
+    append_path(&config, "/workspace"); // the code's own modules, after the stdlib so they cannot shadow it by accident
     check(Py_InitializeFromConfig(&config), "initialize");
     PyConfig_Clear(&config);
 

@@ -35,6 +35,9 @@ static void isolate_session(void) {
     CW_TRY("hostname", sethostname("capsule", 7));
     CW_TRY("hostname", setdomainname("capsule", 7));
     CW_TRY("cgroup-namespace", unshare(CLONE_NEWCGROUP)); // rooted at the session's cgroup
+    // Not dumpable: Python (pid 2) cannot open /proc/1/fd/* or /proc/1/mem of pid 1, whose status
+    // pipe stays open; the setresuid above already cleared it, this says so on purpose.
+    CW_TRY("dumpable", prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
 }
 
 static void keep_only_channel_fds(void) {

@@ -63,6 +63,8 @@ void cw_apply_seccomp(const struct cw_config *cfg) {
     if (!ctx) cw_fail("seccomp", ENOMEM, "seccomp_init");
     if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) < 0)
         cw_fail("seccomp", EINVAL, "bad-arch action");
+    // A binary search over syscall numbers instead of a linear list: every syscall pays for the filter.
+    seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) allow(ctx, allowed[i], 0, NULL);
 
     // Threads and fork, never new namespaces. clone3 passes its flags in memory a filter cannot

@@ -137,8 +137,15 @@ public final class Session {
     }
 
     /// Asks the worker to exit, waits up to `grace` seconds, then kills it.
-    public func shutdown(grace: Double = 2) {
+    /// With `wait` false it returns at once: pid 1 and the launcher finish the teardown (and the
+    /// launcher kills the sandbox if this process goes away), which saves a one-shot command the
+    /// namespace teardown.
+    public func shutdown(grace: Double = 2, wait: Bool = true) {
         guard isAlive else { return }
+        if !wait {
+            if send(.shutdown) == nil { isAlive = false }
+            return
+        }
         if send(.shutdown) == nil {
             _ = pump(deadline: OS.now() + UInt64(grace * 1e9)) { _ in .continue }
         }

@@ -79,7 +79,7 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
         }
         return nil
     }
-    session.shutdown()
+    session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
     let status = ExitStatus(outcome, policy: policy)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return status.code

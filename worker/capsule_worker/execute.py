@@ -169,7 +169,7 @@ def _user_traceback(tb, cells):
     start = next((i for i, t in enumerate(entries) if any(t.tb_frame.f_code is c for c in cells)), 0)
     result = None
     for t in reversed(entries[start:]):
-        if t.tb_frame.f_globals.get("__name__", "").partition(".")[0] != __package__:
+        if str(t.tb_frame.f_globals.get("__name__")).partition(".")[0] != __package__:
             result = type(t)(result, t.tb_frame, t.tb_lasti, t.tb_lineno)
     return result
 

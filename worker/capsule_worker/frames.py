@@ -7,8 +7,7 @@ JSON choice, measured with python3.11 -X importtime: `import json` costs ~5 ms (
 SIGINT: a KeyboardInterrupt raised half-way through a frame would desynchronise the stream, so our
 handler only raises while user code runs (`_masked` false) and otherwise records it in `_pending`.
 """
-import os
-import sys
+import posix as os  # the functions `os` re-exports; importing `os` itself costs ~0.7 ms without site
 from _thread import allocate_lock, get_ident
 
 MAX_FRAME = 16 << 20  # docs/protocol.md: limits.max_frame_bytes default
@@ -80,7 +79,7 @@ def _raise_pending(outer_masked):
 
 def call_user(fn, *args):
     """Run fn (user code) with SIGINT raising KeyboardInterrupt; worker code around it stays masked."""
-    global _masked, _pending
+    global _masked
     _masked = False
     try:
         _raise_pending(False)  # a SIGINT that came with or after the execute frame
@@ -166,38 +165,47 @@ def _write_all(data):
 # -- reading ---------------------------------------------------------------------------------------
 
 def recv():
-    """Next valid message from the supervisor; exits quietly on EOF, with status 2 on a malformed frame.
+    """Next valid message from the supervisor; exits 0 on EOF or `shutdown`, 2 on a malformed frame.
 
     Idle (masked) waits drop SIGINTs that arrived before the frame: they were meant for an execution
     that already finished. From user code (input()), the wait raises KeyboardInterrupt, but only
     before any byte is consumed, so the stream stays in sync.
     """
-    global _masked, _pending
+    global _masked
+    if get_ident() != _main:  # signals only reach the main thread: nothing to mask
+        return _recv(False)
     outer = _masked
     if not outer:
         import select
         select.select([_fd], [], [])  # interruptible wait that consumes nothing
     _masked = True
     try:
-        head = _read(4)
-        if outer:
-            _pending = False
-        if not head:
-            os._exit(0)
-        head += _read_exact(4 - len(head))
-        size = int.from_bytes(head, "big")
-        if not 0 < size <= MAX_FRAME:
-            fail(f"frame length {size}")
-        payload = _read_exact(size)
+        msg = _recv(outer)
     finally:
         _masked = outer
+    _raise_pending(outer)
+    return msg
+
+
+def _recv(idle):
+    global _pending
+    head = _read(4)
+    if idle:
+        _pending = False
+    if not head:
+        os._exit(0)
+    head += _read_exact(4 - len(head))
+    size = int.from_bytes(head, "big")
+    if not 0 < size <= MAX_FRAME:
+        fail(f"frame length {size}")
     try:
-        msg = _loads(payload.decode("utf-8"))
+        msg = _loads(_read_exact(size).decode("utf-8"))
     except Exception as exc:
         fail(f"bad JSON ({type(exc).__name__})")
     if not _valid(msg):
         fail(f"unexpected message {str(msg)[:200]}")
-    _raise_pending(outer)
+    if msg["type"] == "shutdown":  # valid at any wait, idle or in input()
+        os._exit(0)  # not sys.exit: finalisation could wait forever on user threads
     return msg
 
 

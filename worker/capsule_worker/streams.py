@@ -1,8 +1,8 @@
 """sys.stdout / sys.stderr / sys.stdin and input() for user code, carried as protocol frames."""
 import builtins
 import io
-import os
 import sys
+from _thread import RLock
 
 from . import frames
 
@@ -10,6 +10,7 @@ BUFFER = 8 * 1024  # buffered characters before a flush
 CHUNK = 64 * 1024  # most text per stream frame, in UTF-8 bytes
 
 current_id = None  # id of the execute that output and input requests belong to
+_lock = RLock()  # both streams: user threads share the buffers; re-entrant for handlers that print
 
 
 class Output(io.TextIOBase):
@@ -30,25 +31,27 @@ class Output(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if self.other._parts:
-            self.other.flush()
-        if self._size + len(s) > BUFFER:
-            self.flush()
-            if len(s) > BUFFER:  # big text goes straight out in chunks, never copied whole
-                self._send(s)
-                return len(s)
-        self._parts.append(s)
-        self._size += len(s)
-        if "\n" in s:
-            self.flush()
+        with _lock:
+            if self.other._parts:
+                self.other.flush()
+            if self._size + len(s) > BUFFER:
+                self.flush()
+                if len(s) > BUFFER:  # big text goes straight out in chunks, never copied whole
+                    self._send(s)
+                    return len(s)
+            self._parts.append(s)
+            self._size += len(s)
+            if "\n" in s:
+                self.flush()
         return len(s)
 
     def flush(self):
-        if self._parts:
-            text = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-            self._send(text)
+        with _lock:
+            if self._parts:
+                text = "".join(self._parts)
+                self._parts.clear()
+                self._size = 0
+                self._send(text)
 
     def close(self):  # the session's streams outlive any user code that closes them
         self.flush()
@@ -128,8 +131,6 @@ def request_input(prompt):
     frames.send({"type": "input_request", "id": current_id, "prompt": prompt, "password": False})
     while True:
         msg = frames.recv()
-        if msg["type"] == "shutdown":
-            os._exit(0)
         if msg["type"] != "input_reply":
             frames.fail(f"{msg['type']} while waiting for input_reply")
         if msg["id"] == current_id:  # other ids are stale replies to an interrupted input()

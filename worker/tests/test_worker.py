@@ -165,6 +165,8 @@ class WorkerTest(unittest.TestCase):
         self.assertIn("    return 1 / x\n", tb)
         self.assertEqual(tb[-1], "ZeroDivisionError: division by zero\n")
         self.assertOk(self.w.run("a"))  # the body before the error ran; the session goes on
+        tb = self.w.run("a = 1\n1 / 0", filename="expr.py").error["traceback"]
+        self.assertEqual(tb[1:3], ['  File "expr.py", line 2, in <module>\n', "    1 / 0\n"])
 
     def test_output_flushed_before_error_and_chained_names(self):
         run = self.w.run("import sys\nprint('partial', end='')\nsys.stderr.write('warn')\n"
@@ -235,6 +237,8 @@ class WorkerTest(unittest.TestCase):
         w.send({"type": "input_reply", "id": rid, "eof": True})
         run = Run(w.collect(rid))
         self.assertEqual(run.error["ename"], "EOFError")
+        w.send({"type": "input_reply", "id": rid, "value": "late"})  # while idle: dropped
+        self.assertOk(w.run("1"))
 
     def test_input_flushes_pending_output(self):
         rid = self.w.execute("print('no newline', end='')\ninput('> ')")
@@ -275,6 +279,34 @@ class WorkerTest(unittest.TestCase):
         run = Run(self.w.collect(rid))  # every frame decoded: none was cut in half
         self.assertEqual(run.done["status"], "interrupted")
         self.assertEqual(self.w.run("'alive'").results, ["'alive'"])
+
+    def test_sigint_during_await(self):
+        w = self.w
+        w.run("import asyncio")
+        rid = w.execute("try:\n    print('waiting')\n    await asyncio.sleep(60)\nfinally:\n    print('cancelled')")
+        self.assertEqual(w.recv()["text"], "waiting\n")
+        os.kill(w.proc.pid, signal.SIGINT)
+        run = Run(w.collect(rid))
+        self.assertEqual((run.done["status"], run.error["ename"]), ("interrupted", "KeyboardInterrupt"))
+        self.assertEqual(run.stdout, "cancelled\n")
+        self.assertEqual(w.run("await asyncio.sleep(0, result='again')").results, ["'again'"])
+
+    def test_threads_and_signal_handlers_printing_keep_frames_intact(self):
+        run = self.w.run(
+            "import signal, threading, time\n"
+            "signal.signal(signal.SIGALRM, lambda *a: print('#'))\n"
+            "signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)\n"
+            "def spam():\n    for i in range(300):\n        print('t' * 3000)\n"
+            "threads = [threading.Thread(target=spam) for _ in range(3)]\n"
+            "for t in threads: t.start()\n"
+            "end = time.time() + 0.3\n"
+            "while time.time() < end:\n    print('m' * 70000)\n"
+            "for t in threads: t.join()\n"
+            "signal.setitimer(signal.ITIMER_REAL, 0)")
+        self.assertOk(run)
+        self.assertEqual(run.stdout.count("t"), 900 * 3000)  # lines may interleave (as in CPython), text is never lost
+        self.assertEqual(run.stdout.count("m") % 70000, 0)
+        self.assertGreater(run.stdout.count("#"), 0)
 
     def test_big_print_is_chunked(self):
         run = self.w.run("print('x' * 10_000_000)\nprint('é' * 100_000)")
