@@ -78,7 +78,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     static struct cw_config cfg;
-    parse_arguments(&cfg, argc, argv);
+    bool print_root = argc >= 2 && !strcmp(argv[1], "--print-root"); // what the new root would hold
+    parse_arguments(&cfg, argc - print_root, argv + print_root);
+    if (print_root) {
+        cw_collect_runtime(&cfg);
+        for (size_t i = 0; i < cfg.n_entries; i++)
+            printf("%s %s %s\n", cfg.entries[i].kind == CW_SYMLINK ? "symlink" : "bind",
+                   cfg.entries[i].path, cfg.entries[i].source);
+        return 0;
+    }
     syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0); // nothing else of the supervisor's leaks in
     cw_collect_runtime(&cfg);
 
@@ -101,9 +109,13 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < 5; i++) sigaddset(&signals, handled[i]);
     sigprocmask(SIG_BLOCK, &signals, NULL);
 
+    signal(SIGPIPE, SIG_IGN); // a supervisor that stopped reading must not kill the cleanup
     int go[2];
     CW_TRY("pipe", pipe2(go, O_CLOEXEC));
-    unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+    // The cgroup namespace is rooted at the launcher's cgroup: the session's group shows as
+    // /capsule/s<launcher pid>, which names nothing the uid map does not already show.
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
+                          CLONE_NEWCGROUP | SIGCHLD;
     if (!cfg.host_network) flags |= CLONE_NEWNET;
     pid_t child = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
     if (child < 0) {
@@ -118,8 +130,9 @@ int main(int argc, char **argv) {
     close(go[0]);
     close(CW_CHANNEL_FD); // only the sandbox holds the channel, so its death is EOF for the supervisor
     cw_write_id_maps(child, cfg.host_uid, cfg.host_gid);
-    cw_cgroup_join(&cgroup, child);
-    if (write(go[1], "g", 1) != 1) cw_fail("release-sandbox", errno, "write");
+    if (write(go[1], "m", 1) != 1) cw_fail("release-sandbox", errno, "write");
+    cw_cgroup_join(&cgroup, child); // while the child builds its root; it waits before running code
+    if (write(go[1], "c", 1) != 1) cw_fail("release-sandbox", errno, "write");
     close(go[1]);
 
     int status = 0;

@@ -1,5 +1,7 @@
 // The embedded interpreter: isolated configuration (no site, no user site, no environment
 // variables, no bytecode writes), a fixed module path, then capsule_worker.main.serve(channel).
+// pid 1 initializes it (while the launcher moves the sandbox into its cgroup) and forks the
+// process that serves; see run_init in sandbox.c.
 #include "worker.h"
 #include <Python.h>
 #include <malloc.h>
@@ -26,7 +28,7 @@ static _Noreturn void fail_with_exception(const char *stage) {
     cw_fail(stage, 0, message ? message : "unknown error");
 }
 
-_Noreturn void cw_run_python(const struct cw_config *cfg) {
+void *cw_python_start(const struct cw_config *cfg) {
     mallopt(M_ARENA_MAX, 2); // each glibc arena reserves 64 MiB of address space under RLIMIT_AS
 
     PyPreConfig pre;
@@ -56,8 +58,20 @@ _Noreturn void cw_run_python(const struct cw_config *cfg) {
 
     PyObject *module = PyImport_ImportModule("capsule_worker.main");
     if (!module) fail_with_exception("python-import");
+    return module;
+}
+
+pid_t cw_python_fork(void) {
+    PyOS_BeforeFork();
+    pid_t pid = fork();
+    if (pid == 0) PyOS_AfterFork_Child();
+    else PyOS_AfterFork_Parent();
+    return pid;
+}
+
+_Noreturn void cw_python_serve(void *module) {
     close(CW_STATUS_FD); // user code must not be able to forge status lines
-    PyObject *result = PyObject_CallMethod(module, "serve", "i", CW_CHANNEL_FD);
+    PyObject *result = PyObject_CallMethod((PyObject *)module, "serve", "i", CW_CHANNEL_FD);
     if (!result) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)) PyErr_Print(); // exits with the code
         _exit(1);

@@ -1,6 +1,7 @@
 // The order of the stages is the security argument, so it is stated once, here.
 // This runs as pid 1 of the new pid namespace, in new user, mount, ipc, uts (and net) namespaces,
-// after the launcher has written the id maps and placed the process in the session's cgroup.
+// after the launcher has written the id maps; it moves the process into the session's cgroup
+// meanwhile, and no user code runs before that is done.
 #include "worker.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -17,12 +18,13 @@
 #define CLOSE_RANGE_UNSHARE (1U << 1)
 #endif
 
-static void wait_for_launcher(int go_fd) {
+// The launcher writes one byte when the id maps are written, and one when the process is in the
+// session's cgroup (that migration waits for an RCU grace period, so it overlaps building the root).
+static void wait_for_launcher(int go_fd, const char *stage) {
     char go;
     ssize_t n;
     do n = read(go_fd, &go, 1); while (n < 0 && errno == EINTR);
-    if (n != 1) cw_fail("wait-for-launcher", n < 0 ? errno : EPIPE, "the launcher did not release the sandbox");
-    close(go_fd);
+    if (n != 1) cw_fail(stage, n < 0 ? errno : EPIPE, "the launcher did not release the sandbox");
 }
 
 static void become_namespace_root(void) {
@@ -34,7 +36,6 @@ static void isolate_session(void) {
     CW_TRY("setsid", setsid()); // no controlling terminal, own process group
     CW_TRY("hostname", sethostname("capsule", 7));
     CW_TRY("hostname", setdomainname("capsule", 7));
-    CW_TRY("cgroup-namespace", unshare(CLONE_NEWCGROUP)); // rooted at the session's cgroup
     // Not dumpable: Python (pid 2) cannot open /proc/1/fd/* or /proc/1/mem of pid 1, whose status
     // pipe stays open; the setresuid above already cleared it, this says so on purpose.
     CW_TRY("dumpable", prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
@@ -45,9 +46,9 @@ static void keep_only_channel_fds(void) {
     if (null < 0) cw_fail("stdio", errno, "/dev/null");
     for (int fd = 0; fd <= 2; fd++) CW_TRY("stdio", dup2(null, fd));
     if (null > 2) close(null);
-    // Everything above the channel (3) and the status pipe (4) goes; the status pipe is closed in
-    // the Python process before any user code runs.
-    CW_TRY("close-fds", (int)syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0));
+    // Everything but the channel (3), the status pipe (4) and the launcher's go pipe (5) goes;
+    // the last two are closed in the Python process before any user code runs.
+    CW_TRY("close-fds", (int)syscall(SYS_close_range, CW_GO_FD + 1, ~0U, 0));
 }
 
 static void set_environment(const struct cw_config *cfg) {
@@ -57,27 +58,29 @@ static void set_environment(const struct cw_config *cfg) {
 
 static void on_signal(int sig) { (void)sig; } // a handler, so pid 1 is sent these at all
 
-// pid 1 stays a small C reaper: it forwards SIGINT to Python, reaps orphans, and reports how
-// Python ended. When it exits the kernel kills everything left in the namespace.
-static _Noreturn void run_init(const struct cw_config *cfg) {
-    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
-    sigset_t set;
-    sigemptyset(&set);
-    for (size_t i = 0; i < 5; i++) {
-        sigaddset(&set, forwarded[i]);
-        signal(forwarded[i], on_signal);
-    }
-    sigprocmask(SIG_BLOCK, &set, NULL);
+// pid 1 initializes Python (overlapping the launcher's cgroup migration), waits until it is in
+// the session's cgroup, and forks the process that runs the worker. It then stays a small C
+// reaper: it forwards SIGINT to Python, reaps orphans, and reports how Python ended. When it
+// exits the kernel kills everything left in the namespace.
+static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
+    void *module = cw_python_start(cfg);
+    wait_for_launcher(go_fd, "wait-for-cgroup"); // no user code runs outside the cgroup
+    close(go_fd);
 
-    pid_t python = fork();
+    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
+    sigset_t set, none;
+    sigemptyset(&set);
+    sigemptyset(&none);
+    for (size_t i = 0; i < 5; i++) sigaddset(&set, forwarded[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL); // (the launcher cloned us with these blocked already)
+
+    pid_t python = cw_python_fork();
     if (python < 0) cw_fail("fork-python", errno, "fork");
     if (python == 0) {
-        for (size_t i = 0; i < 5; i++) signal(forwarded[i], SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        cw_run_python(cfg);
+        cw_python_serve(module);
     }
+    for (size_t i = 0; i < 5; i++) signal(forwarded[i], on_signal);
     for (;;) {
         siginfo_t info;
         int sig = sigwaitinfo(&set, &info);
@@ -104,10 +107,14 @@ static _Noreturn void run_init(const struct cw_config *cfg) {
 }
 
 _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
-    wait_for_launcher(go_fd);        // id maps written, cgroup joined
+    wait_for_launcher(go_fd, "wait-for-id-maps");
+    if (go_fd != CW_GO_FD) {
+        CW_TRY("go-pipe", dup2(go_fd, CW_GO_FD));
+        close(go_fd);
+    }
     cw_open_sources(cfg);            // still with the launcher's credentials, see mounts.c
     become_namespace_root();         // from here on, host files see an unprivileged uid
-    isolate_session();               // session, hostname, cgroup namespace
+    isolate_session();               // session, hostname, not dumpable
     cw_build_root(cfg);              // tmpfs root, read-only binds, /workspace, /dev, /proc, pivot_root
     cw_set_rlimits(cfg);             // memory, CPU, fds, processes, file size
     cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop
@@ -116,5 +123,5 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
     keep_only_channel_fds();         // stdio is /dev/null; only the channel and status pipe remain
     set_environment(cfg);            // empty, plus what the policy lists
     cw_apply_seccomp(cfg);           // last: nothing after this needs a refused syscall
-    run_init(cfg);                   // fork the Python process, then reap
+    run_init(cfg, CW_GO_FD);         // Python starts; user code waits for the cgroup
 }

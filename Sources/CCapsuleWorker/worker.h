@@ -9,6 +9,7 @@
 
 #define CW_CHANNEL_FD 3   // the socket to the supervisor, inside the sandbox
 #define CW_STATUS_FD 4    // the status pipe: stage errors and the final outcome
+#define CW_GO_FD 5        // pid 1 only: the launcher's "in the cgroup" byte, closed before user code
 #define CW_EXIT_SETUP 125 // exit status of a sandbox that failed before Python started
 #define CW_MAX_ENTRIES 512
 
@@ -66,4 +67,6 @@ int cw_landlock_abi(void);
 _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd);
 
 // python.c
-_Noreturn void cw_run_python(const struct cw_config *cfg);
+void *cw_python_start(const struct cw_config *cfg); // initialize and import capsule_worker.main
+pid_t cw_python_fork(void);
+_Noreturn void cw_python_serve(void *module);
