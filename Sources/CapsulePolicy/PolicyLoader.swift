@@ -86,8 +86,12 @@ public enum PolicyLoader {
     private static var levelNames: String { Level.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ") }
 
     /// "; did you mean `x`?" for the nearest candidate within two edits, else "".
+    /// A key written outside its table (`memory_mb` for `limits.memory_mb`) matches on its last part.
     static func suggestion(_ word: String, among candidates: [String]) -> String {
-        let scored = candidates.map { ($0, editDistance(word, $0)) }.min { $0.1 < $1.1 }
+        let scored = candidates.map { candidate in
+            let last = candidate.split(separator: ".").last.map(String.init) ?? candidate
+            return (candidate, min(editDistance(word, candidate), word.contains(".") ? Int.max : editDistance(word, last)))
+        }.min { $0.1 < $1.1 }
         guard let (best, distance) = scored, distance <= max(2, word.count / 4) else { return "" }
         return "; did you mean `\(best)`?"
     }

@@ -43,9 +43,12 @@ struct TOMLDocument {
     init(parsing text: String, file: String) throws(PolicyError) {
         var table = ""
         var seen = Set<String>()
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        var bytes = Array(text.utf8)
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) } // a byte-order mark
+        // Split on the byte: as Characters, "\r\n" is one grapheme that is not "\n".
+        for (index, rawLine) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
             let lineNumber = index + 1
-            var scanner = Scanner(Array(rawLine.utf8), file: file, line: lineNumber)
+            var scanner = Scanner(Array(rawLine), file: file, line: lineNumber)
             scanner.skipSpace()
             if scanner.atEndOfLine { continue }
             if scanner.peek == UInt8(ascii: "[") {
@@ -121,9 +124,13 @@ private struct Scanner {
         return parts.joined(separator: ".")
     }
 
+    /// A quoted key that is not also a valid bare key keeps its quotes, so `"limits.memory_mb"`
+    /// stays one key and never matches the path `limits.memory_mb`.
     private mutating func simpleKey() throws(PolicyError) -> String {
-        if peek == UInt8(ascii: "\"") { return try basicString() }
-        if peek == UInt8(ascii: "'") { return try literalString() }
+        if peek == UInt8(ascii: "\"") || peek == UInt8(ascii: "'") {
+            let key = peek == UInt8(ascii: "\"") ? try basicString() : try literalString()
+            return !key.isEmpty && key.utf8.allSatisfy(isBareKeyByte) ? key : "\"\(key)\""
+        }
         let start = index
         while let byte = peek, isBareKeyByte(byte) { advance() }
         guard index > start else { throw error("expected a key") }
@@ -142,7 +149,9 @@ private struct Scanner {
         case UInt8(ascii: "\""):
             if bytes[index...].starts(with: Array("\"\"\"".utf8)) { throw error("multi-line strings are not supported in policies") }
             return .string(try basicString())
-        case UInt8(ascii: "'"): return .string(try literalString())
+        case UInt8(ascii: "'"):
+            if bytes[index...].starts(with: Array("'''".utf8)) { throw error("multi-line strings are not supported in policies") }
+            return .string(try literalString())
         case UInt8(ascii: "["): return try array(depth: depth)
         case UInt8(ascii: "{"): return try inlineTable(depth: depth)
         default: return try scalar()
@@ -190,22 +199,28 @@ private struct Scanner {
         let start = index
         while let byte = peek, byte != UInt8(ascii: ","), byte != UInt8(ascii: "]"), byte != UInt8(ascii: "}"),
               byte != UInt8(ascii: " "), byte != UInt8(ascii: "\t"), byte != UInt8(ascii: "#") { advance() }
-        let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        if index == start {
+            index = start
+            throw error("expected a value")
+        }
+        let token = Array(bytes[start..<index])
+        let text = String(decoding: token, as: UTF8.self)
         if text == "true" { return .bool(true) }
         if text == "false" { return .bool(false) }
-        let digits = text.replacingUnderscoresBetweenDigits()
-        if let digits, let integer = Int(digits.hasPrefix("+") ? String(digits.dropFirst()) : digits) {
-            return .integer(integer)
+        switch TOMLNumber(token) {
+        case .integer(let digits):
+            guard let value = Int(digits) else {
+                throw PolicyError(file: file, line: line, "the number \(text) is too \(digits.hasPrefix("-") ? "small" : "large")")
+            }
+            return .integer(value)
+        case .float(let digits):
+            guard let value = Double(digits), value.isFinite else {
+                throw PolicyError(file: file, line: line, "the number \(text) is too large")
+            }
+            return .float(value)
+        case nil:
+            throw PolicyError(file: file, line: line, "`\(text)` is not a value; strings need quotes, like \"\(text)\"")
         }
-        if let digits, digits.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }),
-           digits.first.map({ $0.isNumber || $0 == "-" || $0 == "+" }) == true, let number = Double(digits),
-           number.isFinite {
-            return .float(number)
-        }
-        if let digits, digits.allSatisfy({ $0.isNumber || $0 == "-" || $0 == "+" }), !digits.isEmpty {
-            throw PolicyError(file: file, line: line, "the number \(text) is too large")
-        }
-        throw PolicyError(file: file, line: line, "`\(text)` is not a value; strings need quotes, like \"\(text)\"")
     }
 
     private mutating func basicString() throws(PolicyError) -> String {
@@ -219,20 +234,26 @@ private struct Scanner {
                 guard let escape = peek else { break }
                 advance()
                 switch escape {
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0c)
                 case UInt8(ascii: "n"): out.append(0x0a)
                 case UInt8(ascii: "t"): out.append(0x09)
                 case UInt8(ascii: "r"): out.append(0x0d)
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(escape)
                 case UInt8(ascii: "u"), UInt8(ascii: "U"):
                     let width = escape == UInt8(ascii: "u") ? 4 : 8
-                    guard index + width <= bytes.count,
+                    guard index + width <= bytes.count, bytes[index..<index + width].allSatisfy(isHexDigit),
                           let code = UInt32(String(decoding: bytes[index..<index + width], as: UTF8.self), radix: 16),
                           let scalar = Unicode.Scalar(code) else { throw error("invalid \\u escape") }
                     index += width
                     out.append(contentsOf: Array(String(Character(scalar)).utf8))
-                default: throw error("invalid escape `\\\(Character(Unicode.Scalar(escape)))`")
+                default:
+                    let shown = String(decoding: bytes[(index - 1)...].prefix(4), as: UTF8.self).first.map(String.init) ?? "?"
+                    throw error("invalid escape `\\\(shown)`")
                 }
-            case 0..<0x20 where byte != 0x09: throw error("control character in a string")
+            case 0..<0x20 where byte != 0x09, 0x7f:
+                index -= 1 // point at the character itself
+                throw error("control character in a string")
             default: out.append(byte)
             }
         }
@@ -242,11 +263,18 @@ private struct Scanner {
     private mutating func literalString() throws(PolicyError) -> String {
         advance()
         let start = index
-        while let byte = peek, byte != UInt8(ascii: "'") { advance() }
+        while let byte = peek, byte != UInt8(ascii: "'") {
+            if byte < 0x20 && byte != 0x09 || byte == 0x7f { throw error("control character in a string") }
+            advance()
+        }
         guard peek != nil else { throw error("the string is not closed with `'` on this line") }
         let text = Array(bytes[start..<index])
         advance()
         return try decoded(text)
+    }
+
+    private func isHexDigit(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66)
     }
 
     private func decoded(_ utf8: [UInt8]) throws(PolicyError) -> String {
@@ -255,19 +283,50 @@ private struct Scanner {
     }
 }
 
-extension String {
-    /// TOML allows `1_000` (underscores between digits only); nil when an underscore is misplaced.
-    fileprivate func replacingUnderscoresBetweenDigits() -> String? {
-        let characters = Array(self)
-        var out = ""
-        for (offset, character) in characters.enumerated() {
-            if character == "_" {
-                guard offset > 0, offset + 1 < characters.count, characters[offset - 1].isNumber,
-                      characters[offset + 1].isNumber else { return nil }
-                continue
+/// A decimal TOML number, checked against the grammar before Swift converts it: an optional sign,
+/// no leading zeros, underscores only between digits; a float needs a fraction or an exponent.
+/// Anything else (hexadecimal, `1.`, `++1`, dates, non-ASCII digits) is not a number here.
+private enum TOMLNumber {
+    case integer(String), float(String)
+
+    init?(_ token: [UInt8]) {
+        var digits = ""
+        var index = 0
+        func isDigit(_ i: Int) -> Bool { i < token.count && token[i] >= 0x30 && token[i] <= 0x39 }
+        // One run of digits with single underscores between them; false if there is none.
+        func digitRun(allowLeadingZero: Bool) -> Bool {
+            guard isDigit(index) else { return false }
+            let first = index
+            while isDigit(index) || (index < token.count && token[index] == UInt8(ascii: "_") && isDigit(index + 1)
+                                     && index > first) {
+                if token[index] != UInt8(ascii: "_") { digits.append(Character(Unicode.Scalar(token[index]))) }
+                index += 1
             }
-            out.append(character)
+            return allowLeadingZero || token[first] != UInt8(ascii: "0") || index - first == 1
         }
-        return out
+        if index < token.count, token[index] == UInt8(ascii: "+") || token[index] == UInt8(ascii: "-") {
+            if token[index] == UInt8(ascii: "-") { digits = "-" }
+            index += 1
+        }
+        guard digitRun(allowLeadingZero: false) else { return nil }
+        var isFloat = false
+        if index < token.count, token[index] == UInt8(ascii: ".") {
+            digits.append(".")
+            index += 1
+            guard digitRun(allowLeadingZero: true) else { return nil }
+            isFloat = true
+        }
+        if index < token.count, token[index] == UInt8(ascii: "e") || token[index] == UInt8(ascii: "E") {
+            digits.append("e")
+            index += 1
+            if index < token.count, token[index] == UInt8(ascii: "+") || token[index] == UInt8(ascii: "-") {
+                digits.append(Character(Unicode.Scalar(token[index])))
+                index += 1
+            }
+            guard digitRun(allowLeadingZero: true) else { return nil }
+            isFloat = true
+        }
+        guard index == token.count else { return nil }
+        self = isFloat ? .float(digits) : .integer(digits)
     }
 }

@@ -1,0 +1,49 @@
+import CapsulePolicy
+import CapsuleProtocol
+import Testing
+@testable import CapsuleRuntime
+
+@Suite struct ExitStatusTests {
+    let policy = Policy(level: .sandbox)
+
+    @Test(arguments: [
+        (ExecutionOutcome.finished(status: .ok, exitCode: nil, duration: 0, errorName: nil), Int32(0), nil as String?),
+        (.finished(status: .error, exitCode: nil, duration: 0, errorName: "ValueError"), 1, nil),
+        (.finished(status: .ok, exitCode: 0, duration: 0, errorName: nil), 0, nil),
+        (.finished(status: .error, exitCode: 3, duration: 0, errorName: nil), 3, nil),
+        (.finished(status: .error, exitCode: 256 + 5, duration: 0, errorName: nil), 5, nil),
+        (.finished(status: .error, exitCode: -1, duration: 0, errorName: nil), 255, nil),
+        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt"), 130, "interrupted"),
+        (.finished(status: .error, exitCode: nil, duration: 0, errorName: "MemoryError"), 137,
+         "memory limit: the code needed more than its 512 MiB (limits.memory_mb in the policy)"),
+        (.limitExceeded(.timeout(seconds: 30)), 124,
+         "timeout: the code ran longer than 30 s and was stopped (limits.timeout_s in the policy)"),
+        (.limitExceeded(.timeout(seconds: 0.5)), 124,
+         "timeout: the code ran longer than 0.5 s and was stopped (limits.timeout_s in the policy)"),
+        (.limitExceeded(.output(bytes: 1024)), 126,
+         "output limit: the code wrote more than 1024 bytes and was stopped (limits.max_output_bytes in the policy)"),
+        (.limitExceeded(.memory(megabytes: 64)), 137,
+         "memory limit: the code needed more than its 64 MiB and was killed (limits.memory_mb in the policy)"),
+        (.limitExceeded(.cpu(seconds: 2)), 152,
+         "CPU time limit: the code used more than 2 s of CPU and was killed (limits.cpu_seconds in the policy)"),
+        (.workerEnded(exitCode: 4, signal: nil), 4, nil),
+        (.workerEnded(exitCode: nil, signal: 11), 139, "the code was killed by signal 11"),
+        (.workerEnded(exitCode: nil, signal: nil), 125, "the sandbox ended unexpectedly"),
+        (.protocolError("frame too big"), 125, "protocol error: frame too big; the session was ended"),
+    ])
+    func mapsOutcome(outcome: ExecutionOutcome, code: Int32, reason: String?) {
+        let status = ExitStatus(outcome, policy: policy)
+        #expect(status.code == code)
+        #expect(status.reason == reason)
+    }
+
+    @Test func sessionErrorsReadAsSentences() {
+        #expect(SessionError.startTimeout(seconds: 30).description == "the sandbox did not become ready within 30.0 seconds")
+        #expect(SessionError.exitedBeforeReady(exitCode: 3, signal: nil).description
+            == "the sandbox ended before it was ready (exit status 3)")
+        #expect(SessionError.exitedBeforeReady(exitCode: nil, signal: 9).description
+            == "the sandbox ended before it was ready (signal 9)")
+        #expect(SessionError.protocolError("x").description == "protocol error while starting the worker: x")
+        #expect(SessionError.sandbox("y").description == "y")
+    }
+}
