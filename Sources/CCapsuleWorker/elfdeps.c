@@ -40,18 +40,48 @@ void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char 
     e->fd = -1;
 }
 
+// realpath() of each search directory, computed once: realpath costs a readlink per component.
+static const char *real_directory(const char *dir) {
+    static char cache[MAX_DIRS * 2][2][PATH_MAX];
+    static size_t n_cache;
+    for (size_t i = 0; i < n_cache; i++)
+        if (strcmp(cache[i][0], dir) == 0) return cache[i][1];
+    if (n_cache == MAX_DIRS * 2) return NULL;
+    snprintf(cache[n_cache][0], PATH_MAX, "%s", dir);
+    if (!realpath(dir, cache[n_cache][1])) return NULL;
+    return cache[n_cache++][1];
+}
+
+// Follows `name` in the (real) directory `dir` through same-directory symlinks, the usual shape
+// of library links (libffi.so.8 -> libffi.so.8.1.2); anything else falls back to realpath().
+// Returns false when the file does not exist.
+static bool resolve_in(const char *dir, const char *name, char real[PATH_MAX]) {
+    char current[PATH_MAX], target[PATH_MAX];
+    snprintf(current, sizeof current, "%s/%s", dir, name);
+    for (int hops = 0; hops < 8; hops++) {
+        ssize_t n = readlink(current, target, sizeof target - 1);
+        if (n < 0) {
+            if (errno != EINVAL) return false; // ENOENT and friends: not here
+            snprintf(real, PATH_MAX, "%s", current); // a regular file
+            return true;
+        }
+        target[n] = 0;
+        if (strchr(target, '/')) return realpath(current, real) != NULL;
+        snprintf(current, sizeof current, "%s/%s", dir, target);
+    }
+    return realpath(current, real) != NULL;
+}
+
 // Binds the real file and, where the loader looks it up through a symlink, that symlink too.
-static void add_library(struct cw_config *cfg, const char *found) {
-    char real[PATH_MAX], dir[PATH_MAX], realdir[PATH_MAX], link[PATH_MAX];
-    if (!realpath(found, real)) return;
+// `dir` is where the loader finds `name`; returns false when it is not there.
+static bool add_library_in(struct cw_config *cfg, const char *dir, const char *name, char real[PATH_MAX]) {
+    const char *realdir = real_directory(dir);
+    if (!realdir || !resolve_in(realdir, name, real)) return false;
     cw_add_entry(cfg, CW_BIND_FILE, real, real);
-    snprintf(dir, sizeof dir, "%s", found);
-    char *slash = strrchr(dir, '/');
-    if (!slash) return;
-    *slash = 0;
-    if (!realpath(dir, realdir)) return;
-    snprintf(link, sizeof link, "%s/%s", realdir, slash + 1);
+    char link[PATH_MAX];
+    snprintf(link, sizeof link, "%s/%s", realdir, name);
     if (strcmp(link, real) != 0) cw_add_entry(cfg, CW_SYMLINK, link, real);
+    return true;
 }
 
 // Each soname is resolved once; `seen` holds the names already handled.
@@ -70,13 +100,14 @@ static int on_loaded_object(struct dl_phdr_info *info, size_t size, void *ctx) {
     (void)size;
     const char *name = info->dlpi_name;
     if (!name || name[0] != '/') return 0; // the main program and the vDSO
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], real[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", name);
     char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) { *slash = 0; add_search_dir(dir); }
-    add_library(ctx, name);
-    const char *base = strrchr(name, '/');
-    mark_seen(base ? base + 1 : name);
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    add_search_dir(dir);
+    add_library_in(ctx, dir, slash + 1, real);
+    mark_seen(slash + 1);
     return 0;
 }
 
@@ -126,12 +157,9 @@ static void add_needed_closure(struct cw_config *cfg, const char *object, int de
     for (size_t i = 0; i < n; i++) {
         if (!mark_seen(names[i])) continue;
         for (size_t d = 0; d < n_search_dirs; d++) {
-            char candidate[PATH_MAX], real[PATH_MAX];
-            snprintf(candidate, sizeof candidate, "%s/%s", search_dirs[d], names[i]);
-            if (!realpath(candidate, real)) continue;
-            bool known = has_entry(cfg, real);
-            add_library(cfg, candidate);
-            if (!known && depth < 8) add_needed_closure(cfg, real, depth + 1);
+            char real[PATH_MAX];
+            if (!add_library_in(cfg, search_dirs[d], names[i], real)) continue;
+            if (depth < 8) add_needed_closure(cfg, real, depth + 1);
             break;
         }
     }
