@@ -50,9 +50,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        .testTarget(name: "CapsuleProtocolTests", dependencies: ["CapsuleProtocol"],
+        .target(name: "CapsuleTestSupport", path: "Tests/CapsuleTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "CapsuleProtocolTests", dependencies: ["CapsuleProtocol", "CapsuleTestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "CapsulePolicyTests", dependencies: ["CapsulePolicy"],
+        .testTarget(name: "CapsulePolicyTests", dependencies: ["CapsulePolicy", "CapsuleTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CapsuleSandboxTests", dependencies: ["CapsuleSandbox", "CapsulePolicy", "CapsuleOS"],
                     swiftSettings: swiftSettings),

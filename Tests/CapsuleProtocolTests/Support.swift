@@ -1,3 +1,4 @@
+@_exported import CapsuleTestSupport
 @testable import CapsuleProtocol
 
 /// The error `JSONValue.parse` throws for `bytes`, or nil when it parses.
@@ -37,20 +38,5 @@ func decodeAll(_ bytes: [UInt8], maxFrameBytes: Int = FrameDecoder.defaultMaxFra
         return (messages, nil)
     } catch {
         return (messages, error)
-    }
-}
-
-/// Deterministic generator so fuzz failures reproduce (SplitMix64).
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
