@@ -207,7 +207,9 @@ public final class Session {
                 let count = (try? readBuffer.withUnsafeMutableBytes { raw in
                     Result { try OS.read(channel, into: raw) } }.get()) ?? 0
                 if count == 0 {
-                    reap()
+                    // The channel closed, but the code may still run (it can close fd 3 itself):
+                    // the deadline holds until the launcher has really exited.
+                    guard waitForExit(deadline: deadline) else { return .deadline }
                     return .closed
                 }
                 readBuffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
@@ -231,6 +233,19 @@ public final class Session {
         var buffer = [UInt8](repeating: 0, count: 64)
         _ = buffer.withUnsafeMutableBytes { raw in try? OS.read(fd, into: raw) }
         interrupt()
+    }
+
+    /// Reads the status pipe until the launcher (its last writer) exits; false at the deadline.
+    private func waitForExit(deadline: UInt64) -> Bool {
+        while status >= 0 {
+            let now = OS.now()
+            if now >= deadline { return false }
+            var fds = [pollfd(fd: status, events: Int16(POLLIN), revents: 0)]
+            let waitMilliseconds = Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+            if (try? OS.poll(&fds, timeoutMilliseconds: waitMilliseconds)) ?? 0 > 0 { readStatus() }
+        }
+        reap()
+        return true
     }
 
     /// Waits for the launcher to exit and reads the status pipe to its end.
