@@ -2,6 +2,7 @@
 //   stage <name> <errno> <detail>   a setup stage failed; the sandbox exits 125
 //   note <text>                     something the user should know (e.g. no cgroup here)
 //   exit <code> | signal <n>        how the code ended (written by pid 1)
+//   cpu-limit                       it was killed at the hard CPU limit (written by pid 1)
 //   oom <count>                     memory-limit kills seen by the cgroup (written by the launcher)
 #include "worker.h"
 #include <errno.h>

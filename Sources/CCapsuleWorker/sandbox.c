@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -93,9 +94,13 @@ static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
         } else if (sig == SIGCHLD) {
             int status;
             pid_t pid;
-            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            struct rusage usage;
+            while ((pid = wait4(-1, &status, WNOHANG, &usage)) > 0) {
                 if (pid != python) continue;
                 if (WIFSIGNALED(status)) {
+                    // The hard RLIMIT_CPU kills with SIGKILL when the code ignored SIGXCPU.
+                    if (WTERMSIG(status) == SIGKILL && (unsigned long)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) >= cfg->cpu_seconds)
+                        cw_status("cpu-limit");
                     cw_status("signal %d", WTERMSIG(status));
                     _exit(128 + WTERMSIG(status));
                 }

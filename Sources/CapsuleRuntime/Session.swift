@@ -283,7 +283,9 @@ public final class Session {
     /// The outcome once the worker is gone, from what pid 1 and the launcher reported.
     private func endedOutcome() -> ExecutionOutcome {
         if report.memoryKills > 0 { return .limitExceeded(.memory(megabytes: policy.limits.memoryMB)) }
-        if report.signal == SIGXCPU { return .limitExceeded(.cpu(seconds: policy.limits.cpuSeconds)) }
+        if report.signal == SIGXCPU || report.cpuLimitHit {
+            return .limitExceeded(.cpu(seconds: policy.limits.cpuSeconds))
+        }
         if report.exitCode == nil, report.signal == nil, case .signaled(let signal)? = termination {
             return .workerEnded(exitCode: nil, signal: signal)
         }

@@ -7,6 +7,8 @@ public struct StatusReport: Sendable, Equatable {
     public var signal: Int32?
     /// Kills by the cgroup's memory limit.
     public var memoryKills = 0
+    /// The Python process was killed after using its whole CPU allowance.
+    public var cpuLimitHit = false
 
     public init() {}
 
@@ -31,6 +33,8 @@ public struct StatusReport: Sendable, Equatable {
             exitCode = Int32(words[1])
         case "signal" where words.count >= 2:
             signal = Int32(words[1])
+        case "cpu-limit":
+            cpuLimitHit = true
         case "oom" where words.count >= 2:
             memoryKills = Int(words[1]) ?? 0
         default:

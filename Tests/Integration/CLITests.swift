@@ -1,0 +1,169 @@
+// End to end through the real `capsule` binary: exit status and the one-line reason on stderr.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import CapsuleRuntime
+
+@Suite("capsule binary, end to end") struct CLITests {
+    /// A scratch directory on the host for scripts and policy files.
+    final class Scratch {
+        let path: String
+        init() throws { path = try Host.temporaryDirectory() }
+        func file(_ name: String, _ text: String) throws -> String {
+            let file = "\(path)/\(name)"
+            try Host.writeFile(file, text)
+            return file
+        }
+        deinit { Host.removeTree(path) }
+    }
+
+    func requireBinary() throws {
+        try #require(OS_isExecutable(CLI.executable), "capsule was not built at \(CLI.executable)")
+    }
+
+    @Test func helloExample() throws {
+        try requireBinary()
+        let run = try CLI.run(["run", "--policy", "sandbox", "\(Host.repository)/examples/hello.py"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout.hasPrefix("Hello from the sandbox!\n"), "\(run)")
+        #expect(run.reasonLines.isEmpty, "no reason line for a normal exit\n\(run)")
+    }
+
+    @Test func sysExitStatus() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let script = try scratch.file("exit3.py", "import sys\nprint('bye')\nsys.exit(3)\n")
+        let run = try CLI.run(["run", "--policy", "sandbox", script])
+        #expect(run.status == 3, "\(run)")
+        #expect(run.stdout == "bye\n", "\(run)")
+        #expect(run.reasonLines.isEmpty, "\(run)")
+    }
+
+    @Test func uncaughtException() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let script = try scratch.file("boom.py", "def f():\n    return 1 / 0\nf()\n")
+        let run = try CLI.run(["run", "--policy", "sandbox", script])
+        #expect(run.status == 1, "\(run)")
+        #expect(run.stderrLines.first(where: { !$0.hasPrefix("capsule: note:") }) == "Traceback (most recent call last):",
+                "\(run)")
+        #expect(run.reasonLines.isEmpty, "an exception's status needs no reason line\n\(run)")
+        #expect(run.stderr.contains("line 2, in f"), "\(run)")
+        #expect(run.stderrLines.last == "ZeroDivisionError: division by zero", "\(run)")
+        #expect(!run.stderr.contains("capsule_worker"), "no worker frames in the traceback\n\(run)")
+    }
+
+    @Test func timeout() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let policy = try scratch.file("timeout.toml", "level = \"sandbox\"\n[limits]\ntimeout_s = 1\n")
+        let script = try scratch.file("spin.py", "while True:\n    pass\n")
+        let run = try CLI.run(["run", "--policy", policy, script])
+        #expect(run.status == ExitStatus.timeout, "\(run)")
+        #expect(run.stderrLines.last?.hasPrefix("capsule: timeout: the code ran longer than 1 s") == true, "\(run)")
+    }
+
+    @Test func memoryBomb() throws {
+        try requireBinary()
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c",
+                               "chunks = []\nwhile True:\n    chunks.append(b'x' * (10 << 20))\n"])
+        #expect(run.status == ExitStatus.memoryLimit, "\(run)")
+        #expect(run.stderrLines.last?.hasPrefix("capsule: memory limit:") == true, "\(run)")
+    }
+
+    @Test func gigabyteOfOutput() throws {
+        // The supervisor streams output and kills at the cap: its own memory stays bounded.
+        try requireBinary()
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c",
+                               "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\nprint('FINISHED', file=sys.stderr)\n"],
+                              timeout: 120)
+        #expect(run.status == ExitStatus.outputLimit, "\(run)")
+        #expect(run.stderrLines.last?.hasPrefix("capsule: output limit:") == true, "\(run)")
+        #expect(!run.stderr.contains("FINISHED"), "\(run)")
+        #expect(run.stdoutBytes <= 16 << 20 && run.stdoutBytes > 8 << 20, "\(run)")
+        #expect(run.maxResidentMB < 200, "the supervisor's peak RSS was \(run.maxResidentMB) MB\n\(run)")
+    }
+
+    @Test func badPolicyFile() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let policy = try scratch.file("bad.toml", "level = \"sandbox\"\n[limits]\ntimeout_seconds = 5\n")
+        let run = try CLI.run(["run", "--policy", policy, "\(Host.repository)/examples/hello.py"])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stderrLines.count == 1 && run.stderr.hasPrefix("capsule:"), "one line\n\(run)")
+        #expect(run.stderr.contains("limits.timeout_seconds"), "the message names the key\n\(run)")
+        #expect(run.stdout.isEmpty, "nothing ran\n\(run)")
+    }
+
+    @Test func badPolicyValue() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let policy = try scratch.file("bad.toml", "level = \"sandbox\"\n[limits]\nmemory_mb = 1\n")
+        let run = try CLI.run(["exec", "--policy", policy, "-c", "print('ran')"])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stderr.contains("memory_mb"), "\(run)")
+        #expect(run.stdout.isEmpty, "\(run)")
+    }
+
+    @Test func foreignSyscallABIKillsTheCode() throws {
+        try requireBinary()
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c", Python.machineCodePrelude + #"""
+            machine_code(b"\xb8" + imm32(310) + b"\xbb" + imm32(0x10000000) + b"\xcd\x80\xc3")()
+            print("RETURNED")
+            """#])
+        #expect(run.status == 128 + SIGSYS, "\(run)")
+        #expect(run.stderrLines.last == "capsule: the code was killed by signal \(SIGSYS)", "\(run)")
+        #expect(!run.stdout.contains("RETURNED"))
+    }
+
+    @Test func networkRefusedThroughCLI() throws {
+        try requireBinary()
+        let listener = try TCPListener()
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c",
+                               "import socket\nsocket.create_connection(('127.0.0.1', \(listener.port)))\n"])
+        #expect(run.status == 1, "\(run)")
+        #expect(run.stderrLines.last == "PermissionError: [Errno 1] Operation not permitted", "\(run)")
+        #expect(!Host.isReadable(listener.fd))
+    }
+
+    @Test func daemonDoesNotOutliveTheCommand() throws {
+        // `capsule exec` returns without waiting for the teardown; a daemonized child of the code
+        // must still be gone shortly after.
+        try requireBinary()
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c", #"""
+            import os, time
+            print(open("/proc/self/uid_map").read().split()[1], flush=True)
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    time.sleep(600)
+                os._exit(0)
+            time.sleep(0.2)
+            """#])
+        #expect(run.status == 0, "\(run)")
+        let uid = try #require(UInt32(run.stdout.trimmingSuffix()), "\(run)")
+        if uid == getuid() { try Test.cancel("not root: the sandbox shares the caller's uid") }
+        var left = Host.processes(ofUID: uid)
+        for _ in 0..<60 where !left.isEmpty {
+            Host.sleep(seconds: 0.05)
+            left = Host.processes(ofUID: uid)
+        }
+        #expect(left.isEmpty, "processes of the sandbox (host uid \(uid)) outlived capsule exec: \(left)")
+    }
+}
+
+private extension CLIRun {
+    /// `capsule: …` lines other than notes about the host.
+    var reasonLines: [String] { stderrLines.filter { $0.hasPrefix("capsule:") && !$0.hasPrefix("capsule: note:") } }
+}
+
+private func OS_isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
+
+private extension String {
+    func trimmingSuffix() -> String {
+        var text = self
+        while text.last == "\n" || text.last == " " { text.removeLast() }
+        return text
+    }
+}
