@@ -151,6 +151,23 @@ import CapsuleRuntime
         }
         #expect(left.isEmpty, "processes of the sandbox (host uid \(uid)) outlived capsule exec: \(left)")
     }
+    @Test func unprivilegedCallerMapsToItselfWithoutACgroup() throws {
+        // Run by an ordinary user (nobody), uid 0 inside maps to that user, and the session says
+        // plainly that it has no cgroup; the code still runs.
+        try requireBinary()
+        let setpriv = "/usr/bin/setpriv"
+        guard getuid() == 0, OS_isExecutable(setpriv) else {
+            try Test.cancel("SKIPPED: needs root and \(setpriv) to become an unprivileged user")
+        }
+        let run = try CLI.run(["exec", "-c", "print('MAP', *open('/proc/self/uid_map').read().split())"],
+                              via: [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"])
+        if run.status != 0 && run.stderr.contains("Permission denied") && !run.stderr.contains("cgroup") {
+            try Test.cancel("SKIPPED: the checkout is not readable by nobody here\n\(run)")
+        }
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "MAP 0 65534 1\n", "\(run)")
+        #expect(run.stderrLines.first?.hasPrefix("capsule: note: no cgroup for this session:") == true, "\(run)")
+    }
 }
 
 private extension CLIRun {
@@ -166,4 +183,5 @@ private extension String {
         while text.last == "\n" || text.last == " " { text.removeLast() }
         return text
     }
+
 }

@@ -385,7 +385,9 @@ struct CLIRun: CustomStringConvertible {
 enum CLI {
     static var executable: String { "\(Host.buildDirectory)/capsule" }
 
-    static func run(_ arguments: [String], timeout: Double = 60) throws -> CLIRun {
+    /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
+    /// such as setpriv to run it as another user.
+    static func run(_ arguments: [String], via wrapper: [String] = [], timeout: Double = 60) throws -> CLIRun {
         // Socket pairs rather than pipes: created close-on-exec atomically, so no other test's child
         // inherits a write end (which would hold our reads open).
         let (outRead, outWrite) = try OS.socketPair()
@@ -399,8 +401,8 @@ enum CLI {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-        let path = executable
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        let path = wrapper.first ?? executable
+        let argv: [UnsafeMutablePointer<CChar>?] = (wrapper + [executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let environment: [UnsafeMutablePointer<CChar>?] = [nil]
         var pid: pid_t = 0
