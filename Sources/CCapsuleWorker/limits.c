@@ -2,6 +2,8 @@
 // present) caps the whole session. A soft limit below the hard one leaves room to report.
 #include "worker.h"
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 
 static void set_limit(int resource, rlim_t soft, rlim_t hard, const char *name) {
@@ -16,9 +18,26 @@ void cw_set_rlimits(const struct cw_config *cfg) {
     set_limit(RLIMIT_CPU, cfg->cpu_seconds, cfg->cpu_seconds + 1, "RLIMIT_CPU");
     set_limit(RLIMIT_NOFILE, cfg->max_fds, cfg->max_fds, "RLIMIT_NOFILE");
     set_limit(RLIMIT_NPROC, cfg->max_processes + 1, cfg->max_processes + 1, "RLIMIT_NPROC");
-    set_limit(RLIMIT_FSIZE, (rlim_t)cfg->max_file_mb << 20, (rlim_t)cfg->max_file_mb << 20, "RLIMIT_FSIZE");
+    set_limit(RLIMIT_FSIZE, (rlim_t)cfg->max_file_bytes, (rlim_t)cfg->max_file_bytes, "RLIMIT_FSIZE");
     set_limit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE");
     set_limit(RLIMIT_MEMLOCK, 0, 0, "RLIMIT_MEMLOCK");
     set_limit(RLIMIT_MSGQUEUE, 0, 0, "RLIMIT_MSGQUEUE");
     set_limit(RLIMIT_STACK, 8 << 20, 8 << 20, "RLIMIT_STACK");
+}
+
+// The cores the code may run on. Set in the launcher before the clone, so the whole sandbox
+// inherits it; seccomp then refuses sched_setaffinity, so the code cannot widen it.
+void cw_set_cpus(const struct cw_config *cfg) {
+    if (!cfg->cpus) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (const char *p = cfg->cpus; *p;) {
+        char *end;
+        long core = strtol(p, &end, 10);
+        if (end == p || core < 0 || core >= CPU_SETSIZE) cw_fail("cpus", EINVAL, cfg->cpus);
+        CPU_SET((int)core, &set);
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') cw_fail("cpus", EINVAL, cfg->cpus);
+    }
+    if (sched_setaffinity(0, sizeof set, &set) < 0) cw_fail("cpus", errno, cfg->cpus);
 }

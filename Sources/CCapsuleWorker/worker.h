@@ -22,7 +22,8 @@ struct cw_entry {
 };
 
 struct cw_config {
-    unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_mb, workspace_mb;
+    unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb;
+    const char *cpus;          // "0,2,3": the cores the code may run on, or NULL for all
     bool host_network;
     const char *worker_path;   // host directory holding the capsule_worker package
     const char *python_home;   // prefix of the embedded Python (Debian: /usr)
@@ -58,6 +59,7 @@ void cw_build_root(const struct cw_config *cfg);
 
 // limits.c, landlock.c, caps.c, seccomp.c
 void cw_set_rlimits(const struct cw_config *cfg);
+void cw_set_cpus(const struct cw_config *cfg);
 void cw_apply_landlock(const struct cw_config *cfg);
 void cw_drop_capabilities(void);
 void cw_apply_seccomp(const struct cw_config *cfg);

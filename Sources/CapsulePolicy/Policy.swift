@@ -15,7 +15,7 @@ public enum NetworkMode: String, Sendable, Equatable {
 }
 
 /// Resource limits. Every one is enforced: by the kernel inside the sandbox (rlimits, cgroup,
-/// tmpfs size) or by the supervisor (wall timeout, output bytes, frame size).
+/// tmpfs size, CPU affinity) or by the supervisor (wall timeout, output bytes, frame size).
 public struct Limits: Sendable, Equatable {
     public var memoryMB = 512
     public var cpuSeconds = 60
@@ -23,9 +23,71 @@ public struct Limits: Sendable, Equatable {
     public var maxFDs = 100
     public var maxProcesses = 64
     public var maxOutputBytes = 16 << 20
-    public var maxFileMB = 64
+    public var maxFileBytes = 64 << 20
     public var workspaceMB = 64
     public var maxFrameBytes = 16 << 20
+    /// The cores the code may run on; nil means all of them.
+    public var cpus: [Int]?
+
+    public init() {}
+}
+
+/// What every capability table takes.
+public struct CapabilityGrant: Sendable, Equatable {
+    public var enabled = true
+    public var ratePerMinute: Int?
+    public var maxBytes: Int?
+    /// A person approves each call.
+    public var ask = false
+
+    public init() {}
+}
+
+public struct EnvCapability: Sendable, Equatable {
+    public var grant = CapabilityGrant()
+    /// Host environment variables the code may read through the capability.
+    public var names: [String] = []
+}
+
+public struct FileCapability: Sendable, Equatable {
+    public var grant = CapabilityGrant()
+    public var read: [String] = []
+    public var write: [String] = []
+    public var include = ["**"]
+    public var exclude: [String] = []
+}
+
+public struct NetCapability: Sendable, Equatable {
+    public var grant = CapabilityGrant()
+    public var urls: [String] = []
+    public var methods = ["GET"]
+    public var websocket = false
+    public var timeoutSeconds: Double?
+}
+
+public struct DBCapability: Sendable, Equatable {
+    public var grant = CapabilityGrant()
+    /// Database name → absolute path of the SQLite file.
+    public var databases: [String: String] = [:]
+    public var write = false
+    public var maxRows: Int?
+}
+
+public struct CustomCapability: Sendable, Equatable {
+    public var grant = CapabilityGrant()
+    public var command: [String] = []
+}
+
+/// The capabilities a policy grants; nil means the table is absent (not granted).
+public struct Capabilities: Sendable, Equatable {
+    public var display: CapabilityGrant? = CapabilityGrant()
+    public var input: CapabilityGrant?
+    public var time: CapabilityGrant?
+    public var env: EnvCapability?
+    public var file: FileCapability?
+    public var net: NetCapability?
+    public var db: DBCapability?
+    public var custom: [String: CustomCapability] = [:]
 
     public init() {}
 }
@@ -33,19 +95,27 @@ public struct Limits: Sendable, Equatable {
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.
 public struct Policy: Sendable, Equatable {
     public var level: Level
+    public var description: String?
     public var limits: Limits
     public var network: NetworkMode
     /// Environment variables the code sees; nothing else of the host's environment is passed.
     public var environment: [String: String]
+    /// Host paths bound read-only at the same path.
+    public var readonlyPaths: [String]
+    public var capabilities: Capabilities
     /// Where the policy came from: a level name or a file path.
     public var origin: String
 
     public init(level: Level, limits: Limits = Limits(), network: NetworkMode? = nil,
-                environment: [String: String] = [:], origin: String? = nil) {
+                environment: [String: String] = [:], readonlyPaths: [String] = [],
+                capabilities: Capabilities = Capabilities(), description: String? = nil, origin: String? = nil) {
         self.level = level
+        self.description = description
         self.limits = limits
         self.network = network ?? (level == .unrestricted ? .host : .none)
         self.environment = environment
+        self.readonlyPaths = readonlyPaths
+        self.capabilities = capabilities
         self.origin = origin ?? level.rawValue
     }
 }

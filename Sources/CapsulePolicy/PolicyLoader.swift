@@ -3,89 +3,133 @@ import CapsuleOS
 import Glibc
 #endif
 
-/// Turns `--policy` into a Policy: a level name, or a TOML file with `level` and `[limits]`.
-/// (The full policy engine, with capabilities and `extends`, replaces this loader's key table.)
+/// Turns `--policy` into a validated Policy: a level name (the built-in policy of that level) or a
+/// TOML file, following `extends` (docs/policy.md).
 public enum PolicyLoader {
     static let maxFileBytes = 1 << 20
+    static let maxExtendsDepth = 16
 
     public static func load(_ specifier: String) throws(PolicyError) -> Policy {
-        if let level = Level(rawValue: specifier) { return Policy(level: level) }
-        let bytes: [UInt8]
-        do {
-            bytes = try OS.readFile(specifier, limit: maxFileBytes)
-        } catch {
-            let hint = specifier.contains("/") || specifier.hasSuffix(".toml")
-                ? "" : "; a level is one of \(Level.allCases.map(\.rawValue).joined(separator: ", "))"
-            let reason = error.errno == EFBIG ? "the file is larger than 1 MiB" : OS.errorText(error.errno)
-            throw PolicyError(file: specifier, "cannot read the policy: \(reason)\(hint)")
-        }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw PolicyError(file: specifier, "the policy is not UTF-8 text")
-        }
-        return try parse(text, file: specifier)
+        if let level = Level(rawValue: specifier) { return try builtin(level) }
+        return try loadFile(specifier, chain: [])
     }
 
-    /// The keys this loader knows, with what each takes and where it goes.
-    private static let limitKeys: [(key: String, range: ClosedRange<Int>, set: @Sendable (inout Limits, Int) -> Void)] = [
-        ("memory_mb", 16...1_048_576, { $0.memoryMB = $1 }),
-        ("cpu_seconds", 1...86_400, { $0.cpuSeconds = $1 }),
-        ("max_fds", 16...65_536, { $0.maxFDs = $1 }),
-        ("max_processes", 1...4_096, { $0.maxProcesses = $1 }),
-        ("max_output_bytes", 1...(1 << 40), { $0.maxOutputBytes = $1 }),
-        ("max_file_mb", 1...1_048_576, { $0.maxFileMB = $1 }),
-        ("workspace_mb", 1...1_048_576, { $0.workspaceMB = $1 }),
-        ("max_frame_bytes", 1024...(1 << 30), { $0.maxFrameBytes = $1 }),
-    ]
+    /// Every problem with a policy (`policy check`): all bad keys and grants of the file, or the
+    /// one syntax error that stopped reading it. Empty when the policy is valid.
+    public static func problems(_ specifier: String) -> [PolicyError] {
+        do {
+            _ = try load(specifier)
+            return []
+        } catch {
+            return error.all
+        }
+    }
+
+    /// The built-in policy of a level (policies/<level>.toml, compiled in).
+    public static func builtin(_ level: Level) throws(PolicyError) -> Policy {
+        var policy = try parse(BuiltinPolicies.text(level), file: "policies/\(level.rawValue).toml", chain: [])
+        policy.origin = level.rawValue
+        return policy
+    }
 
     public static func parse(_ text: String, file: String) throws(PolicyError) -> Policy {
+        try parse(text, file: file, chain: [])
+    }
+
+    private static func loadFile(_ path: String, chain: [String]) throws(PolicyError) -> Policy {
+        let bytes: [UInt8]
+        do {
+            bytes = try OS.readFile(path, limit: maxFileBytes)
+        } catch {
+            let hint = path.contains("/") || path.hasSuffix(".toml")
+                ? "" : "; a level is one of \(Level.allCases.map(\.rawValue).joined(separator: ", "))"
+            let reason = error.errno == EFBIG ? "the file is larger than 1 MiB" : OS.errorText(error.errno)
+            throw PolicyError(file: path, "cannot read the policy: \(reason)\(hint)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw PolicyError(file: path, "the policy is not UTF-8 text")
+        }
+        return try parse(text, file: path, chain: chain)
+    }
+
+    private static func parse(_ text: String, file: String, chain: [String]) throws(PolicyError) -> Policy {
         let document = try TOMLDocument(parsing: text, file: file)
-        for table in document.tables where table.path != "limits" {
-            throw PolicyError(file: file, line: table.line, key: table.path,
-                              "unknown table\(suggestion(table.path, among: ["limits"]))")
+        func entry(_ key: String) -> TOMLDocument.Entry? { document.entries.first { $0.path == key } }
+        var problems: [PolicyError] = []
+
+        var base: Policy?
+        if let extends = entry("extends") {
+            let name = try Value(entry: extends, file: file).string()
+            base = try resolveBase(name, from: file, chain: chain + [file], line: extends.line)
         }
-        guard let levelEntry = document.entries.first(where: { $0.path == "level" }) else {
-            throw PolicyError(file: file, key: "level",
-                              "missing; add a line such as level = \"sandbox\" (one of \(levelNames))")
-        }
-        guard case .string(let levelName) = levelEntry.value, let level = Level(rawValue: levelName) else {
-            throw PolicyError(file: file, line: levelEntry.line, key: "level", "must be one of \(levelNames)")
-        }
-        var limits = Limits()
-        for entry in document.entries where entry.path != "level" {
-            let key = entry.path.hasPrefix("limits.") ? String(entry.path.dropFirst("limits.".count)) : nil
-            if entry.path == "description" {
-                guard case .string = entry.value else {
-                    throw PolicyError(file: file, line: entry.line, key: entry.path, "must be a string")
+        var level = base?.level ?? .sandbox // provisional, so the rest of the file is still checked
+        if let levelEntry = entry("level") {
+            do throws(PolicyError) {
+                let name = try Value(entry: levelEntry, file: file).string()
+                guard let named = Level(rawValue: name) else {
+                    throw PolicyError(file: file, line: levelEntry.line, key: "level",
+                                      "must be one of \(levelNames), not \"\(name)\"\(suggestion(name, among: Level.allCases.map(\.rawValue)))")
                 }
-                continue
+                level = named
+            } catch {
+                problems.append(error)
             }
-            if key == "timeout_s" {
-                switch entry.value {
-                case .integer(let seconds) where (1...86_400).contains(seconds): limits.timeoutSeconds = Double(seconds)
-                case .float(let seconds) where seconds >= 0.1 && seconds <= 86_400: limits.timeoutSeconds = seconds
-                default:
-                    throw PolicyError(file: file, line: entry.line, key: entry.path,
-                                      "must be a number of seconds from 0.1 to 86400, not \(entry.value.render)")
-                }
-                continue
-            }
-            guard let key, let known = limitKeys.first(where: { $0.key == key }) else {
-                let candidates = ["level", "description"] + (["timeout_s"] + limitKeys.map(\.key)).map { "limits.\($0)" }
-                throw PolicyError(file: file, line: entry.line, key: entry.path,
-                                  "unknown key\(suggestion(entry.path, among: candidates))")
-            }
-            guard case .integer(let number) = entry.value, known.range.contains(number) else {
-                throw PolicyError(file: file, line: entry.line, key: entry.path,
-                                  "must be a whole number from \(known.range.lowerBound) to \(known.range.upperBound), not \(entry.value.render)")
-            }
-            known.set(&limits, number)
+        } else if base == nil {
+            problems.append(PolicyError(file: file, key: "level",
+                                        "missing; add a line such as level = \"sandbox\" (one of \(levelNames)), or extends = \"sandbox\""))
         }
-        return Policy(level: level, limits: limits, origin: file)
+
+        var start = base ?? Policy(level: level, network: NetworkMode.none)
+        start.level = level
+        start.origin = file
+        var decoder = PolicyDecoder(file: file, policy: start)
+        decoder.apply(document)
+        let policy = decoder.policy
+        problems += decoder.errors + PolicyRules.ceilingProblems(policy, lines: decoder.lines, file: file)
+        problems.sort { ($0.line ?? .max) < ($1.line ?? .max) } // errors without a line (a missing key) last
+        if problems.isEmpty, let base {
+            do { try PolicyRules.checkNarrows(policy, base: base, lines: decoder.lines, file: file) } catch {
+                problems.append(error)
+            }
+        }
+        guard let first = problems.first else { return policy }
+        throw PolicyError(first: first, all: problems)
+    }
+
+    /// `extends`: a level's built-in policy, or a file relative to the one that names it.
+    private static func resolveBase(_ name: String, from file: String, chain: [String], line: Int) throws(PolicyError) -> Policy {
+        if let level = Level(rawValue: name) { return try builtin(level) }
+        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        let path = normalized(name.hasPrefix("/") ? name : "\(directory)/\(name)")
+        if let start = chain.map(normalized).firstIndex(of: path) {
+            let cycle = (chain[start...] + [path]).joined(separator: " → ")
+            throw PolicyError(file: file, line: line, key: "extends", "forms a cycle: \(cycle)")
+        }
+        guard chain.count < maxExtendsDepth else {
+            throw PolicyError(file: file, line: line, key: "extends", "policies extend each other more than \(maxExtendsDepth) deep")
+        }
+        do {
+            return try loadFile(path, chain: chain)
+        } catch where error.line == nil && error.file == path && error.message.hasPrefix("cannot read") {
+            throw PolicyError(file: file, line: line, key: "extends", "\(path): \(error.message)")
+        }
+    }
+
+    /// Drops `.` and resolves `..` textually, so one file reached two ways is seen as one.
+    static func normalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") {
+            if part == "." { continue }
+            if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+            parts.append(part)
+        }
+        let joined = parts.joined(separator: "/")
+        return path.hasPrefix("/") ? "/" + joined : (joined.isEmpty ? "." : joined)
     }
 
     private static var levelNames: String { Level.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ") }
 
-    /// "; did you mean `x`?" for the nearest candidate within two edits, else "".
+    /// "; did you mean `x`?" for the nearest candidate within a few edits, else "".
     /// A key written outside its table (`memory_mb` for `limits.memory_mb`) matches on its last part.
     static func suggestion(_ word: String, among candidates: [String]) -> String {
         let scored = candidates.map { candidate in

@@ -46,11 +46,12 @@ struct TOMLDocument {
         var bytes = Array(text.utf8)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) } // a byte-order mark
         // Split on the byte: as Characters, "\r\n" is one grapheme that is not "\n".
-        for (index, rawLine) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
-            let lineNumber = index + 1
-            var scanner = Scanner(Array(rawLine), file: file, line: lineNumber)
+        var scanner = Scanner(lines: bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init),
+                              file: file)
+        repeat {
             scanner.skipSpace()
             if scanner.atEndOfLine { continue }
+            let lineNumber = scanner.line
             if scanner.peek == UInt8(ascii: "[") {
                 scanner.advance()
                 if scanner.peek == UInt8(ascii: "[") {
@@ -80,21 +81,36 @@ struct TOMLDocument {
                 throw PolicyError(file: file, line: lineNumber, key: path, "this key is set twice")
             }
             entries.append(Entry(path: path, value: value, line: lineNumber))
-        }
+        } while scanner.nextLine()
     }
 }
 
-/// Reads one line of TOML.
+/// Reads TOML a line at a time; only an array may continue onto the next lines (TOML 1.0).
 private struct Scanner {
-    let bytes: [UInt8]
+    private let lines: [[UInt8]]
+    private var lineIndex = 0
+    private(set) var bytes: [UInt8]
     let file: String
-    let line: Int
     var index = 0
+    var line: Int { lineIndex + 1 }
 
-    init(_ bytes: [UInt8], file: String, line: Int) {
-        self.bytes = bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
+    init(lines: [[UInt8]], file: String) {
+        self.lines = lines
         self.file = file
-        self.line = line
+        self.bytes = Scanner.withoutCarriageReturn(lines.first ?? [])
+    }
+
+    private static func withoutCarriageReturn(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.last == UInt8(ascii: "\r") ? Array(bytes.dropLast()) : bytes
+    }
+
+    /// Moves to the start of the next line; false at the end of the text.
+    mutating func nextLine() -> Bool {
+        guard lineIndex + 1 < lines.count else { return false }
+        lineIndex += 1
+        bytes = Scanner.withoutCarriageReturn(lines[lineIndex])
+        index = 0
+        return true
     }
 
     var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
@@ -161,17 +177,28 @@ private struct Scanner {
     private mutating func array(depth: Int) throws(PolicyError) -> TOMLDocument.Value {
         advance()
         var items: [TOMLDocument.Value] = []
-        skipSpace()
+        try skipArraySpace()
         while peek != UInt8(ascii: "]") {
-            if peek == nil { throw error("an array must close on the same line with `]`") }
             items.append(try value(depth: depth + 1))
-            skipSpace()
-            if peek == UInt8(ascii: ",") { advance(); skipSpace() } else if peek != UInt8(ascii: "]") {
+            try skipArraySpace()
+            if peek == UInt8(ascii: ",") { advance(); try skipArraySpace() } else if peek != UInt8(ascii: "]") {
                 throw error("expected `,` or `]` in the array")
             }
         }
         advance()
         return .array(items)
+    }
+
+    /// Inside an array, newlines and comments are space.
+    private mutating func skipArraySpace() throws(PolicyError) {
+        while true {
+            skipSpace()
+            guard atEndOfLine else { return }
+            let (openLine, column) = (line, index + 1)
+            guard nextLine() else {
+                throw PolicyError(file: file, line: openLine, "the array is not closed with `]` (column \(column))")
+            }
+        }
     }
 
     private mutating func inlineTable(depth: Int) throws(PolicyError) -> TOMLDocument.Value {

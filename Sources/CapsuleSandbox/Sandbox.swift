@@ -44,11 +44,13 @@ public enum Sandbox {
             "--cpu-seconds", String(limits.cpuSeconds),
             "--max-fds", String(limits.maxFDs),
             "--max-processes", String(limits.maxProcesses),
-            "--max-file-mb", String(limits.maxFileMB),
+            "--max-file-bytes", String(limits.maxFileBytes),
             "--workspace-mb", String(limits.workspaceMB),
             "--network", policy.network.rawValue,
             "--worker-path", location.pythonPackageDirectory,
         ]
+        if let cpus = limits.cpus { arguments += ["--cpus", cpus.map(String.init).joined(separator: ",")] }
+        for path in policy.readonlyPaths { arguments += ["--readonly", path] }
         for (name, value) in policy.environment.sorted(by: { $0.key < $1.key }) {
             arguments += ["--env", "\(name)=\(value)"]
         }

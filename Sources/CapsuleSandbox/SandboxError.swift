@@ -53,6 +53,8 @@ public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
             "the embedded Python failed to start: \(reason). Check that Debian's python3 standard library is installed (`apt-get install libpython3-dev`)."
         case "python-import":
             "the embedded Python could not load the capsule_worker package: \(reason). Check CAPSULE_WORKER_PYTHON or reinstall capsule."
+        case "cpus":
+            "the policy's limits.cpus cannot be applied: \(reason). List only cores this host has (`nproc` counts them; cores are numbered from 0)."
         case "arguments":
             "capsule-worker rejected its arguments: \(reason). This is a bug in capsule; please report it."
         default:

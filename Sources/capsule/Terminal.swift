@@ -50,7 +50,7 @@ private func installInterruptHandler() -> Int32? {
 func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool, options: SessionOptions) -> Int32 {
     let policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
-        printError("capsule: bad policy: \(error)")
+        for problem in error.all { printError("capsule: bad policy: \(problem)") }
         return ExitStatus.capsuleError
     }
     let session: Session

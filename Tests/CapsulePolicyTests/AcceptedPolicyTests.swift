@@ -19,7 +19,7 @@ import Testing
             max_fds = 256
             max_processes = 8
             max_output_bytes = 1048576
-            max_file_mb = 10
+            max_file_bytes = 10
             workspace_mb = 20
             max_frame_bytes = 65536
             """, file: "all.toml")
@@ -34,7 +34,7 @@ import Testing
         expected.maxFDs = 256
         expected.maxProcesses = 8
         expected.maxOutputBytes = 1_048_576
-        expected.maxFileMB = 10
+        expected.maxFileBytes = 10
         expected.workspaceMB = 20
         expected.maxFrameBytes = 65536
         #expect(policy.limits == expected)
@@ -49,10 +49,19 @@ import Testing
     }
 
     @Test(arguments: Level.allCases)
-    func levelSetsTheNetwork(level: Level) throws {
+    func aLevelAloneGrantsNoNetwork(level: Level) throws {
+        // `level` is a ceiling: the host network must be asked for, even at unrestricted.
         let policy = try PolicyLoader.parse("level = \"\(level.rawValue)\"", file: "p.toml")
         #expect(policy.level == level)
-        #expect(policy.network == (level == .unrestricted ? .host : NetworkMode.none))
+        #expect(policy.network == NetworkMode.none)
+        #expect(try PolicyLoader.load(level.rawValue).network == (level == .unrestricted ? .host : NetworkMode.none))
+    }
+
+    @Test func limitsAsAnInlineTableMeanTheSameAsTheTable() throws {
+        let inline = try PolicyLoader.parse("level = \"sandbox\"\nlimits = { memory_mb = 100 }", file: "p.toml")
+        let table = try PolicyLoader.parse("level = \"sandbox\"\n[limits]\nmemory_mb = 100", file: "p.toml")
+        #expect(inline == table)
+        #expect(inline.limits.memoryMB == 100)
     }
 
     @Test func rangesIncludeTheirBounds() throws {
@@ -64,7 +73,7 @@ import Testing
         #expect(try limits("max_fds = 65536").maxFDs == 65536)
         #expect(try limits("max_processes = 4096").maxProcesses == 4096)
         #expect(try limits("max_output_bytes = 1099511627776").maxOutputBytes == 1 << 40)
-        #expect(try limits("max_file_mb = 1").maxFileMB == 1)
+        #expect(try limits("max_file_bytes = 1").maxFileBytes == 1)
         #expect(try limits("workspace_mb = 1048576").workspaceMB == 1_048_576)
         #expect(try limits("max_frame_bytes = 1024").maxFrameBytes == 1024)
         #expect(try limits("max_frame_bytes = 1073741824").maxFrameBytes == 1 << 30)

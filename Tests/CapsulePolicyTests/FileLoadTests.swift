@@ -29,10 +29,10 @@ import Testing
         withTemporaryDirectory("empty") { directory in
             let path = directory.write("empty.toml", [])
             #expect(loadError(path)?.description
-                == "\(path): `level`: missing; add a line such as level = \"sandbox\" (one of \(quotedLevelNames))")
+                == "\(path): `level`: missing; add a line such as level = \"sandbox\" (one of \(quotedLevelNames)), or extends = \"sandbox\"")
         }
         #expect(loadError("/dev/null")?.description
-            == "/dev/null: `level`: missing; add a line such as level = \"sandbox\" (one of \(quotedLevelNames))")
+            == "/dev/null: `level`: missing; add a line such as level = \"sandbox\" (one of \(quotedLevelNames)), or extends = \"sandbox\"")
     }
 
     @Test func invalidUTF8IsNotText() {

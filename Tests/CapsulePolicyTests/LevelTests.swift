@@ -30,7 +30,7 @@ import Testing
         #expect(limits.maxFDs == 100)
         #expect(limits.maxProcesses == 64)
         #expect(limits.maxOutputBytes == 16_777_216)
-        #expect(limits.maxFileMB == 64)
+        #expect(limits.maxFileBytes == 64 << 20)
         #expect(limits.workspaceMB == 64)
         #expect(limits.maxFrameBytes == 16_777_216)
     }

@@ -31,7 +31,10 @@ import Testing
         #expect(policy.network == (level == .unrestricted ? .host : NetworkMode.none))
         // The built-in files spell out the defaults, so they mean the same as the bare level name.
         #expect(policy.limits == (try PolicyLoader.load(level.rawValue)).limits)
-        #expect(policy == Policy(level: level, origin: path))
+        // The file is the built-in policy of its level, apart from where it came from.
+        var builtin = try PolicyLoader.load(level.rawValue)
+        builtin.origin = path
+        #expect(policy == builtin)
         // Parsing the text gives the same policy as loading the file.
         let text = try #require(readText(path))
         #expect(try PolicyLoader.parse(text, file: path) == policy)
@@ -51,5 +54,14 @@ import Testing
         #expect(repositoryRoot.hasPrefix("/"))
         #expect(!repositoryRoot.hasSuffix("/"))
         #expect(readText(repositoryRoot + "/Package.swift") != nil)
+    }
+}
+
+@Suite struct BuiltinPolicyTextTests {
+    @Test(arguments: Level.allCases)
+    func compiledInTextIsTheFile(level: Level) throws {
+        // `--policy LEVEL` uses the compiled-in copy; run scripts/gen-builtin-policies after an edit.
+        let text = try #require(readText("\(builtInPoliciesDirectory)/\(level.rawValue).toml"))
+        #expect(BuiltinPolicies.text(level) + "\n" == text)
     }
 }

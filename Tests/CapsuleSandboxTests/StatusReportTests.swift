@@ -47,6 +47,7 @@ import Testing
         ("python-init", Int32(0), "the embedded Python failed to start: detail text"),
         ("python-import", Int32(0), "could not load the capsule_worker package: detail text"),
         ("arguments", Int32(22), "This is a bug in capsule"),
+        ("cpus", Int32(22), "List only cores this host has"),
         ("something-new", Int32(5), "the sandbox failed at stage something-new: Input/output error (detail text)"),
     ])
     func explainsEachStage(stage: String, errno: Int32, expected: String) {
@@ -69,14 +70,15 @@ import Testing
         limits.cpuSeconds = 5
         limits.maxFDs = 50
         limits.maxProcesses = 8
-        limits.maxFileMB = 2
+        limits.maxFileBytes = 2048
+        limits.cpus = [0, 1]
         limits.workspaceMB = 16
-        let policy = Policy(level: .sandbox, limits: limits, environment: ["B": "2", "A": "1"])
+        let policy = Policy(level: .sandbox, limits: limits, environment: ["B": "2", "A": "1"], readonlyPaths: ["/srv/a"])
         let location = WorkerLocation(executable: "/w", pythonPackageDirectory: "/p")
         #expect(Sandbox.arguments(for: policy, location: location) == [
             "--memory-mb", "256", "--cpu-seconds", "5", "--max-fds", "50", "--max-processes", "8",
-            "--max-file-mb", "2", "--workspace-mb", "16", "--network", "none", "--worker-path", "/p",
-            "--env", "A=1", "--env", "B=2",
+            "--max-file-bytes", "2048", "--workspace-mb", "16", "--network", "none", "--worker-path", "/p",
+            "--cpus", "0,1", "--readonly", "/srv/a", "--env", "A=1", "--env", "B=2",
         ])
     }
 

@@ -246,7 +246,7 @@ import CapsuleRuntime
     // MARK: Filling the disk
 
     @Test func fillWorkspaceAndExceedFileSize() throws {
-        let policy = Sandboxed.policy { $0.workspaceMB = 4; $0.maxFileMB = 2 }
+        let policy = Sandboxed.policy { $0.workspaceMB = 4; $0.maxFileBytes = 2 << 20 }
         let t = try Sandboxed.runFresh(Python.prelude + #"""
             def write_file(path, mb):
                 with open(path, "wb") as f:

@@ -1,0 +1,402 @@
+/// Applies the keys of one policy file onto a starting policy (empty at its level, or the policy
+/// it extends), checking each key's name and type. `lines` remembers where each key was set.
+struct PolicyDecoder {
+    let file: String
+    var policy: Policy
+    var lines: [String: Int] = [:]
+    /// Every bad table or key, in file order; the decoder carries on past each one.
+    var errors: [PolicyError] = []
+
+    static let capabilityNames = ["display", "input", "time", "env", "file", "net", "db"]
+    static let grantKeys = ["enabled", "rate_per_minute", "max_bytes", "ask"]
+    static let capabilityKeys: [String: [String]] = [
+        "display": [], "input": [], "time": [], "env": ["names"],
+        "file": ["read", "write", "include", "exclude"],
+        "net": ["urls", "methods", "websocket", "timeout_s"],
+        "db": ["databases", "write", "max_rows"],
+        "custom": ["command"],
+    ]
+    static let limitKeys = ["memory_mb", "cpu_seconds", "timeout_s", "max_fds", "max_processes", "max_output_bytes",
+                            "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
+    static let sandboxKeys = ["network", "env", "readonly_paths"]
+    static let topKeys = ["level", "extends", "description"]
+
+    /// Every key path a policy may use (custom capabilities and env entries by pattern).
+    static var knownPaths: [String] {
+        topKeys + limitKeys.map { "limits.\($0)" } + sandboxKeys.map { "sandbox.\($0)" }
+            + capabilityNames.flatMap { name in (grantKeys + capabilityKeys[name]!).map { "capabilities.\(name).\($0)" } }
+            + (grantKeys + ["command"]).map { "capabilities.custom.NAME.\($0)" }
+    }
+
+    /// Inline tables become dotted entries, so `env = { A = "1" }` and `[sandbox.env] A = "1"` agree.
+    static func flatten(_ entries: [TOMLDocument.Entry]) -> [TOMLDocument.Entry] {
+        entries.flatMap { entry -> [TOMLDocument.Entry] in
+            guard case .table(let members) = entry.value else { return [entry] }
+            return flatten(members.map { TOMLDocument.Entry(path: "\(entry.path).\($0.0)", value: $0.1, line: entry.line) })
+        }
+    }
+
+    mutating func apply(_ document: TOMLDocument) {
+        for table in document.tables {
+            do { try open(table.path, line: table.line) } catch { errors.append(error) }
+        }
+        for entry in Self.flatten(document.entries) {
+            do { try set(entry) } catch { errors.append(error) }
+        }
+        errors.sort { ($0.line ?? 0) < ($1.line ?? 0) }
+    }
+
+    // MARK: Tables
+
+    private mutating func open(_ path: String, line: Int) throws(PolicyError) {
+        let parts = path.split(separator: ".").map(String.init)
+        switch parts.count {
+        case 1 where ["limits", "sandbox", "capabilities"].contains(parts[0]): return
+        case 2 where path == "sandbox.env": return
+        case 2 where parts[0] == "capabilities" && (Self.capabilityNames.contains(parts[1]) || parts[1] == "custom"):
+            if parts[1] != "custom" { grant(parts[1], line: line) }
+            return
+        case 3 where path == "capabilities.db.databases":
+            grant("db", line: line)
+            return
+        case 3 where parts[0] == "capabilities" && parts[1] == "custom":
+            try customName(parts[2], path: path, line: line)
+            grantCustom(parts[2], line: line)
+            return
+        default:
+            let tables = ["limits", "sandbox", "sandbox.env", "capabilities", "capabilities.custom.NAME",
+                          "capabilities.db.databases"] + Self.capabilityNames.map { "capabilities.\($0)" }
+            throw PolicyError(file: file, line: line, key: path,
+                              "unknown table\(PolicyLoader.suggestion(path, among: tables))")
+        }
+    }
+
+    /// A capability named by a table or a key is granted with its defaults until keys say more.
+    private mutating func grant(_ name: String, line: Int) {
+        if lines["capabilities.\(name)"] == nil { lines["capabilities.\(name)"] = line }
+        let caps = policy.capabilities
+        switch name {
+        case "display": if caps.display == nil { policy.capabilities.display = CapabilityGrant() }
+        case "input": if caps.input == nil { policy.capabilities.input = CapabilityGrant() }
+        case "time": if caps.time == nil { policy.capabilities.time = CapabilityGrant() }
+        case "env": if caps.env == nil { policy.capabilities.env = EnvCapability() }
+        case "file": if caps.file == nil { policy.capabilities.file = FileCapability() }
+        case "net": if caps.net == nil { policy.capabilities.net = NetCapability() }
+        case "db": if caps.db == nil { policy.capabilities.db = DBCapability() }
+        default: break
+        }
+    }
+
+    private mutating func grantCustom(_ name: String, line: Int) {
+        if lines["capabilities.custom.\(name)"] == nil { lines["capabilities.custom.\(name)"] = line }
+        if policy.capabilities.custom[name] == nil { policy.capabilities.custom[name] = CustomCapability() }
+    }
+
+    private func customName(_ name: String, path: String, line: Int) throws(PolicyError) {
+        guard Validate.isIdentifier(name) else {
+            throw PolicyError(file: file, line: line, key: path,
+                              "a custom capability's name must be letters, digits and _ (starting with a letter or _)")
+        }
+    }
+
+    // MARK: Keys
+
+    private mutating func set(_ entry: TOMLDocument.Entry) throws(PolicyError) {
+        lines[entry.path] = entry.line
+        let parts = entry.path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        var value = Value(entry: entry, file: file)
+        switch parts[0] {
+        case "level", "extends":
+            guard parts.count == 1 else { break }
+            _ = try value.string() // the loader has read them already
+            return
+        case "description" where parts.count == 1:
+            policy.description = try value.string()
+            return
+        case "limits" where parts.count == 2:
+            if try setLimit(parts[1], &value) { return }
+        case "sandbox" where parts.count == 2 || (parts.count == 3 && parts[1] == "env"):
+            if try setSandbox(Array(parts.dropFirst()), &value) { return }
+        case "capabilities" where parts.count == 3 && parts[1] != "custom":
+            if Self.capabilityNames.contains(parts[1]) {
+                grant(parts[1], line: entry.line)
+                if try setCapability(parts[1], parts[2], &value) { return }
+            }
+        case "capabilities" where parts.count == 4 && parts[1] == "db" && parts[2] == "databases":
+            grant("db", line: entry.line)
+            guard Validate.isIdentifier(parts[3]) else {
+                throw value.error("a database name must be letters, digits and _ (starting with a letter or _)")
+            }
+            policy.capabilities.db!.databases[parts[3]] = try value.absolutePath()
+            return
+        case "capabilities" where parts.count == 4 && parts[1] == "custom":
+            try customName(parts[2], path: entry.path, line: entry.line)
+            grantCustom(parts[2], line: entry.line)
+            if try setCustom(parts[2], parts[3], &value) { return }
+        default:
+            break
+        }
+        var candidates = Self.knownPaths
+        if parts.count == 4, parts[1] == "custom" { candidates = candidates.map { $0.replacingNAME(with: parts[2]) } }
+        throw PolicyError(file: file, line: entry.line, key: entry.path,
+                          "unknown key\(PolicyLoader.suggestion(entry.path, among: candidates))")
+    }
+
+    private mutating func setLimit(_ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
+        switch key {
+        case "memory_mb": policy.limits.memoryMB = try value.integer(16...1_048_576)
+        case "cpu_seconds": policy.limits.cpuSeconds = try value.integer(1...86_400)
+        case "timeout_s": policy.limits.timeoutSeconds = try value.seconds(0.1...86_400)
+        case "max_fds": policy.limits.maxFDs = try value.integer(16...65_536)
+        case "max_processes": policy.limits.maxProcesses = try value.integer(1...4_096)
+        case "max_output_bytes": policy.limits.maxOutputBytes = try value.integer(1...(1 << 40))
+        case "max_file_bytes": policy.limits.maxFileBytes = try value.integer(1...(1 << 40))
+        case "workspace_mb": policy.limits.workspaceMB = try value.integer(1...1_048_576)
+        case "max_frame_bytes": policy.limits.maxFrameBytes = try value.integer(1024...(1 << 30))
+        case "cpus": policy.limits.cpus = try value.cpus()
+        default: return false
+        }
+        return true
+    }
+
+    private mutating func setSandbox(_ parts: [String], _ value: inout Value) throws(PolicyError) -> Bool {
+        switch parts[0] {
+        case "network" where parts.count == 1:
+            let text = try value.string()
+            guard let mode = NetworkMode(rawValue: text) else { throw value.error("must be \"none\" or \"host\", not \"\(text)\"") }
+            policy.network = mode
+        case "env" where parts.count == 2:
+            guard Validate.isEnvironmentName(parts[1]) else {
+                throw value.error("an environment variable's name must be letters, digits and _ (starting with a letter or _)")
+            }
+            policy.environment[parts[1]] = try value.string(allowNUL: false)
+        case "env" where parts.count == 1:
+            throw value.error("must be a table of NAME = \"value\", like env = { LANG = \"C.UTF-8\" }")
+        case "readonly_paths" where parts.count == 1:
+            policy.readonlyPaths = try value.absolutePaths()
+        default:
+            return false
+        }
+        return true
+    }
+
+    private static func setGrant(_ grant: inout CapabilityGrant, _ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
+        switch key {
+        case "enabled": grant.enabled = try value.bool()
+        case "rate_per_minute": grant.ratePerMinute = try value.integer(1...1_000_000)
+        case "max_bytes": grant.maxBytes = try value.integer(1...(1 << 40))
+        case "ask": grant.ask = try value.bool()
+        default: return false
+        }
+        return true
+    }
+
+    private mutating func setCapability(_ name: String, _ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
+        var caps = policy.capabilities
+        defer { policy.capabilities = caps }
+        switch name {
+        case "display": return try Self.setGrant(&caps.display!, key, &value)
+        case "input": return try Self.setGrant(&caps.input!, key, &value)
+        case "time": return try Self.setGrant(&caps.time!, key, &value)
+        case "env":
+            if key == "names" {
+                caps.env!.names = try value.strings()
+                for name in caps.env!.names where !Validate.isEnvironmentName(name) {
+                    throw value.error("`\(name)` is not an environment variable name")
+                }
+                return true
+            }
+            return try Self.setGrant(&caps.env!.grant, key, &value)
+        case "file":
+            switch key {
+            case "read": caps.file!.read = try value.absolutePaths()
+            case "write": caps.file!.write = try value.absolutePaths()
+            case "include": caps.file!.include = try value.strings(nonEmpty: true)
+            case "exclude": caps.file!.exclude = try value.strings(nonEmpty: true)
+            default: return try Self.setGrant(&caps.file!.grant, key, &value)
+            }
+        case "net":
+            switch key {
+            case "urls": caps.net!.urls = try value.urls()
+            case "methods": caps.net!.methods = try value.methods()
+            case "websocket": caps.net!.websocket = try value.bool()
+            case "timeout_s": caps.net!.timeoutSeconds = try value.seconds(0.1...3_600)
+            default: return try Self.setGrant(&caps.net!.grant, key, &value)
+            }
+        case "db":
+            switch key {
+            case "write": caps.db!.write = try value.bool()
+            case "max_rows": caps.db!.maxRows = try value.integer(1...100_000_000)
+            case "databases": throw value.error("must be a table of name = \"/path/to.sqlite\"")
+            default: return try Self.setGrant(&caps.db!.grant, key, &value)
+            }
+        default:
+            return false
+        }
+        return true
+    }
+
+    private mutating func setCustom(_ name: String, _ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
+        if key == "command" {
+            let command = try value.strings(nonEmpty: true)
+            guard let program = command.first, program.hasPrefix("/") else {
+                throw value.error("must start with the absolute path of the plugin program, like [\"/usr/local/bin/plugin\"]")
+            }
+            policy.capabilities.custom[name]!.command = command
+            return true
+        }
+        return try Self.setGrant(&policy.capabilities.custom[name]!.grant, key, &value)
+    }
+}
+
+/// One value being read, for typed access with errors that name the key and line.
+struct Value {
+    let entry: TOMLDocument.Entry
+    let file: String
+
+    func error(_ message: String) -> PolicyError {
+        PolicyError(file: file, line: entry.line, key: entry.path, message)
+    }
+
+    private func expected(_ what: String) -> PolicyError {
+        error("must be \(what), not \(entry.value.render)")
+    }
+
+    func string(allowNUL: Bool = true) throws(PolicyError) -> String {
+        guard case .string(let text) = entry.value else { throw expected("a string") }
+        if !allowNUL && text.utf8.contains(0) { throw error("must not contain a NUL character") }
+        return text
+    }
+
+    func bool() throws(PolicyError) -> Bool {
+        guard case .bool(let flag) = entry.value else { throw expected("true or false") }
+        return flag
+    }
+
+    func integer(_ range: ClosedRange<Int>) throws(PolicyError) -> Int {
+        guard case .integer(let number) = entry.value, range.contains(number) else {
+            throw expected("a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    func seconds(_ range: ClosedRange<Double>) throws(PolicyError) -> Double {
+        switch entry.value {
+        case .integer(let number) where range.contains(Double(number)): return Double(number)
+        case .float(let number) where range.contains(number): return number
+        default: throw expected("a number of seconds from \(range.lowerBound.shortText) to \(range.upperBound.shortText)")
+        }
+    }
+
+    func strings(nonEmpty: Bool = false) throws(PolicyError) -> [String] {
+        guard case .array(let items) = entry.value else { throw expected("an array of strings") }
+        var out: [String] = []
+        for item in items {
+            guard case .string(let text) = item, !text.utf8.contains(0) else {
+                throw expected("an array of strings")
+            }
+            if nonEmpty && text.isEmpty { throw error("must not contain an empty string") }
+            out.append(text)
+        }
+        if nonEmpty && out.isEmpty { throw error("must not be empty") }
+        return out
+    }
+
+    func absolutePath() throws(PolicyError) -> String {
+        let path = try string(allowNUL: false)
+        guard Validate.isCleanAbsolutePath(path) else {
+            throw error("`\(path)` must be an absolute path without `.` or `..` parts, like \"/srv/data\"")
+        }
+        return path
+    }
+
+    func absolutePaths() throws(PolicyError) -> [String] {
+        let paths = try strings()
+        for path in paths where !Validate.isCleanAbsolutePath(path) {
+            throw error("`\(path)` must be an absolute path without `.` or `..` parts, like \"/srv/data\"")
+        }
+        return paths
+    }
+
+    func urls() throws(PolicyError) -> [String] {
+        let urls = try strings()
+        for url in urls {
+            if let problem = Validate.urlProblem(url) { throw error("`\(url)` \(problem)") }
+        }
+        return urls
+    }
+
+    func methods() throws(PolicyError) -> [String] {
+        let methods = try strings(nonEmpty: true)
+        for method in methods where !Validate.httpMethods.contains(method) {
+            throw error("`\(method)` is not an HTTP method capsule knows (\(Validate.httpMethods.joined(separator: ", ")))")
+        }
+        return methods
+    }
+
+    func cpus() throws(PolicyError) -> [Int] {
+        guard case .array(let items) = entry.value, !items.isEmpty else { throw expected("a non-empty array of core numbers") }
+        var cores: [Int] = []
+        for item in items {
+            guard case .integer(let core) = item, (0...1023).contains(core) else {
+                throw expected("an array of core numbers from 0 to 1023")
+            }
+            guard !cores.contains(core) else { throw error("lists core \(core) twice") }
+            cores.append(core)
+        }
+        return cores
+    }
+}
+
+/// Shapes of values a policy names: paths, URLs, identifiers.
+enum Validate {
+    static let httpMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    static func isIdentifier(_ text: String) -> Bool {
+        guard let first = text.utf8.first, first == UInt8(ascii: "_") || isLetter(first) else { return false }
+        return text.utf8.allSatisfy { $0 == UInt8(ascii: "_") || isLetter($0) || ($0 >= 0x30 && $0 <= 0x39) }
+    }
+
+    static func isEnvironmentName(_ text: String) -> Bool { isIdentifier(text) }
+
+    private static func isLetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a }
+
+    static func isCleanAbsolutePath(_ path: String) -> Bool {
+        guard path.hasPrefix("/"), !path.utf8.contains(0) else { return false }
+        return !path.split(separator: "/").contains { $0 == "." || $0 == ".." }
+    }
+
+    /// nil for an acceptable allow-list URL: http(s)://host[:port][/path-prefix], nothing else.
+    static func urlProblem(_ url: String) -> String? {
+        let scheme: String
+        if url.hasPrefix("https://") { scheme = "https://" } else if url.hasPrefix("http://") { scheme = "http://" } else {
+            return "must start with https:// or http://"
+        }
+        let rest = url.dropFirst(scheme.count)
+        let authority = rest.prefix { $0 != "/" }
+        if authority.isEmpty { return "has no host" }
+        if authority.contains("@") { return "must not carry a user name or password" }
+        if url.contains("?") || url.contains("#") { return "must not have a query or fragment: it is a prefix" }
+        if url.contains(where: { $0 == " " || $0 == "\\" }) { return "must not contain spaces or backslashes" }
+        var host = Substring(authority)
+        if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
+            guard let port = Int(authority[authority.index(after: colon)...]), (1...65535).contains(port) else {
+                return "has a port that is not a number from 1 to 65535"
+            }
+            host = authority[..<colon]
+        }
+        let allowed = host.hasPrefix("[") ? host.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "[" || $0 == "]" || $0 == "." }
+            : host.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." }
+        return allowed && !host.isEmpty ? nil : "has a host name with characters a host name cannot have"
+    }
+}
+
+extension String {
+    fileprivate func replacingNAME(with name: String) -> String {
+        split(separator: ".", omittingEmptySubsequences: false).map { $0 == "NAME" ? name : String($0) }.joined(separator: ".")
+    }
+}
+
+extension Double {
+    var shortText: String { self == rounded() && abs(self) < 1e15 ? String(Int(self)) : String(self) }
+}

@@ -1,0 +1,161 @@
+/// A policy as text: the effective TOML (`policy show`), plain language (`policy explain`) and
+/// key-by-key differences (`policy diff`). All three read the same flattened list of settings.
+extension Policy {
+    /// Every setting as (table, key, TOML value), in the order `show` prints them.
+    public var settings: [(table: String, key: String, value: String)] {
+        var rows: [(String, String, String)] = [("", "level", quoted(level.rawValue))]
+        if let description { rows.append(("", "description", quoted(description))) }
+        let l = limits
+        rows += [("limits", "memory_mb", "\(l.memoryMB)"), ("limits", "cpu_seconds", "\(l.cpuSeconds)"),
+                 ("limits", "timeout_s", l.timeoutSeconds.shortText), ("limits", "max_fds", "\(l.maxFDs)"),
+                 ("limits", "max_processes", "\(l.maxProcesses)"), ("limits", "max_output_bytes", "\(l.maxOutputBytes)"),
+                 ("limits", "max_file_bytes", "\(l.maxFileBytes)"), ("limits", "workspace_mb", "\(l.workspaceMB)"),
+                 ("limits", "max_frame_bytes", "\(l.maxFrameBytes)")]
+        if let cpus = l.cpus { rows.append(("limits", "cpus", "[\(cpus.map(String.init).joined(separator: ", "))]")) }
+        rows += [("sandbox", "network", quoted(network.rawValue)), ("sandbox", "readonly_paths", list(readonlyPaths))]
+        rows += environment.sorted { $0.key < $1.key }.map { ("sandbox.env", $0.key, quoted($0.value)) }
+
+        func grant(_ table: String, _ g: CapabilityGrant) -> [(String, String, String)] {
+            var out = [(table, "enabled", "\(g.enabled)")]
+            if let rate = g.ratePerMinute { out.append((table, "rate_per_minute", "\(rate)")) }
+            if let bytes = g.maxBytes { out.append((table, "max_bytes", "\(bytes)")) }
+            out.append((table, "ask", "\(g.ask)"))
+            return out
+        }
+        let c = capabilities
+        if let g = c.display { rows += grant("capabilities.display", g) }
+        if let g = c.input { rows += grant("capabilities.input", g) }
+        if let g = c.time { rows += grant("capabilities.time", g) }
+        if let env = c.env { rows += grant("capabilities.env", env.grant) + [("capabilities.env", "names", list(env.names))] }
+        if let f = c.file {
+            rows += grant("capabilities.file", f.grant)
+            rows += [("capabilities.file", "read", list(f.read)), ("capabilities.file", "write", list(f.write)),
+                     ("capabilities.file", "include", list(f.include)), ("capabilities.file", "exclude", list(f.exclude))]
+        }
+        if let n = c.net {
+            rows += grant("capabilities.net", n.grant)
+            rows += [("capabilities.net", "urls", list(n.urls)), ("capabilities.net", "methods", list(n.methods)),
+                     ("capabilities.net", "websocket", "\(n.websocket)")]
+            if let timeout = n.timeoutSeconds { rows.append(("capabilities.net", "timeout_s", timeout.shortText)) }
+        }
+        if let d = c.db {
+            rows += grant("capabilities.db", d.grant) + [("capabilities.db", "write", "\(d.write)")]
+            if let maxRows = d.maxRows { rows.append(("capabilities.db", "max_rows", "\(maxRows)")) }
+            rows += d.databases.sorted { $0.key < $1.key }.map { ("capabilities.db.databases", $0.key, quoted($0.value)) }
+        }
+        for (name, custom) in c.custom.sorted(by: { $0.key < $1.key }) {
+            rows += grant("capabilities.custom.\(name)", custom.grant) + [("capabilities.custom.\(name)", "command", list(custom.command))]
+        }
+        return rows
+    }
+
+    /// The effective policy as TOML that `policy check` accepts.
+    public var tomlText: String {
+        var out = "# Effective policy from \(origin)\n"
+        var table = ""
+        for row in settings {
+            if row.table != table {
+                out += "\n[\(row.table)]\n"
+                table = row.table
+            }
+            out += "\(row.key) = \(row.value)\n"
+        }
+        return out
+    }
+
+    /// What code under this policy can do, in plain language.
+    public var explanation: String {
+        var out = ["Policy \(origin) (level \(level.rawValue))\(description.map { ": \($0)" } ?? "")", "", "The code can:"]
+        out.append("  - run Python from a read-only runtime, in a private /workspace of \(limits.workspaceMB) MiB that is gone when the session ends")
+        out.append(readonlyPaths.isEmpty ? "  - read no other host files directly"
+                   : "  - read these host paths directly (read-only): \(readonlyPaths.joined(separator: ", "))")
+        out.append(network == .host ? "  - use the host's network directly" : "  - reach no network directly")
+        out.append(environment.isEmpty ? "  - see no environment variables"
+                   : "  - see the environment variables \(environment.keys.sorted().joined(separator: ", "))")
+        let c = capabilities
+        var uses: [String] = []
+        func terms(_ g: CapabilityGrant) -> String {
+            var t: [String] = []
+            if let rate = g.ratePerMinute { t.append("at most \(rate) calls a minute") }
+            if let bytes = g.maxBytes { t.append("at most \(bytes) bytes a call") }
+            if g.ask { t.append("each call approved by a person") }
+            return t.isEmpty ? "" : " (\(t.joined(separator: ", ")))"
+        }
+        if let g = c.display, g.enabled { uses.append("show rich output (display)\(terms(g))") }
+        if let g = c.input, g.enabled { uses.append("ask the person at the keyboard for input (input)\(terms(g))") }
+        if let g = c.time, g.enabled { uses.append("read the real time (time)\(terms(g))") }
+        if let e = c.env, e.grant.enabled {
+            uses.append("read the host environment variables \(e.names.isEmpty ? "(none listed)" : e.names.joined(separator: ", ")) (env)\(terms(e.grant))")
+        }
+        if let f = c.file, f.grant.enabled {
+            let read = f.read.isEmpty ? "no roots" : f.read.joined(separator: ", ")
+            let write = f.write.isEmpty ? "" : "; write under \(f.write.joined(separator: ", "))"
+            let patterns = f.include == ["**"] && f.exclude.isEmpty ? "" : " (files matching \(f.include.joined(separator: ", "))\(f.exclude.isEmpty ? "" : ", except \(f.exclude.joined(separator: ", "))"))"
+            uses.append("read files under \(read)\(write)\(patterns) (file)\(terms(f.grant))")
+        }
+        if let n = c.net, n.grant.enabled {
+            let urls = n.urls.isEmpty ? "no URLs (none listed)" : n.urls.joined(separator: ", ")
+            uses.append("make \(n.methods.joined(separator: "/")) requests to \(urls)\(n.websocket ? ", and open WebSockets" : "") (net)\(terms(n.grant))")
+        }
+        if let d = c.db, d.grant.enabled {
+            let names = d.databases.keys.sorted().joined(separator: ", ")
+            uses.append("\(d.write ? "read and write" : "read") the databases \(names)\(d.maxRows.map { ", at most \($0) rows a query" } ?? "") (db)\(terms(d.grant))")
+        }
+        for (name, custom) in c.custom.sorted(by: { $0.key < $1.key }) where custom.grant.enabled {
+            uses.append("call the custom capability \(name), served by \(custom.command.joined(separator: " "))\(terms(custom.grant))")
+        }
+        out += uses.map { "  - \($0)" }
+        let l = limits
+        out += ["", "Limits:",
+                "  - memory \(l.memoryMB) MiB, CPU \(l.cpuSeconds) s per process, \(l.timeoutSeconds.shortText) s of wall-clock time per execution",
+                "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(l.maxFileBytes) bytes",
+                "  - output up to \(l.maxOutputBytes) bytes per execution, messages up to \(l.maxFrameBytes) bytes",
+                "  - CPU cores: \(l.cpus.map { $0.map(String.init).joined(separator: ", ") } ?? "all")"]
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// The settings that differ, as `- key = a` / `+ key = b` lines; empty when equal.
+    public func differences(from other: Policy) -> [String] {
+        func keyed(_ p: Policy) -> [(String, String)] {
+            p.settings.map { ($0.table.isEmpty ? $0.key : "\($0.table).\($0.key)", $0.value) }
+        }
+        let mine = keyed(self), theirs = keyed(other)
+        let theirMap = Dictionary(theirs, uniquingKeysWith: { a, _ in a })
+        let myMap = Dictionary(mine, uniquingKeysWith: { a, _ in a })
+        var order = mine.map(\.0)
+        for (key, _) in theirs where myMap[key] == nil { order.append(key) }
+        var lines: [String] = []
+        for key in order {
+            switch (myMap[key], theirMap[key]) {
+            case let (a?, b?) where a != b: lines += ["- \(key) = \(a)", "+ \(key) = \(b)"]
+            case let (a?, nil): lines.append("- \(key) = \(a)")
+            case let (nil, b?): lines.append("+ \(key) = \(b)")
+            default: break
+            }
+        }
+        return lines
+    }
+}
+
+private func quoted(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+private func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }

@@ -1,0 +1,168 @@
+/// What a policy may grant: the ceiling of its level, and — when it extends another — no more than
+/// that base grants.
+enum PolicyRules {
+    /// The lowest level that may grant each thing a policy can ask for, with the key that asks.
+    static func requirements(_ policy: Policy) -> [(key: String, level: Level)] {
+        var needs: [(String, Level)] = []
+        if policy.network == .host { needs.append(("sandbox.network", .unrestricted)) }
+        if !policy.readonlyPaths.isEmpty { needs.append(("sandbox.readonly_paths", .restricted)) }
+        let caps = policy.capabilities
+        if caps.input?.enabled == true { needs.append(("capabilities.input", .restricted)) }
+        if caps.time?.enabled == true { needs.append(("capabilities.time", .restricted)) }
+        if caps.env?.grant.enabled == true { needs.append(("capabilities.env", .restricted)) }
+        if let file = caps.file, file.grant.enabled {
+            needs.append(("capabilities.file", .restricted))
+            if !file.write.isEmpty { needs.append(("capabilities.file.write", .standard)) }
+        }
+        if let net = caps.net, net.grant.enabled {
+            needs.append(("capabilities.net", .standard))
+            if let method = net.methods.first(where: { $0 != "GET" && $0 != "HEAD" }) {
+                needs.append(("capabilities.net.methods (\(method))", .trusted))
+            }
+            if net.websocket { needs.append(("capabilities.net.websocket", .trusted)) }
+        }
+        if let db = caps.db, db.grant.enabled {
+            needs.append(("capabilities.db", .standard))
+            if db.write { needs.append(("capabilities.db.write", .trusted)) }
+        }
+        for (name, custom) in caps.custom.sorted(by: { $0.key < $1.key }) where custom.grant.enabled {
+            needs.append(("capabilities.custom.\(name)", .trusted))
+        }
+        return needs
+    }
+
+    /// Everything the policy grants above its level, and grants missing what they need.
+    static func ceilingProblems(_ policy: Policy, lines: [String: Int], file: String) -> [PolicyError] {
+        var problems = requirements(policy).filter { $0.level > policy.level }.map { key, level in
+            PolicyError(file: file, line: line(of: key, in: lines), key: key,
+                        "needs level `\(level.rawValue)` or higher; this policy is `\(policy.level.rawValue)`")
+        }
+        for (name, custom) in policy.capabilities.custom.sorted(by: { $0.key < $1.key })
+        where custom.grant.enabled && custom.command.isEmpty {
+            problems.append(PolicyError(file: file, line: line(of: "capabilities.custom.\(name)", in: lines),
+                                        key: "capabilities.custom.\(name).command", "missing: name the plugin program to run"))
+        }
+        if let db = policy.capabilities.db, db.grant.enabled, db.databases.isEmpty {
+            problems.append(PolicyError(file: file, line: line(of: "capabilities.db", in: lines), key: "capabilities.db.databases",
+                                        "missing: name each database, like databases = { app = \"/srv/app.sqlite\" }"))
+        }
+        return problems
+    }
+
+    /// The line of `key`, else of the nearest table above it that this file set.
+    static func line(of key: String, in lines: [String: Int]) -> Int? {
+        var path = String(key.prefix { $0 != " " })
+        while true {
+            if let line = lines[path] { return line }
+            guard let dot = path.lastIndex(of: ".") else { return nil }
+            path = String(path[..<dot])
+        }
+    }
+
+    // MARK: Narrowing
+
+    static func checkNarrows(_ policy: Policy, base: Policy, lines: [String: Int], file: String) throws(PolicyError) {
+        func fail(_ key: String, _ message: String) -> PolicyError {
+            PolicyError(file: file, line: line(of: key, in: lines), key: key,
+                        "\(message); a policy that extends `\(base.origin)` may only narrow it")
+        }
+        if policy.level > base.level {
+            throw fail("level", "`\(policy.level.rawValue)` is wider than `\(base.level.rawValue)`")
+        }
+        for (key, mine, theirs) in limitPairs(policy.limits, base.limits) where mine > theirs {
+            throw fail("limits.\(key)", "\(mine.shortText) is more than the \(theirs.shortText) it allows")
+        }
+        if let baseCores = base.limits.cpus {
+            guard let cores = policy.limits.cpus, cores.allSatisfy(baseCores.contains) else {
+                throw fail("limits.cpus", "may only list cores among \(baseCores)")
+            }
+        }
+        if policy.network == .host && base.network != .host { throw fail("sandbox.network", "\"host\" is not allowed") }
+        for path in policy.readonlyPaths where !isUnder(path, anyOf: base.readonlyPaths) {
+            throw fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
+        }
+        try checkCapabilities(policy.capabilities, base.capabilities, fail: fail)
+    }
+
+    private static func limitPairs(_ a: Limits, _ b: Limits) -> [(String, Double, Double)] {
+        [("memory_mb", Double(a.memoryMB), Double(b.memoryMB)), ("cpu_seconds", Double(a.cpuSeconds), Double(b.cpuSeconds)),
+         ("timeout_s", a.timeoutSeconds, b.timeoutSeconds), ("max_fds", Double(a.maxFDs), Double(b.maxFDs)),
+         ("max_processes", Double(a.maxProcesses), Double(b.maxProcesses)),
+         ("max_output_bytes", Double(a.maxOutputBytes), Double(b.maxOutputBytes)),
+         ("max_file_bytes", Double(a.maxFileBytes), Double(b.maxFileBytes)),
+         ("workspace_mb", Double(a.workspaceMB), Double(b.workspaceMB)),
+         ("max_frame_bytes", Double(a.maxFrameBytes), Double(b.maxFrameBytes))]
+    }
+
+    private static func checkCapabilities(_ caps: Capabilities, _ base: Capabilities,
+                                          fail: (String, String) -> PolicyError) throws(PolicyError) {
+        try checkGrant("display", caps.display, base.display, fail: fail)
+        try checkGrant("input", caps.input, base.input, fail: fail)
+        try checkGrant("time", caps.time, base.time, fail: fail)
+        try checkGrant("env", caps.env?.grant, base.env?.grant, fail: fail)
+        if let env = caps.env, env.grant.enabled, let name = env.names.first(where: { !(base.env?.names ?? []).contains($0) }) {
+            throw fail("capabilities.env.names", "`\(name)` is not among the names it allows")
+        }
+        try checkGrant("file", caps.file?.grant, base.file?.grant, fail: fail)
+        if let file = caps.file, file.grant.enabled, let baseFile = base.file {
+            for (key, roots, baseRoots) in [("read", file.read, baseFile.read), ("write", file.write, baseFile.write)] {
+                for root in roots where !isUnder(root, anyOf: baseRoots) {
+                    throw fail("capabilities.file.\(key)", "`\(root)` is not under a root it allows")
+                }
+            }
+            if let glob = file.include.first(where: { !baseFile.include.contains($0) }) {
+                throw fail("capabilities.file.include", "`\(glob)` is not among the patterns it includes")
+            }
+            if let glob = baseFile.exclude.first(where: { !file.exclude.contains($0) }) {
+                throw fail("capabilities.file.exclude", "must keep excluding `\(glob)`")
+            }
+        }
+        try checkGrant("net", caps.net?.grant, base.net?.grant, fail: fail)
+        if let net = caps.net, net.grant.enabled, let baseNet = base.net {
+            for url in net.urls where !baseNet.urls.contains(where: { url.hasPrefix($0) }) {
+                throw fail("capabilities.net.urls", "`\(url)` does not start with a URL it allows")
+            }
+            if let method = net.methods.first(where: { !baseNet.methods.contains($0) }) {
+                throw fail("capabilities.net.methods", "`\(method)` is not among the methods it allows")
+            }
+            if net.websocket && !baseNet.websocket { throw fail("capabilities.net.websocket", "it does not allow WebSocket") }
+            if let limit = baseNet.timeoutSeconds, (net.timeoutSeconds ?? .infinity) > limit {
+                throw fail("capabilities.net.timeout_s", "must be at most \(limit.shortText)")
+            }
+        }
+        try checkGrant("db", caps.db?.grant, base.db?.grant, fail: fail)
+        if let db = caps.db, db.grant.enabled, let baseDB = base.db {
+            for (name, path) in db.databases.sorted(by: { $0.key < $1.key }) where baseDB.databases[name] != path {
+                throw fail("capabilities.db.databases.\(name)", "it does not allow this database")
+            }
+            if db.write && !baseDB.write { throw fail("capabilities.db.write", "it is read-only") }
+            if let rows = baseDB.maxRows, (db.maxRows ?? .max) > rows {
+                throw fail("capabilities.db.max_rows", "must be at most \(rows)")
+            }
+        }
+        for (name, custom) in caps.custom.sorted(by: { $0.key < $1.key }) {
+            try checkGrant("custom.\(name)", custom.grant, base.custom[name]?.grant, fail: fail)
+            if custom.grant.enabled, let baseCustom = base.custom[name], custom.command != baseCustom.command {
+                throw fail("capabilities.custom.\(name).command", "must stay \(baseCustom.command)")
+            }
+        }
+    }
+
+    /// Enabled only where the base enables it; ask stays on, rates and sizes only go down.
+    private static func checkGrant(_ name: String, _ grant: CapabilityGrant?, _ base: CapabilityGrant?,
+                                   fail: (String, String) -> PolicyError) throws(PolicyError) {
+        guard let grant, grant.enabled else { return }
+        guard let base, base.enabled else { throw fail("capabilities.\(name)", "it does not grant this capability") }
+        if base.ask && !grant.ask { throw fail("capabilities.\(name).ask", "it asks a person first; that must stay") }
+        if let rate = base.ratePerMinute, (grant.ratePerMinute ?? .max) > rate {
+            throw fail("capabilities.\(name).rate_per_minute", "must be at most \(rate)")
+        }
+        if let bytes = base.maxBytes, (grant.maxBytes ?? .max) > bytes {
+            throw fail("capabilities.\(name).max_bytes", "must be at most \(bytes)")
+        }
+    }
+
+    static func isUnder(_ path: String, anyOf roots: [String]) -> Bool {
+        roots.contains { root in path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
+    }
+}
