@@ -85,7 +85,13 @@ public enum PolicyLoader {
         var decoder = PolicyDecoder(file: file, policy: start)
         decoder.apply(document)
         let policy = decoder.policy
-        problems += decoder.errors + PolicyRules.ceilingProblems(policy, lines: decoder.lines, file: file)
+        // A grant whose keys were bad is not also reported as missing what those keys gave.
+        let ceiling = PolicyRules.ceilingProblems(policy, lines: decoder.lines, file: file).filter { problem in
+            guard problem.message.hasPrefix("missing"), let key = problem.key, let dot = key.lastIndex(of: ".") else { return true }
+            let capability = String(key[..<dot])
+            return !decoder.errors.contains { $0.key?.hasPrefix(capability) == true }
+        }
+        problems += decoder.errors + ceiling
         problems.sort { ($0.line ?? .max) < ($1.line ?? .max) } // errors without a line (a missing key) last
         if problems.isEmpty, let base {
             do { try PolicyRules.checkNarrows(policy, base: base, lines: decoder.lines, file: file) } catch {
@@ -136,7 +142,9 @@ public enum PolicyLoader {
             let last = candidate.split(separator: ".").last.map(String.init) ?? candidate
             return (candidate, min(editDistance(word, candidate), word.contains(".") ? Int.max : editDistance(word, last)))
         }.min { $0.1 < $1.1 }
-        guard let (best, distance) = scored, distance <= max(2, word.count / 4) else { return "" }
+        // Within a third of the last part's length: `memroy_mb` finds `memory_mb`, `shell` finds nothing.
+        let last = word.split(separator: ".").last.map(String.init) ?? word
+        guard let (best, distance) = scored, distance <= max(1, last.count / 3) else { return "" }
         return "; did you mean `\(best)`?"
     }
 
