@@ -3,712 +3,137 @@ enum BuiltinPolicies {
     static func text(_ level: Level) -> String {
         switch level {
         case .sandbox: return #"""
-            # The built-in `sandbox` policy. The tightest level: for code nobody has read.
-            #
-            #   capsule run --policy sandbox job.py       # the same as --policy policies/sandbox.toml
-            #   capsule policy explain sandbox            # what it allows, in plain words
-            #
-            # This file is also a lesson in the format; docs/policy.md is the full reference.
-            # A policy is TOML: `key = value` lines, `[table]` headers, `#` comments. Every
-            # key Capsule knows is in docs/policy.md; any other key is an error, not ignored.
-            # Lines such as `# urls = [...]` are examples: in a copy of this file, remove
-            # the `#` (and the line the example replaces, if any) to use one.
-            
-            # The level is the ceiling: the most this policy may grant. One of "sandbox",
-            # "restricted", "standard", "trusted", "unrestricted". A file of your own can
-            # instead say `extends = "sandbox"`, start from what this file grants, and only
-            # narrow it (lower limits, fewer grants).
             level = "sandbox"
-            
-            # Shown by `capsule policy show` and `capsule policy explain`.
             description = "No network, read-only runtime, a private /workspace; the code can only print and display output."
-            
-            # Resource limits. Each is enforced for real: by the kernel inside the sandbox
-            # or by the supervisor outside it. The values below are the defaults, so a
-            # policy that leaves a key out gets the same value.
             [limits]
-            # Memory per process (RLIMIT_AS) and for the whole session (memory cgroup),
-            # in MiB, 16..1048576. Past it: MemoryError, or exit status 137.
             memory_mb = 512
-            
-            # CPU time per process (RLIMIT_CPU), in seconds, 1..86400. Past it: killed,
-            # exit status 152.
             cpu_seconds = 60
-            
-            # Wall-clock time per execution, in seconds, 0.1..86400; a decimal such as 2.5
-            # works too. The supervisor kills the sandbox past it: exit status 124.
             timeout_s = 30
-            
-            # Open file descriptors per process (RLIMIT_NOFILE), 16..65536.
             max_fds = 100
-            
-            # Processes and threads in the session (pids cgroup and RLIMIT_NPROC), 1..4096.
             max_processes = 64
-            
-            # Bytes of stdout plus stderr per execution (16 MiB), 1..2^40. Output up to the
-            # limit is delivered, then the supervisor kills the sandbox: exit status 126.
             max_output_bytes = 16777216
-            
-            # Largest file the code may write (64 MiB, RLIMIT_FSIZE), 1..2^40. A bigger
-            # write fails with EFBIG.
             max_file_bytes = 67108864
-            
-            # Size of the writable /workspace tmpfs, in MiB, 1..1048576. Past it, writes
-            # fail with ENOSPC.
             workspace_mb = 64
-            
-            # Largest message on the channel between the sandbox and the supervisor
-            # (16 MiB), 1024..2^30. A larger one ends the session.
             max_frame_bytes = 16777216
-            
-            # The CPU cores the code may run on (core numbers 0..1023, no repeats). The
-            # default is every core, which has no number to write here, so it stays a
-            # comment:
-            # cpus = [0, 1]
-            
-            # The sandbox itself.
             [sandbox]
-            # "none": an empty network namespace, and no internet sockets at all. "host"
-            # (the host's network) needs level `unrestricted`.
             network = "none"
-            
-            # The environment variables the code sees: exactly these, nothing of the
-            # host's. An inline table, on one line. Instead of the empty table, for example:
-            # env = { LANG = "C.UTF-8", TZ = "UTC" }
             env = {}
-            
-            # `readonly_paths` (host paths bound read-only into the sandbox) is left out:
-            # listing any path needs level `restricted` or higher.
-            
-            # Capabilities: what the code may ask the supervisor to do for it. The code has
-            # no other way to reach the host. A [capabilities.NAME] table grants NAME; no
-            # table, no grant (except display, granted unless turned off). Every table
-            # takes these keys:
-            #   enabled          true when the table is present; false turns it off
-            #   ask              true: a person approves each call (default false)
-            #   rate_per_minute  calls allowed per minute, 1..1000000 (default unlimited)
-            #   max_bytes        bytes per call, 1..2^40 (default unlimited)
-            
-            # Rich output (HTML, images, JSON) shown to the client. On at every level.
             [capabilities.display]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # Nothing else can be granted at this level: `input`, `time`, `env` and file
-            # reads need `restricted` (see policies/restricted.toml).
             """#
         case .restricted: return #"""
-            # The built-in `restricted` policy. As sandbox, plus input, time and, where a
-            # policy lists them, file reads and host paths.
-            #
-            #   capsule run --policy restricted job.py    # the same as --policy policies/restricted.toml
-            #   capsule policy explain restricted         # what it allows, in plain words
-            #
-            # This file is also a lesson in the format; docs/policy.md is the full reference.
-            # A policy is TOML: `key = value` lines, `[table]` headers, `#` comments. Every
-            # key Capsule knows is in docs/policy.md; any other key is an error, not ignored.
-            # Lines such as `# urls = [...]` are examples: in a copy of this file, remove
-            # the `#` (and the line the example replaces, if any) to use one.
-            
-            # The level is the ceiling: the most this policy may grant. One of "sandbox",
-            # "restricted", "standard", "trusted", "unrestricted". A file of your own can
-            # instead say `extends = "restricted"`, start from what this file grants, and only
-            # narrow it (lower limits, fewer grants).
             level = "restricted"
-            
-            # Shown by `capsule policy show` and `capsule policy explain`.
             description = "As sandbox, plus input and time. No file roots: a policy of your own lists them."
-            
-            # Resource limits. Each is enforced for real: by the kernel inside the sandbox
-            # or by the supervisor outside it. The values below are the defaults, so a
-            # policy that leaves a key out gets the same value.
             [limits]
-            # Memory per process (RLIMIT_AS) and for the whole session (memory cgroup),
-            # in MiB, 16..1048576. Past it: MemoryError, or exit status 137.
             memory_mb = 512
-            
-            # CPU time per process (RLIMIT_CPU), in seconds, 1..86400. Past it: killed,
-            # exit status 152.
             cpu_seconds = 60
-            
-            # Wall-clock time per execution, in seconds, 0.1..86400; a decimal such as 2.5
-            # works too. The supervisor kills the sandbox past it: exit status 124.
             timeout_s = 30
-            
-            # Open file descriptors per process (RLIMIT_NOFILE), 16..65536.
             max_fds = 100
-            
-            # Processes and threads in the session (pids cgroup and RLIMIT_NPROC), 1..4096.
             max_processes = 64
-            
-            # Bytes of stdout plus stderr per execution (16 MiB), 1..2^40. Output up to the
-            # limit is delivered, then the supervisor kills the sandbox: exit status 126.
             max_output_bytes = 16777216
-            
-            # Largest file the code may write (64 MiB, RLIMIT_FSIZE), 1..2^40. A bigger
-            # write fails with EFBIG.
             max_file_bytes = 67108864
-            
-            # Size of the writable /workspace tmpfs, in MiB, 1..1048576. Past it, writes
-            # fail with ENOSPC.
             workspace_mb = 64
-            
-            # Largest message on the channel between the sandbox and the supervisor
-            # (16 MiB), 1024..2^30. A larger one ends the session.
             max_frame_bytes = 16777216
-            
-            # The CPU cores the code may run on (core numbers 0..1023, no repeats). The
-            # default is every core, which has no number to write here, so it stays a
-            # comment:
-            # cpus = [0, 1]
-            
-            # The sandbox itself.
             [sandbox]
-            # "none": an empty network namespace, and no internet sockets at all. "host"
-            # (the host's network) needs level `unrestricted`.
             network = "none"
-            
-            # The environment variables the code sees: exactly these, nothing of the
-            # host's. An inline table, on one line. Instead of the empty table, for example:
-            # env = { LANG = "C.UTF-8", TZ = "UTC" }
             env = {}
-            
-            # Host paths bound read-only into the sandbox at the same path, so code can
-            # read them with ordinary open(). Absolute paths. Instead of the empty list,
-            # for example (an array may span lines):
-            # readonly_paths = [
-            #     "/usr/share/dict",
-            #     "/srv/models",
-            # ]
             readonly_paths = []
-            
-            # Capabilities: what the code may ask the supervisor to do for it. The code has
-            # no other way to reach the host. A [capabilities.NAME] table grants NAME; no
-            # table, no grant (except display, granted unless turned off). Every table
-            # takes these keys:
-            #   enabled          true when the table is present; false turns it off
-            #   ask              true: a person approves each call (default false)
-            #   rate_per_minute  calls allowed per minute, 1..1000000 (default unlimited)
-            #   max_bytes        bytes per call, 1..2^40 (default unlimited)
-            
-            # Rich output (HTML, images, JSON) shown to the client. On at every level.
             [capabilities.display]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # Asking the client for a line of input: input() in the code.
             [capabilities.input]
             enabled = true
             ask = false
-            # rate_per_minute = 60
-            # max_bytes = 1048576
-            
-            # The host's date and time, asked of the supervisor.
             [capabilities.time]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # What this level could grant besides (examples, not granted here):
-            
-            # Let the code read chosen variables of the host's environment (needs
-            # `restricted`; fixed values belong in [sandbox] env instead):
-            # [capabilities.env]
-            # names = ["LANG", "TZ"]
-            
-            # Files under listed roots: reading needs `restricted`, writing `standard`.
-            # Roots are absolute; `include` and `exclude` are globs a path below a root
-            # must match (default include ["**"]: everything) and must not match:
-            # [capabilities.file]
-            # read = ["/srv/data"]
-            # include = ["**"]
-            # exclude = ["**/.git/**", "**/*.key"]
-            
-            # File writes, the network and databases need `standard`; see
-            # policies/standard.toml.
             """#
         case .standard: return #"""
-            # The built-in `standard` policy. As restricted, plus GET requests and, where a
-            # policy lists them, file writes and read-only databases.
-            #
-            #   capsule run --policy standard job.py      # the same as --policy policies/standard.toml
-            #   capsule policy explain standard           # what it allows, in plain words
-            #
-            # This file is also a lesson in the format; docs/policy.md is the full reference.
-            # A policy is TOML: `key = value` lines, `[table]` headers, `#` comments. Every
-            # key Capsule knows is in docs/policy.md; any other key is an error, not ignored.
-            # Lines such as `# urls = [...]` are examples: in a copy of this file, remove
-            # the `#` (and the line the example replaces, if any) to use one.
-            
-            # The level is the ceiling: the most this policy may grant. One of "sandbox",
-            # "restricted", "standard", "trusted", "unrestricted". A file of your own can
-            # instead say `extends = "standard"`, start from what this file grants, and only
-            # narrow it (lower limits, fewer grants).
             level = "standard"
-            
-            # Shown by `capsule policy show` and `capsule policy explain`.
             description = "As restricted, plus GET requests. No URLs: a policy of your own lists them."
-            
-            # Resource limits. Each is enforced for real: by the kernel inside the sandbox
-            # or by the supervisor outside it. The values below are the defaults, so a
-            # policy that leaves a key out gets the same value.
             [limits]
-            # Memory per process (RLIMIT_AS) and for the whole session (memory cgroup),
-            # in MiB, 16..1048576. Past it: MemoryError, or exit status 137.
             memory_mb = 512
-            
-            # CPU time per process (RLIMIT_CPU), in seconds, 1..86400. Past it: killed,
-            # exit status 152.
             cpu_seconds = 60
-            
-            # Wall-clock time per execution, in seconds, 0.1..86400; a decimal such as 2.5
-            # works too. The supervisor kills the sandbox past it: exit status 124.
             timeout_s = 30
-            
-            # Open file descriptors per process (RLIMIT_NOFILE), 16..65536.
             max_fds = 100
-            
-            # Processes and threads in the session (pids cgroup and RLIMIT_NPROC), 1..4096.
             max_processes = 64
-            
-            # Bytes of stdout plus stderr per execution (16 MiB), 1..2^40. Output up to the
-            # limit is delivered, then the supervisor kills the sandbox: exit status 126.
             max_output_bytes = 16777216
-            
-            # Largest file the code may write (64 MiB, RLIMIT_FSIZE), 1..2^40. A bigger
-            # write fails with EFBIG.
             max_file_bytes = 67108864
-            
-            # Size of the writable /workspace tmpfs, in MiB, 1..1048576. Past it, writes
-            # fail with ENOSPC.
             workspace_mb = 64
-            
-            # Largest message on the channel between the sandbox and the supervisor
-            # (16 MiB), 1024..2^30. A larger one ends the session.
             max_frame_bytes = 16777216
-            
-            # The CPU cores the code may run on (core numbers 0..1023, no repeats). The
-            # default is every core, which has no number to write here, so it stays a
-            # comment:
-            # cpus = [0, 1]
-            
-            # The sandbox itself.
             [sandbox]
-            # "none": an empty network namespace, and no internet sockets at all. "host"
-            # (the host's network) needs level `unrestricted`.
             network = "none"
-            
-            # The environment variables the code sees: exactly these, nothing of the
-            # host's. An inline table, on one line. Instead of the empty table, for example:
-            # env = { LANG = "C.UTF-8", TZ = "UTC" }
             env = {}
-            
-            # Host paths bound read-only into the sandbox at the same path, so code can
-            # read them with ordinary open(). Absolute paths. Instead of the empty list,
-            # for example (an array may span lines):
-            # readonly_paths = [
-            #     "/usr/share/dict",
-            #     "/srv/models",
-            # ]
             readonly_paths = []
-            
-            # Capabilities: what the code may ask the supervisor to do for it. The code has
-            # no other way to reach the host. A [capabilities.NAME] table grants NAME; no
-            # table, no grant (except display, granted unless turned off). Every table
-            # takes these keys:
-            #   enabled          true when the table is present; false turns it off
-            #   ask              true: a person approves each call (default false)
-            #   rate_per_minute  calls allowed per minute, 1..1000000 (default unlimited)
-            #   max_bytes        bytes per call, 1..2^40 (default unlimited)
-            
-            # Rich output (HTML, images, JSON) shown to the client. On at every level.
             [capabilities.display]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # Asking the client for a line of input: input() in the code.
             [capabilities.input]
             enabled = true
             ask = false
-            # rate_per_minute = 60
-            # max_bytes = 1048576
-            
-            # The host's date and time, asked of the supervisor.
             [capabilities.time]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # HTTP(S) requests to listed URLs. `standard` allows GET and HEAD; other
-            # methods and WebSocket need `trusted`. This table grants GET but lists no
-            # URLs, so it reaches nothing: a policy of yours lists them, with
-            # `level = "standard"` (a file that extends this one may only narrow, so it
-            # could not add any). A request is allowed when its scheme, host and port
-            # equal an entry's and its path starts with the entry's path.
             [capabilities.net]
             enabled = true
             ask = false
-            # Instead of the empty list, for example:
-            # urls = ["https://api.example.com/v1/"]
             urls = []
-            # The default; "HEAD" may be added at this level.
             methods = ["GET"]
-            # Seconds per request (default: only the wall-clock limit applies).
-            # timeout_s = 10
-            # rate_per_minute = 60
-            # max_bytes = 1048576
-            
-            # What this level could grant besides (examples, not granted here):
-            
-            # Let the code read chosen variables of the host's environment (needs
-            # `restricted`; fixed values belong in [sandbox] env instead):
-            # [capabilities.env]
-            # names = ["LANG", "TZ"]
-            
-            # Files under listed roots: reading needs `restricted`, writing `standard`.
-            # Roots are absolute; `include` and `exclude` are globs a path below a root
-            # must match (default include ["**"]: everything) and must not match:
-            # [capabilities.file]
-            # read = ["/srv/data"]
-            # write = ["/srv/out"]
-            # include = ["**"]
-            # exclude = ["**/.git/**", "**/*.key"]
-            
-            # SQLite databases, by name: the code asks for "sales", never a path. Read-only
-            # needs `standard`; `write = true` needs `trusted`. `max_rows` caps the rows a
-            # query returns. `databases` is an inline table, on one line:
-            # [capabilities.db]
-            # databases = { sales = "/srv/db/sales.sqlite" }
-            # write = false
-            # max_rows = 10000
-            
-            # Other HTTP methods, WebSocket, database writes and plugins need `trusted`;
-            # see policies/trusted.toml.
             """#
         case .trusted: return #"""
-            # The built-in `trusted` policy. For code you trust to ask for more: any HTTP
-            # method, database writes, plugins.
-            #
-            #   capsule run --policy trusted job.py       # the same as --policy policies/trusted.toml
-            #   capsule policy explain trusted            # what it allows, in plain words
-            #
-            # This file is also a lesson in the format; docs/policy.md is the full reference.
-            # A policy is TOML: `key = value` lines, `[table]` headers, `#` comments. Every
-            # key Capsule knows is in docs/policy.md; any other key is an error, not ignored.
-            # Lines such as `# urls = [...]` are examples: in a copy of this file, remove
-            # the `#` (and the line the example replaces, if any) to use one.
-            
-            # The level is the ceiling: the most this policy may grant. One of "sandbox",
-            # "restricted", "standard", "trusted", "unrestricted". A file of your own can
-            # instead say `extends = "trusted"`, start from what this file grants, and only
-            # narrow it (lower limits, fewer grants).
             level = "trusted"
-            
-            # Shown by `capsule policy show` and `capsule policy explain`.
             description = "Display, input and time; a policy of this level may grant any HTTP method, database writes and plugins."
-            
-            # Resource limits. Each is enforced for real: by the kernel inside the sandbox
-            # or by the supervisor outside it. The values below are the defaults, so a
-            # policy that leaves a key out gets the same value.
             [limits]
-            # Memory per process (RLIMIT_AS) and for the whole session (memory cgroup),
-            # in MiB, 16..1048576. Past it: MemoryError, or exit status 137.
             memory_mb = 512
-            
-            # CPU time per process (RLIMIT_CPU), in seconds, 1..86400. Past it: killed,
-            # exit status 152.
             cpu_seconds = 60
-            
-            # Wall-clock time per execution, in seconds, 0.1..86400; a decimal such as 2.5
-            # works too. The supervisor kills the sandbox past it: exit status 124.
             timeout_s = 30
-            
-            # Open file descriptors per process (RLIMIT_NOFILE), 16..65536.
             max_fds = 100
-            
-            # Processes and threads in the session (pids cgroup and RLIMIT_NPROC), 1..4096.
             max_processes = 64
-            
-            # Bytes of stdout plus stderr per execution (16 MiB), 1..2^40. Output up to the
-            # limit is delivered, then the supervisor kills the sandbox: exit status 126.
             max_output_bytes = 16777216
-            
-            # Largest file the code may write (64 MiB, RLIMIT_FSIZE), 1..2^40. A bigger
-            # write fails with EFBIG.
             max_file_bytes = 67108864
-            
-            # Size of the writable /workspace tmpfs, in MiB, 1..1048576. Past it, writes
-            # fail with ENOSPC.
             workspace_mb = 64
-            
-            # Largest message on the channel between the sandbox and the supervisor
-            # (16 MiB), 1024..2^30. A larger one ends the session.
             max_frame_bytes = 16777216
-            
-            # The CPU cores the code may run on (core numbers 0..1023, no repeats). The
-            # default is every core, which has no number to write here, so it stays a
-            # comment:
-            # cpus = [0, 1]
-            
-            # The sandbox itself.
             [sandbox]
-            # "none": an empty network namespace, and no internet sockets at all. "host"
-            # (the host's network) needs level `unrestricted`.
             network = "none"
-            
-            # The environment variables the code sees: exactly these, nothing of the
-            # host's. An inline table, on one line. Instead of the empty table, for example:
-            # env = { LANG = "C.UTF-8", TZ = "UTC" }
             env = {}
-            
-            # Host paths bound read-only into the sandbox at the same path, so code can
-            # read them with ordinary open(). Absolute paths. Instead of the empty list,
-            # for example (an array may span lines):
-            # readonly_paths = [
-            #     "/usr/share/dict",
-            #     "/srv/models",
-            # ]
             readonly_paths = []
-            
-            # Capabilities: what the code may ask the supervisor to do for it. The code has
-            # no other way to reach the host. A [capabilities.NAME] table grants NAME; no
-            # table, no grant (except display, granted unless turned off). Every table
-            # takes these keys:
-            #   enabled          true when the table is present; false turns it off
-            #   ask              true: a person approves each call (default false)
-            #   rate_per_minute  calls allowed per minute, 1..1000000 (default unlimited)
-            #   max_bytes        bytes per call, 1..2^40 (default unlimited)
-            
-            # Rich output (HTML, images, JSON) shown to the client. On at every level.
             [capabilities.display]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # Asking the client for a line of input: input() in the code.
             [capabilities.input]
             enabled = true
             ask = false
-            # rate_per_minute = 60
-            # max_bytes = 1048576
-            
-            # The host's date and time, asked of the supervisor.
             [capabilities.time]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # What this level could grant besides (examples, not granted here):
-            
-            # Let the code read chosen variables of the host's environment (needs
-            # `restricted`; fixed values belong in [sandbox] env instead):
-            # [capabilities.env]
-            # names = ["LANG", "TZ"]
-            
-            # Files under listed roots: reading needs `restricted`, writing `standard`.
-            # Roots are absolute; `include` and `exclude` are globs a path below a root
-            # must match (default include ["**"]: everything) and must not match:
-            # [capabilities.file]
-            # read = ["/srv/data"]
-            # write = ["/srv/out"]
-            # include = ["**"]
-            # exclude = ["**/.git/**", "**/*.key"]
-            
-            # HTTP(S) requests to listed URLs (http and https only). Every method and
-            # WebSocket are allowed at this level; `methods` defaults to ["GET"]:
-            # [capabilities.net]
-            # urls = [
-            #     "https://api.example.com/v1/",
-            #     "https://ws.example.com/stream",
-            # ]
-            # methods = ["GET", "POST", "PUT", "DELETE"]
-            # websocket = true
-            # timeout_s = 10
-            # rate_per_minute = 60
-            
-            # SQLite databases, by name: the code asks for "sales", never a path. Read-only
-            # needs `standard`; `write = true` needs `trusted`. `max_rows` caps the rows a
-            # query returns. `databases` is an inline table, on one line:
-            # [capabilities.db]
-            # databases = { sales = "/srv/db/sales.sqlite" }
-            # write = true
-            # max_rows = 10000
-            
-            # A plugin: a program that speaks JSON-RPC 2.0 over its standard input and
-            # output. `command` is an absolute program path, then its arguments. The code
-            # calls it as `ocr` (the last part of the table name). Needs `trusted`.
-            # [capabilities.custom.ocr]
-            # command = ["/usr/local/bin/capsule-ocr", "--json"]
-            
-            # The host's network (network = "host" in [sandbox]) needs `unrestricted`.
             """#
         case .unrestricted: return #"""
-            # The built-in `unrestricted` policy. The host's network is reachable. Still
-            # namespaced, still under seccomp and the limits.
-            #
-            #   capsule run --policy unrestricted job.py  # the same as --policy policies/unrestricted.toml
-            #   capsule policy explain unrestricted       # what it allows, in plain words
-            #
-            # This file is also a lesson in the format; docs/policy.md is the full reference.
-            # A policy is TOML: `key = value` lines, `[table]` headers, `#` comments. Every
-            # key Capsule knows is in docs/policy.md; any other key is an error, not ignored.
-            # Lines such as `# urls = [...]` are examples: in a copy of this file, remove
-            # the `#` (and the line the example replaces, if any) to use one.
-            
-            # The level is the ceiling: the most this policy may grant. One of "sandbox",
-            # "restricted", "standard", "trusted", "unrestricted". A file of your own can
-            # instead say `extends = "unrestricted"`, start from what this file grants, and only
-            # narrow it (lower limits, fewer grants).
             level = "unrestricted"
-            
-            # Shown by `capsule policy show` and `capsule policy explain`.
             description = "The host network is reachable. Still namespaced, still under seccomp and the limits."
-            
-            # Resource limits. Each is enforced for real: by the kernel inside the sandbox
-            # or by the supervisor outside it. The values below are the defaults, so a
-            # policy that leaves a key out gets the same value.
             [limits]
-            # Memory per process (RLIMIT_AS) and for the whole session (memory cgroup),
-            # in MiB, 16..1048576. Past it: MemoryError, or exit status 137.
             memory_mb = 512
-            
-            # CPU time per process (RLIMIT_CPU), in seconds, 1..86400. Past it: killed,
-            # exit status 152.
             cpu_seconds = 60
-            
-            # Wall-clock time per execution, in seconds, 0.1..86400; a decimal such as 2.5
-            # works too. The supervisor kills the sandbox past it: exit status 124.
             timeout_s = 30
-            
-            # Open file descriptors per process (RLIMIT_NOFILE), 16..65536.
             max_fds = 100
-            
-            # Processes and threads in the session (pids cgroup and RLIMIT_NPROC), 1..4096.
             max_processes = 64
-            
-            # Bytes of stdout plus stderr per execution (16 MiB), 1..2^40. Output up to the
-            # limit is delivered, then the supervisor kills the sandbox: exit status 126.
             max_output_bytes = 16777216
-            
-            # Largest file the code may write (64 MiB, RLIMIT_FSIZE), 1..2^40. A bigger
-            # write fails with EFBIG.
             max_file_bytes = 67108864
-            
-            # Size of the writable /workspace tmpfs, in MiB, 1..1048576. Past it, writes
-            # fail with ENOSPC.
             workspace_mb = 64
-            
-            # Largest message on the channel between the sandbox and the supervisor
-            # (16 MiB), 1024..2^30. A larger one ends the session.
             max_frame_bytes = 16777216
-            
-            # The CPU cores the code may run on (core numbers 0..1023, no repeats). The
-            # default is every core, which has no number to write here, so it stays a
-            # comment:
-            # cpus = [0, 1]
-            
-            # The sandbox itself.
             [sandbox]
-            # "host": the code shares the host's network and can open any connection the
-            # host can. Only `unrestricted` may say "host"; "none" gives the empty network
-            # namespace of the other levels.
             network = "host"
-            
-            # The environment variables the code sees: exactly these, nothing of the
-            # host's. An inline table, on one line. Instead of the empty table, for example:
-            # env = { LANG = "C.UTF-8", TZ = "UTC" }
             env = {}
-            
-            # Host paths bound read-only into the sandbox at the same path, so code can
-            # read them with ordinary open(). Absolute paths. Instead of the empty list,
-            # for example (an array may span lines):
-            # readonly_paths = [
-            #     "/usr/share/dict",
-            #     "/srv/models",
-            # ]
             readonly_paths = []
-            
-            # Capabilities: what the code may ask the supervisor to do for it. The code has
-            # no other way to reach the host. A [capabilities.NAME] table grants NAME; no
-            # table, no grant (except display, granted unless turned off). Every table
-            # takes these keys:
-            #   enabled          true when the table is present; false turns it off
-            #   ask              true: a person approves each call (default false)
-            #   rate_per_minute  calls allowed per minute, 1..1000000 (default unlimited)
-            #   max_bytes        bytes per call, 1..2^40 (default unlimited)
-            
-            # Rich output (HTML, images, JSON) shown to the client. On at every level.
             [capabilities.display]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # Asking the client for a line of input: input() in the code.
             [capabilities.input]
             enabled = true
             ask = false
-            # rate_per_minute = 60
-            # max_bytes = 1048576
-            
-            # The host's date and time, asked of the supervisor.
             [capabilities.time]
             enabled = true
             ask = false
-            # rate_per_minute = 600
-            # max_bytes = 1048576
-            
-            # What this level could grant besides (examples, not granted here):
-            
-            # Let the code read chosen variables of the host's environment (needs
-            # `restricted`; fixed values belong in [sandbox] env instead):
-            # [capabilities.env]
-            # names = ["LANG", "TZ"]
-            
-            # Files under listed roots: reading needs `restricted`, writing `standard`.
-            # Roots are absolute; `include` and `exclude` are globs a path below a root
-            # must match (default include ["**"]: everything) and must not match:
-            # [capabilities.file]
-            # read = ["/srv/data"]
-            # write = ["/srv/out"]
-            # include = ["**"]
-            # exclude = ["**/.git/**", "**/*.key"]
-            
-            # HTTP(S) requests to listed URLs (http and https only). Every method and
-            # WebSocket are allowed at this level; `methods` defaults to ["GET"]:
-            # [capabilities.net]
-            # urls = [
-            #     "https://api.example.com/v1/",
-            #     "https://ws.example.com/stream",
-            # ]
-            # methods = ["GET", "POST", "PUT", "DELETE"]
-            # websocket = true
-            # timeout_s = 10
-            # rate_per_minute = 60
-            
-            # SQLite databases, by name: the code asks for "sales", never a path. Read-only
-            # needs `standard`; `write = true` needs `trusted`. `max_rows` caps the rows a
-            # query returns. `databases` is an inline table, on one line:
-            # [capabilities.db]
-            # databases = { sales = "/srv/db/sales.sqlite" }
-            # write = true
-            # max_rows = 10000
-            
-            # A plugin: a program that speaks JSON-RPC 2.0 over its standard input and
-            # output. `command` is an absolute program path, then its arguments. The code
-            # calls it as `ocr` (the last part of the table name). Needs `trusted`.
-            # [capabilities.custom.ocr]
-            # command = ["/usr/local/bin/capsule-ocr", "--json"]
             """#
         }
     }
