@@ -58,6 +58,9 @@ void *cw_python_start(const struct cw_config *cfg) {
 
     PyObject *module = PyImport_ImportModule("capsule_worker.main");
     if (!module) fail_with_exception("python-import");
+    PyObject *preloaded = PyObject_CallMethod(module, "preload", NULL); // off the critical path, see main.py
+    if (!preloaded) fail_with_exception("python-import");
+    Py_DECREF(preloaded);
     return module;
 }
 

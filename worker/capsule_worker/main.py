@@ -1,12 +1,19 @@
 """Worker entry point: the sandbox's C launcher runs `import capsule_worker.main; capsule_worker.main.serve(3)`.
 
 Only `sys`, `posix` (builtin) and `frames` (with `_json`) load before `ready`; the session's modules load on the
-first `execute`, and `ast`, `traceback`, `asyncio`, `linecache` only when a cell needs them.
+first `execute` (or earlier through `preload`), and `ast`, `traceback`, `asyncio`, `linecache` only when a cell
+needs them.
 """
 import posix
 import sys
 
 from . import frames
+
+
+def preload() -> None:
+    """Import the session's modules now. The sandbox's pid 1 calls this while it waits for its cgroup,
+    so the first `execute` does not pay for them on the critical path."""
+    from . import execute  # noqa: F401
 
 
 def serve(fd: int) -> None:
