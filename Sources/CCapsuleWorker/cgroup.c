@@ -1,6 +1,8 @@
-// A cgroup per session for memory and pids, where the host lets us create one (root, or a
-// delegated subtree). cgroup v1 controllers are used when mounted, else the v2 hierarchy.
-// Session groups are named s<launcher pid>; stale ones from killed launchers are removed here.
+// A cgroup per session for memory and pids, beneath the launcher's own cgroup (so whatever limits
+// the host puts on the supervisor also hold for its sandboxes), where the host lets us create one
+// (root, or a delegated subtree). cgroup v1 controllers are used when mounted, else v2.
+// Session groups are <own group>/capsule/s<launcher pid>; stale ones from killed launchers are
+// removed here.
 #include "worker.h"
 #include <dirent.h>
 #include <errno.h>
@@ -44,9 +46,36 @@ static void remove_stale(const char *parent) {
     closedir(dir);
 }
 
-static bool make_group(char *out, size_t len, const char *root, char *why, size_t why_len) {
-    char parent[256];
-    snprintf(parent, sizeof parent, "%s/capsule", root);
+// This process's group in the hierarchy of `controller` ("memory", "pids", or "" for v2), as a
+// path under that hierarchy's mount: /proc/self/cgroup has lines "id:controllers:/path".
+static bool own_group(const char *controller, const char *mount, char *out, size_t len) {
+    FILE *file = fopen("/proc/self/cgroup", "re");
+    if (!file) return false;
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, file)) {
+        char *controllers = strchr(line, ':');
+        char *path = controllers ? strchr(controllers + 1, ':') : NULL;
+        if (!path) continue;
+        *path++ = 0;
+        path[strcspn(path, "\n")] = 0;
+        controllers++;
+        if (controller[0] == 0) found = controllers[0] == 0;
+        else for (char *name = strtok(controllers, ","); name && !found; name = strtok(NULL, ","))
+            found = strcmp(name, controller) == 0;
+        if (found) snprintf(out, len, "%s%s", mount, strcmp(path, "/") == 0 ? "" : path);
+    }
+    fclose(file);
+    return found;
+}
+
+static bool make_group(char *out, size_t len, const char *controller, const char *mount, char *why, size_t why_len) {
+    char own[512], parent[600];
+    if (!own_group(controller, mount, own, sizeof own)) {
+        snprintf(why, why_len, "this process is in no %s cgroup", controller[0] ? controller : "v2");
+        return false;
+    }
+    snprintf(parent, sizeof parent, "%s/capsule", own);
     if (mkdir(parent, 0755) < 0 && errno != EEXIST) {
         snprintf(why, why_len, "cannot create %s (%s)", parent, strerror(errno));
         return false;
@@ -68,14 +97,14 @@ bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *w
     snprintf(pids, sizeof pids, "%lu", cfg->max_processes + 1); // + the sandbox's own pid 1
 
     if (access(V1_MEMORY "/memory.limit_in_bytes", F_OK) == 0) {
-        if (!make_group(cg->memory, sizeof cg->memory, V1_MEMORY, why, why_len)) return false;
+        if (!make_group(cg->memory, sizeof cg->memory, "memory", V1_MEMORY, why, why_len)) return false;
         if (write_file(cg->memory, "memory.limit_in_bytes", memory) < 0) {
             snprintf(why, why_len, "cannot set memory.limit_in_bytes (%s)", strerror(errno));
             return false;
         }
         write_file(cg->memory, "memory.memsw.limit_in_bytes", memory); // absent without swap accounting
         if (access(V1_PIDS "/pids.max", F_OK) == 0 || access(V1_PIDS "/cgroup.procs", F_OK) == 0) {
-            if (!make_group(cg->pids, sizeof cg->pids, V1_PIDS, why, why_len)) return false;
+            if (!make_group(cg->pids, sizeof cg->pids, "pids", V1_PIDS, why, why_len)) return false;
             if (write_file(cg->pids, "pids.max", pids) < 0) {
                 snprintf(why, why_len, "cannot set pids.max (%s)", strerror(errno));
                 return false;
@@ -85,9 +114,22 @@ bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *w
     }
     if (access(V2_ROOT "/cgroup.controllers", F_OK) == 0) {
         cg->v2 = true;
-        write_file(V2_ROOT, "cgroup.subtree_control", "+memory +pids");
-        if (!make_group(cg->memory, sizeof cg->memory, V2_ROOT, why, why_len)) return false;
-        write_file(V2_ROOT "/capsule", "cgroup.subtree_control", "+memory +pids");
+        if (!make_group(cg->memory, sizeof cg->memory, "", V2_ROOT, why, why_len)) return false;
+        // v2 enables controllers top-down: our own group must delegate them to capsule/, which
+        // fails while processes live in it (the "no internal processes" rule).
+        char own[512], capsule[600];
+        snprintf(capsule, sizeof capsule, "%s", cg->memory);
+        *strrchr(capsule, '/') = 0;
+        snprintf(own, sizeof own, "%s", capsule);
+        *strrchr(own, '/') = 0;
+        if (write_file(own, "cgroup.subtree_control", "+memory +pids") < 0 ||
+            write_file(capsule, "cgroup.subtree_control", "+memory +pids") < 0) {
+            snprintf(why, why_len, "cannot delegate the memory and pids controllers below %s (%s); run capsule in a delegated cgroup",
+                     own, strerror(errno));
+            rmdir(cg->memory);
+            cg->memory[0] = 0;
+            return false;
+        }
         if (write_file(cg->memory, "memory.max", memory) < 0 || write_file(cg->memory, "pids.max", pids) < 0) {
             snprintf(why, why_len, "cannot set memory.max/pids.max in %s (%s)", cg->memory, strerror(errno));
             return false;

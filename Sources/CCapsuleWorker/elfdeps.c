@@ -38,6 +38,7 @@ void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char 
     e->path = strdup(path);
     e->source = strdup(source);
     e->fd = -1;
+    e->no_symlinks = false;
 }
 
 // realpath() of each search directory, computed once: realpath costs a readlink per component.
@@ -205,10 +206,15 @@ void cw_collect_runtime(struct cw_config *cfg) {
     closedir(dir);
 
     cw_add_entry(cfg, CW_BIND_DIR, "/usr/lib/capsule", cfg->worker_path);
+    // Paths the policy names are taken literally: a symlink in one could point anywhere, so that a
+    // policy narrowing another's readonly_paths by text would widen them in fact.
     for (size_t i = 0; i < cfg->n_readonly; i++) {
         struct stat st;
-        if (stat(cfg->readonly_paths[i], &st) < 0) cw_fail("readonly-path", errno, cfg->readonly_paths[i]);
+        int fd = cw_open_no_symlinks(cfg->readonly_paths[i]);
+        if (fd < 0 || fstat(fd, &st) < 0) cw_fail("readonly-path", errno, cfg->readonly_paths[i]);
+        close(fd);
         cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, cfg->readonly_paths[i],
                      cfg->readonly_paths[i]);
+        cfg->entries[cfg->n_entries - 1].no_symlinks = true;
     }
 }

@@ -84,9 +84,8 @@ void cw_apply_landlock(const struct cw_config *cfg) {
     allow_beneath(ruleset, "/", read);
     allow_beneath(ruleset, "/workspace", write);
     allow_beneath(ruleset, "/dev/shm", write);
-    static const char *const devices[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
-    for (size_t i = 0; i < 4; i++)
-        allow_beneath(ruleset, devices[i], LL_FS_READ_FILE | LL_FS_WRITE_FILE | (abi >= 3 ? LL_FS_TRUNCATE : 0));
+    for (size_t i = 0; i < CW_N_DEVICES; i++)
+        allow_beneath(ruleset, cw_device_nodes[i], LL_FS_READ_FILE | LL_FS_WRITE_FILE | (abi >= 3 ? LL_FS_TRUNCATE : 0));
     if (syscall(__NR_landlock_restrict_self, ruleset, 0) < 0) cw_fail("landlock", errno, "landlock_restrict_self");
     close(ruleset);
 }

@@ -67,6 +67,18 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
     cfg->stdlib_path = strdup(stdlib);
 }
 
+// A stage that fails in the launcher after the clone must not leave the sandbox or its cgroup.
+static struct cw_cgroup *failing_cgroup;
+static pid_t failing_child;
+
+static void clean_up_after_failure(void) {
+    if (failing_child > 0) {
+        kill(failing_child, SIGKILL);
+        waitpid(failing_child, NULL, 0);
+    }
+    if (failing_cgroup) cw_cgroup_remove(failing_cgroup);
+}
+
 static int exit_code_of(int status) {
     return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
@@ -100,15 +112,16 @@ int main(int argc, char **argv) {
     }
 
     cw_set_cpus(&cfg);
-    struct cw_cgroup cgroup;
+    static struct cw_cgroup cgroup;
     char why[512];
     if (!cw_cgroup_create(&cgroup, &cfg, why, sizeof why))
         cw_status("note no cgroup for this session: %s; rlimits still apply per process", why);
+    failing_cgroup = &cgroup;
+    cw_on_fail(clean_up_after_failure);
 
     sigset_t signals;
     sigemptyset(&signals);
-    int handled[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
-    for (size_t i = 0; i < 5; i++) sigaddset(&signals, handled[i]);
+    for (size_t i = 0; i < CW_N_HANDLED_SIGNALS; i++) sigaddset(&signals, cw_handled_signals[i]);
     sigprocmask(SIG_BLOCK, &signals, NULL);
 
     signal(SIGPIPE, SIG_IGN); // a supervisor that stopped reading must not kill the cleanup
@@ -124,6 +137,7 @@ int main(int argc, char **argv) {
         cw_cgroup_remove(&cgroup);
         cw_fail("clone-namespaces", errno, "clone(CLONE_NEWUSER|CLONE_NEWPID|...)");
     }
+    failing_child = child;
     if (child == 0) {
         close(go[1]);
         prctl(PR_SET_PDEATHSIG, SIGKILL); // the sandbox never outlives its launcher

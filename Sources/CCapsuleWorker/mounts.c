@@ -14,9 +14,7 @@
 
 #define NEW_ROOT "/tmp" // any directory works as the mount point; /tmp exists everywhere
 
-static const char *const device_nodes[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
-#define N_DEVICES (sizeof device_nodes / sizeof device_nodes[0])
-static int device_fds[N_DEVICES];
+static int device_fds[CW_N_DEVICES];
 
 // Opened while this process still walks the host's directories with its original credentials,
 // so a worker package under a private directory (say /root) can still be bound.
@@ -24,12 +22,12 @@ void cw_open_sources(struct cw_config *cfg) {
     for (size_t i = 0; i < cfg->n_entries; i++) {
         struct cw_entry *e = &cfg->entries[i];
         if (e->kind == CW_SYMLINK) continue;
-        e->fd = open(e->source, O_PATH | O_CLOEXEC);
+        e->fd = e->no_symlinks ? cw_open_no_symlinks(e->source) : open(e->source, O_PATH | O_CLOEXEC);
         if (e->fd < 0) cw_fail("bind-source", errno, e->source);
     }
-    for (size_t i = 0; i < N_DEVICES; i++) {
-        device_fds[i] = open(device_nodes[i], O_PATH | O_CLOEXEC);
-        if (device_fds[i] < 0) cw_fail("bind-source", errno, device_nodes[i]);
+    for (size_t i = 0; i < CW_N_DEVICES; i++) {
+        device_fds[i] = open(cw_device_nodes[i], O_PATH | O_CLOEXEC);
+        if (device_fds[i] < 0) cw_fail("bind-source", errno, cw_device_nodes[i]);
     }
 }
 
@@ -105,8 +103,8 @@ void cw_build_root(const struct cw_config *cfg) {
         }
     }
 
-    for (size_t i = 0; i < N_DEVICES; i++) {
-        snprintf(path, sizeof path, NEW_ROOT "%s", device_nodes[i]);
+    for (size_t i = 0; i < CW_N_DEVICES; i++) {
+        snprintf(path, sizeof path, NEW_ROOT "%s", cw_device_nodes[i]);
         bind_path(device_fds[i], path, false, false); // /dev/null must take writes
         close(device_fds[i]);
     }

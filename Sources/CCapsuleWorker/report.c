@@ -6,10 +6,17 @@
 //   oom <count>                     memory-limit kills seen by the cgroup (written by the launcher)
 #include "worker.h"
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+const char *const cw_device_nodes[CW_N_DEVICES] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
+const int cw_handled_signals[CW_N_HANDLED_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
 
 static int status_fd = CW_STATUS_FD;
 
@@ -34,6 +41,14 @@ void cw_status(const char *fmt, ...) {
     write_all(line, (size_t)n);
 }
 
+static void (*fail_cleanup)(void);
+static pid_t fail_cleanup_owner;
+
+void cw_on_fail(void (*cleanup)(void)) {
+    fail_cleanup = cleanup;
+    fail_cleanup_owner = getpid(); // not inherited in effect: the sandbox's processes have other pids
+}
+
 _Noreturn void cw_fail(const char *stage, int err, const char *detail) {
     char clean[512];
     size_t i = 0;
@@ -41,6 +56,12 @@ _Noreturn void cw_fail(const char *stage, int err, const char *detail) {
         clean[i] = (detail[i] == '\n') ? ' ' : detail[i];
     clean[i] = 0;
     cw_status("stage %s %d %s", stage, err, clean);
+    if (fail_cleanup && getpid() == fail_cleanup_owner) fail_cleanup();
     _exit(CW_EXIT_SETUP);
 }
 
+
+int cw_open_no_symlinks(const char *path) {
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+}

@@ -68,11 +68,10 @@ static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
     wait_for_launcher(go_fd, "wait-for-cgroup"); // no user code runs outside the cgroup
     close(go_fd);
 
-    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD};
     sigset_t set, none;
     sigemptyset(&set);
     sigemptyset(&none);
-    for (size_t i = 0; i < 5; i++) sigaddset(&set, forwarded[i]);
+    for (size_t i = 0; i < CW_N_HANDLED_SIGNALS; i++) sigaddset(&set, cw_handled_signals[i]);
     sigprocmask(SIG_BLOCK, &set, NULL); // (the launcher cloned us with these blocked already)
 
     pid_t python = cw_python_fork();
@@ -81,10 +80,13 @@ static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
         sigprocmask(SIG_SETMASK, &none, NULL);
         cw_python_serve(module);
     }
-    for (size_t i = 0; i < 5; i++) signal(forwarded[i], on_signal);
+    for (size_t i = 0; i < CW_N_HANDLED_SIGNALS; i++) signal(cw_handled_signals[i], on_signal);
     for (;;) {
         siginfo_t info;
         int sig = sigwaitinfo(&set, &info);
+        // Only the launcher, outside the namespace, may stop the sandbox: a signal from an
+        // ancestor namespace arrives with si_pid 0, one from the code itself with its pid.
+        if (sig != SIGCHLD && info.si_pid != 0) continue;
         if (sig == SIGINT) {
             kill(python, SIGINT);
         } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
@@ -98,8 +100,13 @@ static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
             while ((pid = wait4(-1, &status, WNOHANG, &usage)) > 0) {
                 if (pid != python) continue;
                 if (WIFSIGNALED(status)) {
-                    // The hard RLIMIT_CPU kills with SIGKILL when the code ignored SIGXCPU.
-                    if (WTERMSIG(status) == SIGKILL && (unsigned long)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) >= cfg->cpu_seconds)
+                    // RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one if SIGXCPU was
+                    // ignored. The CPU time used tells a limit from the code signalling itself.
+                    int term = WTERMSIG(status);
+                    long long used_us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000LL +
+                                        usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+                    // The kernel counts in ticks; allow it 50 ms of rounding.
+                    if ((term == SIGXCPU || term == SIGKILL) && used_us >= (long long)cfg->cpu_seconds * 1000000LL - 50000)
                         cw_status("cpu-limit");
                     cw_status("signal %d", WTERMSIG(status));
                     _exit(128 + WTERMSIG(status));
@@ -125,7 +132,7 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
     cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop
     cw_drop_capabilities();          // every set, bounding and ambient, securebits locked
     CW_TRY("no-new-privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
-    keep_only_channel_fds();         // stdio is /dev/null; only the channel and status pipe remain
+    keep_only_channel_fds();         // stdio is /dev/null; only the channel, status and go pipes remain
     set_environment(cfg);            // empty, plus what the policy lists
     cw_apply_seccomp(cfg);           // last: nothing after this needs a refused syscall
     run_init(cfg, CW_GO_FD);         // Python starts; user code waits for the cgroup

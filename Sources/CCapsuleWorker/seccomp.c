@@ -5,10 +5,12 @@
 // clone may not create namespaces, socket is AF_UNIX only (plus inet with the host network),
 // ioctl takes a short list of requests compared on the low 32 bits the kernel actually reads.
 // Other ABIs (i386 via int 0x80, x32) do not match the native architecture and kill the process.
-// Left out on purpose although harmless-looking: inotify and flock, which on the read-only binds
-// (the host's own inodes) would let code watch host file activity or lock host files.
+// Left out on purpose although harmless-looking: inotify, flock and fcntl's F_NOTIFY and
+// F_SETLEASE, which on the read-only binds (the host's own inodes) would let code watch host file
+// activity, lock host files outright, or stall host processes that open them.
 #include "worker.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
@@ -26,7 +28,7 @@ static const char *const allowed[] = {
     "access", "faccessat", "faccessat2", "getdents", "getdents64", "getcwd", "chdir", "fchdir",
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat",
     "symlink", "symlinkat", "readlink", "readlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
-    "lchown", "fchownat", "utime", "utimes", "utimensat", "futimesat", "umask", "fcntl",
+    "lchown", "fchownat", "utime", "utimes", "utimensat", "futimesat", "umask",
     "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
     "sendfile", "copy_file_range", "dup", "dup2", "dup3", "pipe", "pipe2",
     // waiting and time
@@ -94,6 +96,14 @@ void cw_apply_seccomp(const struct cw_config *cfg) {
                                  PR_GET_TIMERSLACK, PR_SET_VMA};
     for (size_t i = 0; i < sizeof prctls / sizeof prctls[0]; i++)
         allow(ctx, "prctl", 1, (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctls[i])});
+
+    // fcntl: descriptor flags, status flags, duplication, POSIX and OFD record locks (sqlite needs
+    // them), pipe sizes and memfd seals. Not F_NOTIFY, F_SETLEASE, F_SETOWN or F_SETSIG.
+    static const int fcntls[] = {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK,
+                                 F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ, F_SETPIPE_SZ,
+                                 F_ADD_SEALS, F_GET_SEALS};
+    for (size_t i = 0; i < sizeof fcntls / sizeof fcntls[0]; i++)
+        allow(ctx, "fcntl", 1, (struct scmp_arg_cmp[]){SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, (scmp_datum_t)fcntls[i])});
 
     // prlimit64 on this process only (pid 0).
     allow(ctx, "prlimit64", 1, (struct scmp_arg_cmp[]){SCMP_A0(SCMP_CMP_EQ, 0)});

@@ -19,7 +19,16 @@ struct cw_entry {
     char *path;    // where it appears inside the sandbox
     char *source;  // host path (binds) or link target (symlinks)
     int fd;        // O_PATH fd to the source, opened while the host's paths can still be walked
+    bool no_symlinks; // a path the policy named: opened with RESOLVE_NO_SYMLINKS, so it means itself
 };
+
+// The device nodes bound into /dev (mounts.c) and writable there (landlock.c).
+extern const char *const cw_device_nodes[4];
+#define CW_N_DEVICES 4
+
+// The signals the launcher and pid 1 handle themselves (forwarding SIGINT, reaping on SIGCHLD).
+extern const int cw_handled_signals[5];
+#define CW_N_HANDLED_SIGNALS 5
 
 struct cw_config {
     unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb;
@@ -36,6 +45,8 @@ struct cw_config {
 
 // report.c
 _Noreturn void cw_fail(const char *stage, int err, const char *detail);
+void cw_on_fail(void (*cleanup)(void)); // run (in the launcher) before cw_fail exits
+int cw_open_no_symlinks(const char *path);  // O_PATH, refusing a symlink anywhere in the path
 void cw_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define CW_TRY(stage, expr) do { if ((expr) < 0) cw_fail(stage, errno, #expr); } while (0)
 
@@ -47,7 +58,7 @@ void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char 
 void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid);
 
 // cgroup.c (launcher side)
-struct cw_cgroup { char memory[256]; char pids[256]; bool v2; };
+struct cw_cgroup { char memory[640]; char pids[640]; bool v2; };
 bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *why, size_t why_len);
 void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid);
 long cw_cgroup_oom_kills(const struct cw_cgroup *cg);

@@ -41,18 +41,28 @@ public enum OS {
         do { return .success(try body()) } catch { return .failure(error) }
     }
 
-    /// Writes all of `bytes` to a socket without raising SIGPIPE when the peer is gone.
-    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
-        try bytes.withUnsafeBytes { raw in
-            capture { () throws(SystemError) in
-                var offset = 0
-                while offset < raw.count {
-                    offset += try retrying("send") {
-                        Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                    }
-                }
+    /// Writes all of `bytes` to a socket before `deadline` (monotonic nanoseconds), never raising
+    /// SIGPIPE and never blocking past the deadline; false when the deadline came first. A peer
+    /// that stops reading cannot hold the caller.
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8], deadline: UInt64) throws(SystemError) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             }
-        }.get()
+            if sent >= 0 {
+                offset += sent
+                continue
+            }
+            let code = Glibc.errno
+            if code == EINTR { continue }
+            guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemError("send", errno: code) }
+            let now = now()
+            if now >= deadline { return false }
+            var fds = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)]
+            _ = try poll(&fds, timeoutMilliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))
+        }
+        return true
     }
 
     public static func close(_ fd: Int32) {

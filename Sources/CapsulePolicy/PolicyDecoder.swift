@@ -366,28 +366,83 @@ enum Validate {
         return !path.split(separator: "/").contains { $0 == "." || $0 == ".." }
     }
 
+    /// An allow-list URL taken apart: the scheme and host lowercased, the port explicit (80 or 443 when
+    /// the URL names none) and the path never empty ("/" when the URL has none).
+    struct AllowListURL: Equatable {
+        var scheme: String
+        var host: String
+        var port: Int
+        var path: String
+    }
+
     /// nil for an acceptable allow-list URL: http(s)://host[:port][/path-prefix], nothing else.
     static func urlProblem(_ url: String) -> String? {
+        if case .failure(let problem) = parseURL(url) { return problem.sentence }
+        return nil
+    }
+
+    /// The parts of an acceptable allow-list URL; nil when `urlProblem` finds one.
+    static func allowListURL(_ url: String) -> AllowListURL? { try? parseURL(url).get() }
+
+    private struct URLProblem: Error { let sentence: String }
+
+    private static func parseURL(_ url: String) -> Result<AllowListURL, URLProblem> {
+        func problem(_ sentence: String) -> Result<AllowListURL, URLProblem> { .failure(URLProblem(sentence: sentence)) }
         let scheme: String
         if url.hasPrefix("https://") { scheme = "https://" } else if url.hasPrefix("http://") { scheme = "http://" } else {
-            return "must start with https:// or http://"
+            return problem("must start with https:// or http://")
         }
         let rest = url.dropFirst(scheme.count)
         let authority = rest.prefix { $0 != "/" }
-        if authority.isEmpty { return "has no host" }
-        if authority.contains("@") { return "must not carry a user name or password" }
-        if url.contains("?") || url.contains("#") { return "must not have a query or fragment: it is a prefix" }
-        if url.contains(where: { $0 == " " || $0 == "\\" }) { return "must not contain spaces or backslashes" }
+        if authority.isEmpty { return problem("has no host") }
+        if authority.contains("@") { return problem("must not carry a user name or password") }
+        if url.contains("?") || url.contains("#") { return problem("must not have a query or fragment: it is a prefix") }
+        if url.contains(where: { $0 == " " || $0 == "\\" }) { return problem("must not contain spaces or backslashes") }
         var host = Substring(authority)
+        var port = scheme == "https://" ? 443 : 80
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
-            guard let port = Int(authority[authority.index(after: colon)...]), (1...65535).contains(port) else {
-                return "has a port that is not a number from 1 to 65535"
+            let digits = authority[authority.index(after: colon)...]
+            // Digits only: `Int` would also take "+443".
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                  let number = Int(digits), (1...65535).contains(number) else {
+                return problem("has a port that is not a number from 1 to 65535")
             }
+            port = number
             host = authority[..<colon]
         }
-        let allowed = host.hasPrefix("[") ? host.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "[" || $0 == "]" || $0 == "." }
+        let allowed = host.hasPrefix("[")
+            ? host.count > 2 && host.hasSuffix("]") && host.dropFirst().dropLast().allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
             : host.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." }
-        return allowed && !host.isEmpty ? nil : "has a host name with characters a host name cannot have"
+        guard allowed && !host.isEmpty else { return problem("has a host name with characters a host name cannot have") }
+        let path = rest.dropFirst(authority.count).isEmpty ? "/" : String(rest.dropFirst(authority.count))
+        if let escape = percentEscapeProblem(path) { return problem(escape) }
+        if path.contains("//") { return problem("must not have an empty path segment (`//`)") }
+        if path.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == "." || $0 == ".." }) {
+            return problem("must not have a `.` or `..` path segment")
+        }
+        return .success(AllowListURL(scheme: String(scheme.dropLast(3)).lowercased(), host: host.lowercased(),
+                                     port: port, path: path))
+    }
+
+    /// A `%` must start an escape of two hex digits, and no escape may hide a `.` or a `/`: a server
+    /// that decodes them would see path segments the prefix does not show.
+    private static func percentEscapeProblem(_ path: String) -> String? {
+        let bytes = Array(path.utf8)
+        func isHex(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte | 0x20)
+        }
+        var index = 0
+        while index < bytes.count {
+            defer { index += 1 }
+            guard bytes[index] == UInt8(ascii: "%") else { continue }
+            guard index + 2 < bytes.count, isHex(bytes[index + 1]), isHex(bytes[index + 2]) else {
+                return "has a `%` in its path that is not followed by two hex digits"
+            }
+            if bytes[index + 1] == UInt8(ascii: "2") && [UInt8(ascii: "e"), UInt8(ascii: "f")].contains(bytes[index + 2] | 0x20) {
+                return "must not percent-encode `.` or `/` in its path (%2e, %2f)"
+            }
+        }
+        return nil
     }
 }
 

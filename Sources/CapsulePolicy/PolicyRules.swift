@@ -119,7 +119,7 @@ enum PolicyRules {
         }
         try checkGrant("net", caps.net?.grant, base.net?.grant, fail: fail)
         if let net = caps.net, net.grant.enabled, let baseNet = base.net {
-            for url in net.urls where !baseNet.urls.contains(where: { url.hasPrefix($0) }) {
+            for url in net.urls where !baseNet.urls.contains(where: { isWithin(url, $0) }) {
                 throw fail("capabilities.net.urls", "`\(url)` does not start with a URL it allows")
             }
             if let method = net.methods.first(where: { !baseNet.methods.contains($0) }) {
@@ -160,6 +160,17 @@ enum PolicyRules {
         if let bytes = base.maxBytes, (grant.maxBytes ?? .max) > bytes {
             throw fail("capabilities.\(name).max_bytes", "must be at most \(bytes)")
         }
+    }
+
+    /// Whether allow-list URL `url` allows nothing `base` does not: the same scheme, host and port, and a
+    /// path that is the base's or continues it past a segment boundary (`/v1` covers `/v1` and `/v1/x`,
+    /// never `/v12`). Paths compare byte for byte. A URL that does not parse is within nothing.
+    static func isWithin(_ url: String, _ base: String) -> Bool {
+        guard let url = Validate.allowListURL(url), let base = Validate.allowListURL(base),
+              url.scheme == base.scheme, url.host == base.host, url.port == base.port else { return false }
+        let path = Array(url.path.utf8), basePath = Array(base.path.utf8)
+        guard path.starts(with: basePath) else { return false }
+        return path.count == basePath.count || basePath.last == UInt8(ascii: "/") || path[basePath.count] == UInt8(ascii: "/")
     }
 
     static func isUnder(_ path: String, anyOf roots: [String]) -> Bool {

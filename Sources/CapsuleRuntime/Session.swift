@@ -19,6 +19,9 @@ public final class Session {
 
     /// When readable, the running execution is interrupted (for a signal handler's self-pipe).
     public var interruptDescriptor: Int32?
+    /// While code runs: when its wall-clock time is up (monotonic nanoseconds, as `OS.now()`).
+    /// An event handler that waits, for a person's input say, waits no longer than this.
+    public private(set) var deadline: UInt64?
 
     private let channel: Int32
     private var status: Int32
@@ -73,11 +76,13 @@ public final class Session {
         guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
         let id = String(nextID)
         nextID += 1
-        if let ended = send(.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)) {
+        let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
+        self.deadline = deadline
+        defer { self.deadline = nil }
+        if let ended = send(.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult),
+                            deadline: deadline) {
             return ended
         }
-        let started = OS.now()
-        let deadline = started + UInt64(policy.limits.timeoutSeconds * 1e9)
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?
@@ -117,8 +122,11 @@ public final class Session {
                 errorName = ename
                 _ = onEvent(.error(ename: ename, evalue: evalue, traceback: traceback))
             case .inputRequest(_, let prompt, let password):
-                let answer = onEvent(.inputRequest(prompt: prompt, password: password))
-                if let ended = self.send(.inputReply(id: id, value: answer)) {
+                guard admit(prompt.utf8.count) else { return .limit(.output(bytes: self.policy.limits.maxOutputBytes)) }
+                // Without the input capability the code sees the end of input; nobody is asked.
+                let granted = self.policy.capabilities.input?.enabled == true
+                let answer = granted ? onEvent(.inputRequest(prompt: prompt, password: password)) : nil
+                if let ended = self.send(.inputReply(id: id, value: answer), deadline: deadline) {
                     outcome = ended
                     return .stop
                 }
@@ -152,17 +160,18 @@ public final class Session {
     }
 
     /// Asks the worker to exit, waits up to `grace` seconds, then kills it.
-    /// With `wait` false it returns at once: pid 1 and the launcher finish the teardown (and the
-    /// launcher kills the sandbox if this process goes away), which saves a one-shot command the
-    /// namespace teardown.
+    /// With `wait` false it returns at once and leaves the launcher unreaped: pid 1 and the
+    /// launcher finish the teardown (the launcher kills the sandbox if this process goes away).
+    /// Only for a process about to exit, such as `capsule run`; a long-lived supervisor waits.
     public func shutdown(grace: Double = 2, wait: Bool = true) {
         guard isAlive else { return }
+        let graceDeadline = OS.now() + UInt64(grace * 1e9)
         if !wait {
-            if send(.shutdown) == nil { isAlive = false }
+            if send(.shutdown, deadline: graceDeadline) == nil { isAlive = false }
             return
         }
-        if send(.shutdown) == nil {
-            _ = pump(deadline: OS.now() + UInt64(grace * 1e9)) { _ in .continue }
+        if send(.shutdown, deadline: graceDeadline) == nil {
+            _ = pump(deadline: graceDeadline) { _ in .continue }
         }
         if isAlive { kill() }
     }
@@ -270,10 +279,12 @@ public final class Session {
         isAlive = false
     }
 
-    private func send(_ message: SupervisorMessage) -> ExecutionOutcome? {
+    /// Sends a message, giving up at `deadline` (a worker that stops reading is out of time).
+    private func send(_ message: SupervisorMessage, deadline: UInt64) -> ExecutionOutcome? {
         do {
-            try OS.sendAll(channel, message.encoded)
-            return nil
+            if try OS.sendAll(channel, message.encoded, deadline: deadline) { return nil }
+            kill()
+            return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
         } catch {
             reap()
             return endedOutcome()
@@ -283,7 +294,7 @@ public final class Session {
     /// The outcome once the worker is gone, from what pid 1 and the launcher reported.
     private func endedOutcome() -> ExecutionOutcome {
         if report.memoryKills > 0 { return .limitExceeded(.memory(megabytes: policy.limits.memoryMB)) }
-        if report.signal == SIGXCPU || report.cpuLimitHit {
+        if report.cpuLimitHit { // pid 1 checked the CPU time: a self-sent SIGXCPU is no limit
             return .limitExceeded(.cpu(seconds: policy.limits.cpuSeconds))
         }
         if report.exitCode == nil, report.signal == nil, case .signaled(let signal)? = termination {

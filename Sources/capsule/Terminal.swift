@@ -31,6 +31,27 @@ func readSource(_ path: String) throws -> String {
     }
 }
 
+/// A line from standard input, unbuffered, waiting no longer than `deadline`; nil at end of input
+/// or when time is up (the session then stops the code at its timeout).
+private func readInputLine(until deadline: UInt64?) -> String? {
+    var bytes: [UInt8] = []
+    while true {
+        if let deadline {
+            let now = OS.now()
+            if now >= deadline { return nil }
+            var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0)]
+            let ready = (try? OS.poll(&fds, timeoutMilliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))) ?? 0
+            if ready == 0 { continue }
+        }
+        var byte: UInt8 = 0
+        let count = read(0, &byte, 1)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+        if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+        bytes.append(byte)
+    }
+}
+
 /// The write end of the self-pipe that turns ^C into an interrupt of the running code.
 nonisolated(unsafe) private var interruptWriter: Int32 = -1
 
@@ -75,7 +96,7 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             try? OS.writeAll(2, traceback.joined())
         case .inputRequest(let prompt, _):
             try? OS.writeAll(1, prompt)
-            return readLine(strippingNewline: true)
+            return readInputLine(until: session.deadline)
         }
         return nil
     }

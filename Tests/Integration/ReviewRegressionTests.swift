@@ -1,0 +1,115 @@
+// Weaknesses an internal review found, each proven by running the attack, and fixed.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import CapsuleOS
+import CapsulePolicy
+import CapsuleRuntime
+
+@Suite("Review findings, fixed") struct ReviewRegressionTests {
+    @Test func aFloodOfInputRequestsCannotHoldTheSupervisor() throws {
+        // The code writes input requests and never reads the replies: the supervisor's sends stop
+        // at the deadline instead of blocking on a full socket.
+        var limits = Limits()
+        limits.timeoutSeconds = 2
+        var capabilities = Capabilities()
+        capabilities.input = CapabilityGrant()
+        let policy = Policy(level: .restricted, limits: limits, capabilities: capabilities)
+        let t = try Sandboxed.withSession(policy) { session in
+            var transcript = Transcript()
+            transcript.outcome = session.execute(#"""
+                import os, struct, time
+                m = b'{"type":"input_request","id":"1","prompt":"","password":false}'
+                frame = struct.pack(">I", len(m)) + m
+                for _ in range(20000):
+                    os.write(3, frame)
+                while True:
+                    time.sleep(1)
+                """#) { _ in "" }
+            return transcript
+        }
+        #expect(t.outcome == .limitExceeded(.timeout(seconds: 2)), "\(t)")
+        Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func inputNeedsTheInputCapability() throws {
+        // At `sandbox` nobody is asked: input() sees the end of input and the handler never runs.
+        var asked = false
+        let t = try Sandboxed.withSession(Policy(level: .sandbox)) { session in
+            var transcript = Transcript()
+            transcript.outcome = session.execute(Python.prelude + #"""
+                try:
+                    print("GOT", input("secret? "))
+                except EOFError:
+                    print("EOF")
+                """#) { event in
+                if case .inputRequest = event { asked = true }
+                if case .stream(.stdout, let text) = event { transcript.stdout += text }
+                return "host secret"
+            }
+            return transcript
+        }
+        #expect(!asked)
+        t.expectLine("EOF")
+    }
+
+    @Test func promptsCountAgainstTheOutputLimit() throws {
+        var limits = Limits()
+        limits.maxOutputBytes = 1000
+        var capabilities = Capabilities()
+        capabilities.input = CapabilityGrant()
+        let policy = Policy(level: .restricted, limits: limits, capabilities: capabilities)
+        let t = try Sandboxed.withSession(policy) { session in
+            var transcript = Transcript()
+            transcript.outcome = session.execute(#"""
+                for _ in range(50):
+                    try:
+                        input("P" * 100000)
+                    except EOFError:
+                        pass
+                """#) { _ in nil }
+            return transcript
+        }
+        #expect(t.outcome == .limitExceeded(.output(bytes: 1000)), "\(t)")
+    }
+
+    @Test func directoryNotificationsAreRefused() throws {
+        // fcntl(F_NOTIFY) on the read-only runtime would report host file activity.
+        let t = try Sandboxed.runFresh(Python.prelude + #"""
+            import fcntl
+            fd = os.open("/usr/lib/python3.11", os.O_RDONLY)
+            attempt("dnotify", lambda: fcntl.fcntl(fd, fcntl.F_NOTIFY, fcntl.DN_ACCESS | fcntl.DN_MULTISHOT))
+            attempt("lease", lambda: fcntl.fcntl(os.open("/usr/lib/python3.11/os.py", os.O_RDONLY), 1024, fcntl.F_RDLCK))
+            w = os.open("/workspace/db", os.O_CREAT | os.O_RDWR)
+            fcntl.lockf(w, fcntl.LOCK_EX)
+            print("RECORD-LOCK ok")
+            """#)
+        t.expectBlocked("dnotify", EPERM)
+        t.expectBlocked("lease", EPERM)
+        t.expectLine("RECORD-LOCK ok")
+    }
+
+    @Test func readonlyPathsAreTakenLiterally() throws {
+        // A symlink in readonly_paths could lead anywhere (and let a narrowing policy widen);
+        // the sandbox refuses to start and says why.
+        let directory = try Host.temporaryDirectory()
+        defer { Host.removeTree(directory) }
+        #expect(symlink("/etc", "\(directory)/link") == 0)
+        do {
+            _ = try Sandboxed.runFresh("pass", policy: Policy(level: .restricted, readonlyPaths: ["\(directory)/link"]))
+            Issue.record("the sandbox started with a symlinked readonly path")
+        } catch {
+            #expect("\(error)" == "a read-only path named by the policy contains a symbolic link (\(directory)/link): capsule takes readonly_paths literally, so name the path's real location.")
+        }
+        Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func theSessionCgroupSitsBeneathTheSupervisors() throws {
+        // Whatever limits the host puts on the supervisor's cgroup also bound its sandboxes.
+        guard getuid() == 0 else { try Test.cancel("SKIPPED: only root can create the session's cgroup here") }
+        let t = try Sandboxed.runFresh("print('CG', [l.split(':', 2)[2] for l in open('/proc/self/cgroup').read().split() if ':memory:' in l or l.startswith('0::')])")
+        let line = try #require(t.line("CG"), "\(t)")
+        #expect(line.contains("/capsule/s") && !line.contains(".."), "\(line)")
+    }
+}
