@@ -106,8 +106,8 @@ public enum PolicyLoader {
     private static func resolveBase(_ name: String, from file: String, chain: [String], line: Int) throws(PolicyError) -> Policy {
         if let level = Level(rawValue: name) { return try builtin(level) }
         let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
-        let path = normalized(name.hasPrefix("/") ? name : "\(directory)/\(name)")
-        if let start = chain.map(normalized).firstIndex(of: path) {
+        let path = OS.normalizedPath(name.hasPrefix("/") ? name : "\(directory)/\(name)")
+        if let start = chain.map(OS.normalizedPath).firstIndex(of: path) {
             let cycle = (chain[start...] + [path]).joined(separator: " → ")
             throw PolicyError(file: file, line: line, key: "extends", "forms a cycle: \(cycle)")
         }
@@ -119,18 +119,6 @@ public enum PolicyLoader {
         } catch where error.line == nil && error.file == path && error.message.hasPrefix("cannot read") {
             throw PolicyError(file: file, line: line, key: "extends", "\(path): \(error.message)")
         }
-    }
-
-    /// Drops `.` and resolves `..` textually, so one file reached two ways is seen as one.
-    static func normalized(_ path: String) -> String {
-        var parts: [Substring] = []
-        for part in path.split(separator: "/") {
-            if part == "." { continue }
-            if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
-            parts.append(part)
-        }
-        let joined = parts.joined(separator: "/")
-        return path.hasPrefix("/") ? "/" + joined : (joined.isEmpty ? "." : joined)
     }
 
     private static var levelNames: String { Level.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ") }

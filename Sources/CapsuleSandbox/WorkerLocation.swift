@@ -35,21 +35,10 @@ public struct WorkerLocation: Sendable, Equatable {
         guard let package = candidates.first(where: hasPackage) else {
             throw .workerMissing("the capsule_worker Python package was not found near \(directory); set CAPSULE_WORKER_PYTHON to the directory that holds it")
         }
-        return WorkerLocation(executable: executable, pythonPackageDirectory: normalized(package))
+        return WorkerLocation(executable: executable, pythonPackageDirectory: OS.normalizedPath(package))
     }
 
     private static func hasPackage(_ directory: String) -> Bool {
         OS.fileExists("\(directory)/capsule_worker/__init__.py")
-    }
-
-    /// Drops `.` and resolves `..` textually, so the path shown to people reads cleanly.
-    private static func normalized(_ path: String) -> String {
-        var parts: [Substring] = []
-        for part in path.split(separator: "/") {
-            if part == "." { continue }
-            if part == "..", !parts.isEmpty { parts.removeLast(); continue }
-            parts.append(part)
-        }
-        return "/" + parts.joined(separator: "/")
     }
 }
