@@ -88,41 +88,43 @@ public final class Session {
         var errorName: String?
         var finalReported = false
 
+        let overLimit = Step.limit(.output(bytes: policy.limits.maxOutputBytes))
         let end = pump(deadline: deadline) { message in
             guard message.executionID == id else {
                 return .failure("\(message.typeName) for execution \(message.executionID ?? "none") while \(id) runs")
             }
             // Everything the code makes the supervisor print counts against the output limit,
-            // including `result` and `error` (user code can write frames on its channel).
+            // including results, errors and prompts (user code can write frames on its channel).
             func admit(_ count: Int) -> Bool {
                 outputBytes += count
                 return outputBytes <= self.policy.limits.maxOutputBytes
+            }
+            // An execution ends in at most one `result` or `error`.
+            func secondFinal() -> Bool {
+                defer { finalReported = true }
+                return finalReported
             }
             switch message {
             case .stream(_, let name, let text):
                 if !admit(text.utf8.count) {
                     let room = self.policy.limits.maxOutputBytes - (outputBytes - text.utf8.count)
                     if room > 0 { _ = onEvent(.stream(name, String(decoding: text.utf8.prefix(room), as: UTF8.self))) }
-                    return .limit(.output(bytes: self.policy.limits.maxOutputBytes))
+                    return overLimit
                 }
                 _ = onEvent(.stream(name, text))
             case .result(_, let data):
-                guard !finalReported else { return .failure("a second `result` or `error` in execution \(id)") }
-                finalReported = true
-                guard admit(data.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else {
-                    return .limit(.output(bytes: self.policy.limits.maxOutputBytes))
-                }
+                if secondFinal() { return .failure("a second `result` or `error` in execution \(id)") }
+                guard admit(data.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
                 _ = onEvent(.result(data))
             case .error(_, let ename, let evalue, let traceback):
-                guard !finalReported else { return .failure("a second `result` or `error` in execution \(id)") }
-                finalReported = true
+                if secondFinal() { return .failure("a second `result` or `error` in execution \(id)") }
                 guard admit(ename.utf8.count + evalue.utf8.count + traceback.reduce(0) { $0 + $1.utf8.count }) else {
-                    return .limit(.output(bytes: self.policy.limits.maxOutputBytes))
+                    return overLimit
                 }
                 errorName = ename
                 _ = onEvent(.error(ename: ename, evalue: evalue, traceback: traceback))
             case .inputRequest(_, let prompt, let password):
-                guard admit(prompt.utf8.count) else { return .limit(.output(bytes: self.policy.limits.maxOutputBytes)) }
+                guard admit(prompt.utf8.count) else { return overLimit }
                 // Without the input capability the code sees the end of input; nobody is asked.
                 let granted = self.policy.capabilities.input?.enabled == true
                 let answer = granted ? onEvent(.inputRequest(prompt: prompt, password: password)) : nil
