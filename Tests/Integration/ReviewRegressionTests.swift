@@ -8,15 +8,19 @@ import CapsulePolicy
 import CapsuleRuntime
 
 @Suite("Review findings, fixed") struct ReviewRegressionTests {
+    /// A `restricted` policy that grants `input`, with limits set by `configure`.
+    static func withInput(_ configure: (inout Limits) -> Void) -> Policy {
+        var limits = Limits()
+        configure(&limits)
+        var capabilities = Capabilities()
+        capabilities.input = CapabilityGrant()
+        return Policy(level: .restricted, limits: limits, capabilities: capabilities)
+    }
+
     @Test func aFloodOfInputRequestsCannotHoldTheSupervisor() throws {
         // The code writes input requests and never reads the replies: the supervisor's sends stop
         // at the deadline instead of blocking on a full socket.
-        var limits = Limits()
-        limits.timeoutSeconds = 2
-        var capabilities = Capabilities()
-        capabilities.input = CapabilityGrant()
-        let policy = Policy(level: .restricted, limits: limits, capabilities: capabilities)
-        let t = try Sandboxed.withSession(policy) { session in
+        let t = try Sandboxed.withSession(Self.withInput { $0.timeoutSeconds = 2 }) { session in
             var transcript = Transcript()
             transcript.outcome = session.execute(#"""
                 import os, struct, time
@@ -55,12 +59,7 @@ import CapsuleRuntime
     }
 
     @Test func promptsCountAgainstTheOutputLimit() throws {
-        var limits = Limits()
-        limits.maxOutputBytes = 1000
-        var capabilities = Capabilities()
-        capabilities.input = CapabilityGrant()
-        let policy = Policy(level: .restricted, limits: limits, capabilities: capabilities)
-        let t = try Sandboxed.withSession(policy) { session in
+        let t = try Sandboxed.withSession(Self.withInput { $0.maxOutputBytes = 1000 }) { session in
             var transcript = Transcript()
             transcript.outcome = session.execute(#"""
                 for _ in range(50):
