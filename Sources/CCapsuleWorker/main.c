@@ -84,7 +84,9 @@ static int exit_code_of(int status) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 2 && !strcmp(argv[1], "--probe")) return cw_probe();
+    // Every exit is _exit: a coverage build's profile runtime would otherwise write a
+    // default.profraw into the caller's working directory.
+    if (argc == 2 && !strcmp(argv[1], "--probe")) _exit(cw_probe());
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fprintf(stderr, "capsule-worker is started by capsule; it is not a command to run by hand.\n"
                         "To see which sandbox features this host has: " PROBE_USAGE "\n");
@@ -98,7 +100,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < cfg.n_entries; i++)
             printf("%s %s %s\n", cfg.entries[i].kind == CW_SYMLINK ? "symlink" : "bind",
                    cfg.entries[i].path, cfg.entries[i].source);
-        return 0;
+        _exit(0);
     }
     syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0); // nothing else of the supervisor's leaks in
     cw_collect_runtime(&cfg);
@@ -171,5 +173,5 @@ int main(int argc, char **argv) {
     long ooms = cw_cgroup_oom_kills(&cgroup);
     if (ooms > 0) cw_status("oom %ld", ooms);
     cw_cgroup_remove(&cgroup);
-    return exit_code_of(status);
+    _exit(exit_code_of(status));
 }

@@ -76,9 +76,15 @@ func readText(_ path: String) -> String? {
 /// into it) when `body` returns. Suites that use it are `.serialized`.
 func withTemporaryDirectory<T>(_ name: String, _ body: (TemporaryDirectory) throws -> T) rethrows -> T {
     let root = "/tmp/capsule-policy-tests-\(getpid())"
-    _ = mkdir(root, 0o700)
     let directory = TemporaryDirectory(path: "\(root)/\(name)")
-    _ = mkdir(directory.path, 0o700)
+    // Suites run in parallel and each removes `root` when it looks empty, so another suite can
+    // remove it between our two mkdirs: make both again until ours exists.
+    var made = false
+    for _ in 0..<100 where !made {
+        _ = mkdir(root, 0o700)
+        made = mkdir(directory.path, 0o700) == 0 || errno == EEXIST
+    }
+    precondition(made, "cannot create \(directory.path): errno \(errno)")
     defer {
         for entry in directoryEntries(directory.path) { _ = unlink("\(directory.path)/\(entry)") }
         _ = rmdir(directory.path)
