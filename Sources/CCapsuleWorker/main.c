@@ -86,7 +86,11 @@ static int exit_code_of(int status) {
 int main(int argc, char **argv) {
     // Every exit is _exit: a coverage build's profile runtime would otherwise write a
     // default.profraw into the caller's working directory.
-    if (argc == 2 && !strcmp(argv[1], "--probe")) _exit(cw_probe());
+    if (argc == 2 && !strcmp(argv[1], "--probe")) {
+        int status = cw_probe();
+        fflush(stdout);
+        _exit(status);
+    }
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fprintf(stderr, "capsule-worker is started by capsule; it is not a command to run by hand.\n"
                         "To see which sandbox features this host has: " PROBE_USAGE "\n");
@@ -100,6 +104,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < cfg.n_entries; i++)
             printf("%s %s %s\n", cfg.entries[i].kind == CW_SYMLINK ? "symlink" : "bind",
                    cfg.entries[i].path, cfg.entries[i].source);
+        fflush(stdout);
         _exit(0);
     }
     syscall(SYS_close_range, CW_STATUS_FD + 1, ~0U, 0); // nothing else of the supervisor's leaks in

@@ -404,7 +404,9 @@ enum CLI {
         let path = wrapper.first ?? executable
         let argv: [UnsafeMutablePointer<CChar>?] = (wrapper + [executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        let environment: [UnsafeMutablePointer<CChar>?] = [nil]
+        // A coverage build of capsule would otherwise leave default.profraw in the working directory.
+        let environment: [UnsafeMutablePointer<CChar>?] = [strdup("LLVM_PROFILE_FILE=/dev/null"), nil]
+        defer { free(environment[0]) }
         var pid: pid_t = 0
         let started = OS.now()
         let spawned = posix_spawn(&pid, path, &actions, nil, argv, environment)
