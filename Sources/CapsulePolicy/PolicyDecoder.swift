@@ -152,7 +152,8 @@ struct PolicyDecoder {
         case "max_output_bytes": policy.limits.maxOutputBytes = try value.integer(1...(1 << 40))
         case "max_file_bytes": policy.limits.maxFileBytes = try value.integer(1...(1 << 40))
         case "workspace_mb": policy.limits.workspaceMB = try value.integer(1...1_048_576)
-        case "max_frame_bytes": policy.limits.maxFrameBytes = try value.integer(1024...(1 << 30))
+        // At least 8 MiB: the worker's own frames (64 KiB of output, a clipped traceback) fit.
+        case "max_frame_bytes": policy.limits.maxFrameBytes = try value.integer((8 << 20)...(1 << 30))
         case "cpus": policy.limits.cpus = try value.cpus()
         default: return false
         }

@@ -12,6 +12,8 @@ public struct JSONError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The number is too large for a `Double` (e.g. `1e400`); it is rejected, not made infinite.
         case numberOutOfRange
         case tooDeep
+        /// More values than the parser's budget (each costs memory far beyond its bytes).
+        case tooManyValues
         case duplicateKey
     }
 

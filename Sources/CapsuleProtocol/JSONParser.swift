@@ -3,26 +3,31 @@
 extension JSONValue {
     /// Containers nested deeper than this are rejected (keeps recursion bounded).
     public static let defaultMaxDepth = 512
+    /// Documents with more values than this are rejected: a value in memory costs far more than
+    /// its bytes (`[0],` is 3 bytes, a boxed array and an element), so a frame of tiny values
+    /// could otherwise cost its reader many times the frame limit.
+    public static let defaultMaxValues = 1 << 16
 
     /// Parses exactly one JSON value; leading and trailing whitespace is allowed, anything else
     /// after the value is an error.
     public static func parse(
-        _ bytes: some Collection<UInt8>, maxDepth: Int = defaultMaxDepth
+        _ bytes: some Collection<UInt8>, maxDepth: Int = defaultMaxDepth, maxValues: Int = defaultMaxValues
     ) throws(JSONError) -> JSONValue {
         let result =
-            bytes.withContiguousStorageIfAvailable { parseResult($0, maxDepth: maxDepth) }
-            ?? Array(bytes).withUnsafeBufferPointer { parseResult($0, maxDepth: maxDepth) }
+            bytes.withContiguousStorageIfAvailable { parseResult($0, maxDepth: maxDepth, maxValues: maxValues) }
+            ?? Array(bytes).withUnsafeBufferPointer { parseResult($0, maxDepth: maxDepth, maxValues: maxValues) }
         return try result.get()
     }
 
     public static func parse(
-        _ bytes: UnsafeRawBufferPointer, maxDepth: Int = defaultMaxDepth
+        _ bytes: UnsafeRawBufferPointer, maxDepth: Int = defaultMaxDepth, maxValues: Int = defaultMaxValues
     ) throws(JSONError) -> JSONValue {
-        try parseResult(bytes.assumingMemoryBound(to: UInt8.self), maxDepth: maxDepth).get()
+        try parseResult(bytes.assumingMemoryBound(to: UInt8.self), maxDepth: maxDepth, maxValues: maxValues).get()
     }
 
-    static func parseResult(_ bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) -> Result<JSONValue, JSONError> {
-        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+    static func parseResult(_ bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int,
+                            maxValues: Int = defaultMaxValues) -> Result<JSONValue, JSONError> {
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, maxValues: maxValues)
         do throws(JSONError) {
             return .success(try parser.parseDocument())
         } catch {
@@ -34,14 +39,17 @@ extension JSONValue {
 struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private let maxDepth: Int
+    private let maxValues: Int
+    private var values = 0
     private var index = 0
     private var depth = 0
     /// Reused for strings that contain escapes.
     private var scratch: [UInt8] = []
 
-    init(bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
+    init(bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int, maxValues: Int = JSONValue.defaultMaxValues) {
         self.bytes = bytes
         self.maxDepth = maxDepth
+        self.maxValues = maxValues
     }
 
     mutating func parseDocument() throws(JSONError) -> JSONValue {
@@ -56,6 +64,8 @@ struct JSONParser {
     // MARK: Values
 
     private mutating func parseValue() throws(JSONError) -> JSONValue {
+        values += 1
+        if values > maxValues { throw JSONError(.tooManyValues, at: index, "more than \(maxValues) values") }
         skipWhitespace()
         guard index < bytes.count else { throw endOfInput(expected: "a value") }
         switch bytes[index] {

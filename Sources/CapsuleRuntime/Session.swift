@@ -79,10 +79,13 @@ public final class Session {
         let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
         self.deadline = deadline
         defer { self.deadline = nil }
-        if let ended = send(.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult),
-                            deadline: deadline) {
-            return ended
+        let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
+        // The worker reads frames of at most 16 MiB (worker/capsule_worker/frames.py).
+        let size = execute.encoded.count
+        guard size <= FrameDecoder.defaultMaxFrameBytes else {
+            return .protocolError("the code is \(size) bytes encoded, more than the \(FrameDecoder.defaultMaxFrameBytes) the worker accepts")
         }
+        if let ended = send(execute, deadline: deadline) { return ended }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?

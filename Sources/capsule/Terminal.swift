@@ -48,7 +48,7 @@ private func readInputLine(until deadline: UInt64?) -> String? {
         if count < 0 && errno == EINTR { continue }
         if count <= 0 { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
         if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
-        bytes.append(byte)
+        if bytes.count < 1 << 20 { bytes.append(byte) } // a line longer than 1 MiB is cut there
     }
 }
 

@@ -21,7 +21,7 @@ import Testing
             max_output_bytes = 1048576
             max_file_bytes = 10
             workspace_mb = 20
-            max_frame_bytes = 65536
+            max_frame_bytes = 8388608
             """, file: "all.toml")
         #expect(policy.level == .trusted)
         #expect(policy.network == NetworkMode.none)
@@ -36,7 +36,7 @@ import Testing
         expected.maxOutputBytes = 1_048_576
         expected.maxFileBytes = 10
         expected.workspaceMB = 20
-        expected.maxFrameBytes = 65536
+        expected.maxFrameBytes = 8 << 20
         #expect(policy.limits == expected)
     }
 
@@ -75,7 +75,7 @@ import Testing
         #expect(try limits("max_output_bytes = 1099511627776").maxOutputBytes == 1 << 40)
         #expect(try limits("max_file_bytes = 1").maxFileBytes == 1)
         #expect(try limits("workspace_mb = 1048576").workspaceMB == 1_048_576)
-        #expect(try limits("max_frame_bytes = 1024").maxFrameBytes == 1024)
+        #expect(try limits("max_frame_bytes = 8388608").maxFrameBytes == 8 << 20)
         #expect(try limits("max_frame_bytes = 1073741824").maxFrameBytes == 1 << 30)
     }
 
@@ -95,7 +95,7 @@ import Testing
     @Test func underscoresBetweenDigits() throws {
         #expect(try limits("memory_mb = 1_000").memoryMB == 1000)
         #expect(try limits("max_output_bytes = 16_777_216").maxOutputBytes == 16_777_216)
-        #expect(try limits("max_frame_bytes = 1_0_2_4").maxFrameBytes == 1024)
+        #expect(try limits("max_frame_bytes = 8_388_608").maxFrameBytes == 8 << 20)
         #expect(try limits("memory_mb = +1_024").memoryMB == 1024)
     }
 

@@ -107,7 +107,7 @@ private let rejected: [Rejected] = [
     Rejected("one below the minimum", limitsHeader + "max_fds = 15",
              "p.toml:3: `limits.max_fds`: must be a whole number from 16 to 65536, not 15"),
     Rejected("one above the maximum", limitsHeader + "max_frame_bytes = 1_073_741_825",
-             "p.toml:3: `limits.max_frame_bytes`: must be a whole number from 1024 to 1073741824, not 1073741825"),
+             "p.toml:3: `limits.max_frame_bytes`: must be a whole number from 8388608 to 1073741824, not 1073741825"),
     Rejected("huge output limit", limitsHeader + "max_output_bytes = 1099511627777",
              "p.toml:3: `limits.max_output_bytes`: must be a whole number from 1 to 1099511627776, not 1099511627777"),
     Rejected("Int64.max", limitsHeader + "memory_mb = 9223372036854775807",

@@ -59,21 +59,41 @@ import CapsuleRuntime
         #expect(access("\(directory)/new.txt", F_OK) != 0, "the host directory is unchanged")
     }
 
-    @Test func aSmallFrameLimitEndsTheSession() throws {
-        // max_frame_bytes: a result bigger than the limit cannot cross the channel.
+    @Test func theFrameLimitEndsTheSession() throws {
+        // max_frame_bytes: a frame over the policy's limit (written by hand: the worker's own
+        // frames stay far below the smallest limit) ends the session before it is read.
         var limits = Limits()
-        limits.maxFrameBytes = 4096
-        let policy = Policy(level: .sandbox, limits: limits)
-        let t = try Sandboxed.withSession(policy) { session in
-            var transcript = Transcript()
-            transcript.outcome = session.execute("'x' * 100_000") { _ in nil }
-            return transcript
+        limits.maxFrameBytes = 8 << 20
+        let t = try Sandboxed.runFresh(#"""
+            import os
+            os.write(3, (9 << 20).to_bytes(4, "big"))
+            """#, policy: Policy(level: .sandbox, limits: limits))
+        #expect(t.outcome == .protocolError("frame of 9437184 bytes exceeds the 8388608-byte limit"), "\(t)")
+    }
+
+    @Test func aHugeTracebackIsClippedNotAProtocolError() throws {
+        var traceback: [String] = []
+        let outcome = try Sandboxed.withSession { session in
+            session.execute(#"raise ValueError("a\n" * 3_000_000)"#) { event in
+                if case .error(_, _, let lines) = event { traceback = lines }
+                return nil
+            }
         }
-        guard case .protocolError(let text) = t.outcome else {
-            Issue.record("expected a protocol error\n\(t)")
+        guard case .finished(.error, nil, _, "ValueError") = outcome else {
+            Issue.record("expected an uncaught ValueError, got \(outcome)")
             return
         }
-        #expect(text.contains("exceeds the 4096-byte limit"), "\(text)")
+        #expect(traceback.contains { $0.hasPrefix("[... ") && $0.hasSuffix(" lines omitted ...]\n") }, "\(traceback.prefix(5))")
+        #expect(traceback.count <= 4096)
+    }
+
+    @Test func hugeExitCodesFoldLikeCPython() throws {
+        let t = try Sandboxed.runFresh("import sys\nsys.exit(2**70)")
+        guard case .finished(_, let code?, _, _) = t.outcome else {
+            Issue.record("\(t)")
+            return
+        }
+        #expect(ExitStatus(t.outcome, policy: Policy(level: .sandbox)).code == 255, "exit_code \(code)")
     }
 
     @Test func maxFileBytesStopsABigWrite() throws {

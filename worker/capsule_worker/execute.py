@@ -100,7 +100,8 @@ def _exit_code(code):
     if code is None:
         return 0
     if isinstance(code, int):
-        return int(code)
+        # As CPython's own exit: a code that does not fit a C int becomes -1 (255 to the shell).
+        return int(code) if -(1 << 31) <= code < (1 << 31) else -1
     try:
         streams.stderr.write(f"{code}\n")
     except Exception:
@@ -112,7 +113,7 @@ def _error_frame(exc, rid, cells):
     kind = type(exc)
     ename = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:
-        evalue = str(exc)
+        evalue = _clip(str(exc), ERROR_TEXT_BUDGET // 2)
     except Exception:
         evalue = f"<unprintable {ename} object>"
     try:
@@ -120,10 +121,46 @@ def _error_frame(exc, rid, cells):
         _strip_worker_frames(exc, cells)
         sys.last_type, sys.last_value, sys.last_traceback = kind, exc, exc.__traceback__  # for pdb.pm()
         lines = "".join(traceback.format_exception(exc)).split("\n")
-        tb = [line + "\n" for line in lines[:-1]] + ([lines[-1] + "\n"] if lines[-1] else [])
+        tb = _fit([line + "\n" for line in lines[:-1]] + ([lines[-1] + "\n"] if lines[-1] else []), ERROR_TEXT_BUDGET)
     except Exception:  # e.g. MemoryError again: the name and message are still worth sending
         tb = []
-    return {"type": "error", "id": rid, "ename": ename, "evalue": evalue, "traceback": tb}
+    return {"type": "error", "id": rid, "ename": _clip(ename, 1024), "evalue": evalue, "traceback": tb}
+
+
+# An error frame carries at most this many characters of traceback (and half as many of message),
+# so it fits the smallest frame limit a policy may set (8 MiB) even when every character needs a
+# six-byte JSON escape.
+ERROR_TEXT_BUDGET = 512 << 10
+
+
+def _clip(text, limit):
+    return text if len(text) <= limit else text[:limit] + "\n[truncated]"
+
+
+# ... and at most this many lines (the supervisor reads at most 65536 JSON values a frame).
+ERROR_LINES_BUDGET = 4096
+
+
+def _fit(lines, budget):
+    """The first and last lines of a traceback within budget characters and ERROR_LINES_BUDGET
+    lines; the end matters most."""
+    if sum(map(len, lines)) <= budget and len(lines) <= ERROR_LINES_BUDGET:
+        return lines
+    head, tail, used = [], [], 0
+    for line in lines:
+        if used + len(line) > budget // 4 or len(head) >= ERROR_LINES_BUDGET // 4:
+            break
+        head.append(line)
+        used += len(line)
+    for line in reversed(lines[len(head):]):
+        if used + len(line) > budget or len(head) + len(tail) >= ERROR_LINES_BUDGET - 1:
+            break
+        tail.append(line)
+        used += len(line)
+    omitted = len(lines) - len(head) - len(tail)
+    if not tail:  # one enormous line: keep its end
+        tail = [_clip(lines[-1][-(budget - used):], budget - used)]
+    return head + [f"[... {omitted} lines omitted ...]\n"] + tail[::-1]
 
 
 def _send_or(make_msg, fallback):
