@@ -170,6 +170,9 @@ struct PolicyDecoder {
             guard Validate.isEnvironmentName(parts[1]) else {
                 throw value.error("an environment variable's name must be letters, digits and _ (starting with a letter or _)")
             }
+            if policy.environment[parts[1]] == nil && policy.environment.count >= 1024 {
+                throw value.error("a policy may pass at most 1024 environment variables")
+            }
             policy.environment[parts[1]] = try value.string(allowNUL: false)
         case "env" where parts.count == 1:
             throw value.error("must be a table of NAME = \"value\", like env = { LANG = \"C.UTF-8\" }")

@@ -8,6 +8,8 @@ import Glibc
 public enum PolicyLoader {
     static let maxFileBytes = 1 << 20
     static let maxExtendsDepth = 16
+    /// `policy check` lists at most this many problems of one file.
+    static let maxProblems = 50
 
     public static func load(_ specifier: String) throws(PolicyError) -> Policy {
         if let level = Level(rawValue: specifier) { return try builtin(level) }
@@ -99,6 +101,10 @@ public enum PolicyLoader {
             }
         }
         guard let first = problems.first else { return policy }
+        if problems.count > maxProblems {
+            let more = problems.count - maxProblems
+            problems = Array(problems.prefix(maxProblems)) + [PolicyError(file: file, "… and \(more) more problems like these")]
+        }
         throw PolicyError(first: first, all: problems)
     }
 

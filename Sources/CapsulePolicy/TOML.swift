@@ -87,6 +87,9 @@ struct TOMLDocument {
 
 /// Reads TOML a line at a time; only an array may continue onto the next lines (TOML 1.0).
 private struct Scanner {
+    /// Far more than a policy needs; keeps every later check over lists cheap.
+    static let maxItems = 1024
+
     private let lines: [[UInt8]]
     private var lineIndex = 0
     private(set) var bytes: [UInt8]
@@ -179,6 +182,7 @@ private struct Scanner {
         var items: [TOMLDocument.Value] = []
         try skipArraySpace()
         while peek != UInt8(ascii: "]") {
+            guard items.count < Self.maxItems else { throw error("an array may hold at most \(Self.maxItems) values") }
             items.append(try value(depth: depth + 1))
             try skipArraySpace()
             if peek == UInt8(ascii: ",") { advance(); try skipArraySpace() } else if peek != UInt8(ascii: "]") {
@@ -204,11 +208,13 @@ private struct Scanner {
     private mutating func inlineTable(depth: Int) throws(PolicyError) -> TOMLDocument.Value {
         advance()
         var members: [(String, TOMLDocument.Value)] = []
+        var keys = Set<String>()
         skipSpace()
         while peek != UInt8(ascii: "}") {
             if peek == nil { throw error("an inline table must close on the same line with `}`") }
             let key = try dottedKey()
-            if members.contains(where: { $0.0 == key }) { throw error("`\(key)` is set twice in this table") }
+            guard keys.insert(key).inserted else { throw error("`\(key)` is set twice in this table") }
+            guard members.count < Self.maxItems else { throw error("an inline table may hold at most \(Self.maxItems) keys") }
             skipSpace()
             try expect("=")
             skipSpace()

@@ -253,3 +253,18 @@ private let escalations: [Rejected] = [
         #expect(agent.level == .standard && agent.capabilities.net?.grant.ask == true)
     }
 }
+
+/// Policies are small; a hostile one must not be able to make checking it slow.
+@Suite struct PolicySizeTests {
+    @Test func listsAndTablesAreBounded() {
+        let array = (0..<1025).map { "\"/p\($0)\"" }.joined(separator: ", ")
+        #expect(parseError("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\(array)]")?.description.hasPrefix(
+            "p.toml:3: an array may hold at most 1024 values (column ") == true)
+        let inline = (0..<1025).map { "A\($0) = \"x\"" }.joined(separator: ", ")
+        #expect(parseError("level = \"sandbox\"\n[sandbox]\nenv = { \(inline) }")?.description.hasPrefix(
+            "p.toml:3: an inline table may hold at most 1024 keys (column ") == true)
+        let table = (0..<1025).map { "A\($0) = \"x\"" }.joined(separator: "\n")
+        #expect(parseError("level = \"sandbox\"\n[sandbox.env]\n\(table)")?.description
+            == "p.toml:1027: `sandbox.env.A1024`: a policy may pass at most 1024 environment variables")
+    }
+}
