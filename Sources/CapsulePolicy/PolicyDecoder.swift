@@ -309,7 +309,7 @@ struct Value {
     func absolutePath() throws(PolicyError) -> String {
         let path = try string(allowNUL: false)
         guard Validate.isCleanAbsolutePath(path) else {
-            throw error("`\(path)` must be an absolute path without `.` or `..` parts, like \"/srv/data\"")
+            throw error("`\(path)` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\"")
         }
         return path
     }
@@ -317,7 +317,7 @@ struct Value {
     func absolutePaths() throws(PolicyError) -> [String] {
         let paths = try strings()
         for path in paths where !Validate.isCleanAbsolutePath(path) {
-            throw error("`\(path)` must be an absolute path without `.` or `..` parts, like \"/srv/data\"")
+            throw error("`\(path)` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\"")
         }
         return paths
     }
@@ -366,7 +366,8 @@ enum Validate {
     private static func isLetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a }
 
     static func isCleanAbsolutePath(_ path: String) -> Bool {
-        guard path.hasPrefix("/"), !path.utf8.contains(0) else { return false }
+        guard path.hasPrefix("/"), !path.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) })
+        else { return false }
         return !path.split(separator: "/").contains { $0 == "." || $0 == ".." }
     }
 

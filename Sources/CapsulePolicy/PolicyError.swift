@@ -18,11 +18,13 @@ public struct PolicyError: Error, Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
 
+    /// One line; whatever the policy supplied (file name, key, value) is shown with its control
+    /// characters escaped.
     public var description: String {
         var place = file
         if let line { place += ":\(line)" }
-        if let key { return "\(place): `\(key)`: \(message)" }
-        return "\(place): \(message)"
+        if let key { return "\(place): `\(key)`: \(message)".escapingControlCharacters }
+        return "\(place): \(message)".escapingControlCharacters
     }
 }
 

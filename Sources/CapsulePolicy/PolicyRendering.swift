@@ -111,7 +111,7 @@ extension Policy {
                 "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(l.maxFileBytes) bytes",
                 "  - output up to \(l.maxOutputBytes) bytes per execution, messages up to \(l.maxFrameBytes) bytes",
                 "  - CPU cores: \(l.cpus.map { $0.map(String.init).joined(separator: ", ") } ?? "all")"]
-        return out.joined(separator: "\n") + "\n"
+        return out.map(\.escapingControlCharacters).joined(separator: "\n") + "\n"
     }
 
     /// The settings that differ, as `- key = a` / `+ key = b` lines; empty when equal.
@@ -143,19 +143,35 @@ private func quoted(_ text: String) -> String {
         switch scalar {
         case "\"": out += "\\\""
         case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        case "\r": out += "\\r"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7f {
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
+        default: out += String(scalar).escapingControlCharacters
         }
     }
     return out + "\""
+}
+
+extension String {
+    /// Control characters (C0, DEL, C1) as TOML/JSON escapes, so text a policy supplies cannot
+    /// drive the terminal it is printed on (rewrite lines, set titles, answer queries).
+    var escapingControlCharacters: String {
+        guard unicodeScalars.contains(where: Self.isControl) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where Self.isControl(scalar):
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+    }
 }
 
 private func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }

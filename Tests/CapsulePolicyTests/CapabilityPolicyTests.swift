@@ -12,9 +12,9 @@ private let escalations: [Rejected] = [
     Rejected("readonly paths at sandbox", "level = \"sandbox\"\n[sandbox]\nreadonly_paths = [\"/etc\"]",
              "p.toml:3: `sandbox.readonly_paths`: needs level `restricted` or higher; this policy is `sandbox`"),
     Rejected("relative readonly path", "level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"data\"]",
-             "p.toml:3: `sandbox.readonly_paths`: `data` must be an absolute path without `.` or `..` parts, like \"/srv/data\""),
+             "p.toml:3: `sandbox.readonly_paths`: `data` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\""),
     Rejected("dot-dot in a readonly path", "level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"/srv/../etc\"]",
-             "p.toml:3: `sandbox.readonly_paths`: `/srv/../etc` must be an absolute path without `.` or `..` parts, like \"/srv/data\""),
+             "p.toml:3: `sandbox.readonly_paths`: `/srv/../etc` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\""),
     Rejected("env as a string", "level = \"sandbox\"\n[sandbox]\nenv = \"A=1\"",
              "p.toml:3: `sandbox.env`: must be a table of NAME = \"value\", like env = { LANG = \"C.UTF-8\" }"),
     Rejected("env name with a dash", "level = \"sandbox\"\n[sandbox]\nenv = { \"MY-VAR\" = \"1\" }",
@@ -34,7 +34,7 @@ private let escalations: [Rejected] = [
     Rejected("file write at restricted", "level = \"restricted\"\n[capabilities.file]\nwrite = [\"/srv/out\"]",
              "p.toml:3: `capabilities.file.write`: needs level `standard` or higher; this policy is `restricted`"),
     Rejected("relative file root", "level = \"restricted\"\n[capabilities.file]\nread = [\"srv\"]",
-             "p.toml:3: `capabilities.file.read`: `srv` must be an absolute path without `.` or `..` parts, like \"/srv/data\""),
+             "p.toml:3: `capabilities.file.read`: `srv` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\""),
     Rejected("empty include pattern", "level = \"restricted\"\n[capabilities.file]\ninclude = [\"\"]",
              "p.toml:3: `capabilities.file.include`: must not contain an empty string"),
     Rejected("net at sandbox", "level = \"sandbox\"\n[capabilities.net]\nurls = [\"https://example.com/\"]",
@@ -66,7 +66,7 @@ private let escalations: [Rejected] = [
     Rejected("db without databases", "level = \"standard\"\n[capabilities.db]\nmax_rows = 10",
              "p.toml:2: `capabilities.db.databases`: missing: name each database, like databases = { app = \"/srv/app.sqlite\" }"),
     Rejected("db with a relative path", "level = \"standard\"\n[capabilities.db.databases]\napp = \"app.sqlite\"",
-             "p.toml:3: `capabilities.db.databases.app`: `app.sqlite` must be an absolute path without `.` or `..` parts, like \"/srv/data\""),
+             "p.toml:3: `capabilities.db.databases.app`: `app.sqlite` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\""),
     Rejected("db databases as a string", "level = \"standard\"\n[capabilities.db]\ndatabases = \"/srv/a.sqlite\"",
              "p.toml:3: `capabilities.db.databases`: must be a table of name = \"/path/to.sqlite\""),
     Rejected("custom at standard", "level = \"standard\"\n[capabilities.custom.weather]\ncommand = [\"/usr/bin/weather\"]",
@@ -266,5 +266,18 @@ private let escalations: [Rejected] = [
         let table = (0..<1025).map { "A\($0) = \"x\"" }.joined(separator: "\n")
         #expect(parseError("level = \"sandbox\"\n[sandbox.env]\n\(table)")?.description
             == "p.toml:1027: `sandbox.env.A1024`: a policy may pass at most 1024 environment variables")
+    }
+}
+
+/// Text a policy supplies never reaches a terminal with its control characters live.
+@Suite struct PolicyTextTests {
+    @Test func explainAndErrorsEscapeControlCharacters() throws {
+        let policy = try PolicyLoader.parse("level = \"restricted\"\ndescription = \"ok\\u001b]0;pwned\\u0007\"", file: "p.toml")
+        #expect(policy.explanation.hasPrefix("Policy p.toml (level restricted): ok\\u001B]0;pwned\\u0007\n"))
+        #expect(!policy.explanation.unicodeScalars.contains { $0.value == 0x1b })
+        #expect(parseError("level = \"sand\\u001b[31mbox\"")?.description
+            == "p.toml:1: `level`: must be one of \(quotedLevelNames), not \"sand\\u001B[31mbox\"")
+        #expect(parseError("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"/etc\\u001b[2K\"]")?.description
+            == "p.toml:3: `sandbox.readonly_paths`: `/etc\\u001B[2K` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\"")
     }
 }
