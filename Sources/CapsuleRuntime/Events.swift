@@ -27,6 +27,8 @@ public enum ExecutionOutcome: Sendable, Equatable {
     case workerEnded(exitCode: Int32?, signal: Int32?)
     /// The worker sent something that breaks the protocol; the sandbox was killed.
     case protocolError(String)
+    /// The code was interrupted, did not stop within the grace period, and was killed.
+    case killedAfterInterrupt(graceSeconds: Double)
 }
 
 /// Why a session could not start.

@@ -47,6 +47,9 @@ public struct ExitStatus: Sendable, Equatable {
             self.init(code: 128 + signal, reason: "the code was killed by signal \(signal)")
         case .workerEnded(let exitCode, nil):
             self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
+        case .killedAfterInterrupt(let seconds):
+            self.init(code: Self.interrupted,
+                      reason: "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed")
         case .protocolError(let text):
             self.init(code: Self.capsuleError, reason: "protocol error: \(text); the session was ended")
         }

@@ -23,6 +23,11 @@ public final class Session {
     /// An event handler that waits, for a person's input say, waits no longer than this.
     public private(set) var deadline: UInt64?
 
+    /// Set by `interrupt()`: when the code must have stopped, or it is killed.
+    private var interruptDeadline: UInt64?
+    /// How long interrupted code may take to stop (its `finally` blocks run meanwhile).
+    public static let interruptGrace = 2.0
+
     private let channel: Int32
     private var status: Int32
     private var decoder: FrameDecoder
@@ -78,6 +83,7 @@ public final class Session {
         nextID += 1
         let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
         self.deadline = deadline
+        interruptDeadline = nil
         defer { self.deadline = nil }
         let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
         // The worker reads frames of at most 16 MiB (worker/capsule_worker/frames.py).
@@ -150,6 +156,7 @@ public final class Session {
             return .limitExceeded(kind)
         case .deadline:
             kill()
+            if let interruptDeadline, interruptDeadline < deadline { return .killedAfterInterrupt(graceSeconds: Self.interruptGrace) }
             return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
         case .protocolError(let text):
             kill()
@@ -159,9 +166,13 @@ public final class Session {
         }
     }
 
-    /// Sends SIGINT: the running code gets KeyboardInterrupt and `finally` blocks run.
+    /// Sends SIGINT: the running code gets KeyboardInterrupt and `finally` blocks run. Code that
+    /// has not stopped `interruptGrace` seconds later is killed; a second interrupt kills at once.
     public func interrupt() {
-        if isAlive { OS.kill(pid, SIGINT) }
+        guard isAlive else { return }
+        let now = OS.now()
+        interruptDeadline = interruptDeadline == nil ? now + UInt64(Self.interruptGrace * 1e9) : now
+        OS.kill(pid, SIGINT)
     }
 
     /// Asks the worker to exit, waits up to `grace` seconds, then kills it.
@@ -222,6 +233,7 @@ public final class Session {
             }
 
             let now = OS.now()
+            let deadline = min(deadline, interruptDeadline ?? .max)
             if now >= deadline { return .deadline }
             var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }

@@ -18,6 +18,11 @@ func printError(_ text: String) {
 }
 
 func readSource(_ path: String) throws -> String {
+    // A FIFO or a device could block or never end before any timeout applies.
+    if OS.fileExists(path) && !OS.isRegularFile(path) {
+        printError("capsule: \(path) is not a regular file")
+        throw ExitCode(ExitStatus.capsuleError)
+    }
     do {
         let bytes = try OS.readFile(path, limit: 64 << 20)
         guard let text = String(validating: bytes, as: UTF8.self) else {

@@ -30,6 +30,7 @@ import Testing
         (.workerEnded(exitCode: nil, signal: 11), 139, "the code was killed by signal 11"),
         (.workerEnded(exitCode: nil, signal: nil), 125, "the sandbox ended unexpectedly"),
         (.protocolError("frame too big"), 125, "protocol error: frame too big; the session was ended"),
+        (.killedAfterInterrupt(graceSeconds: 2), 130, "interrupted: the code did not stop within 2 s and was killed"),
     ])
     func mapsOutcome(outcome: ExecutionOutcome, code: Int32, reason: String?) {
         let status = ExitStatus(outcome, policy: policy)

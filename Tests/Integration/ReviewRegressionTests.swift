@@ -2,6 +2,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Testing
 import CapsuleOS
 import CapsulePolicy
@@ -110,5 +111,42 @@ import CapsuleRuntime
         let t = try Sandboxed.runFresh("print('CG', [l.split(':', 2)[2] for l in open('/proc/self/cgroup').read().split() if ':memory:' in l or l.startswith('0::')])")
         let line = try #require(t.line("CG"), "\(t)")
         #expect(line.contains("/capsule/s") && !line.contains(".."), "\(line)")
+    }
+}
+
+@Suite("Interrupts") struct InterruptTests {
+    /// Runs `code`, writes to the session's interrupt descriptor after `delay` seconds (as the
+    /// CLI's ^C handler does), a second time after `second` seconds if given.
+    static func interrupted(_ code: String, after delay: Double, again second: Double? = nil) throws -> Transcript {
+        try Sandboxed.withSession { session in
+            let (reader, writer) = try OS.socketPair()
+            defer { OS.close(reader); OS.close(writer) }
+            session.interruptDescriptor = reader
+            for at in [delay] + (second.map { [$0] } ?? []) {
+                DispatchQueue.global().asyncAfter(deadline: .now() + at) { _ = try? OS.writeAll(writer, [1]) }
+            }
+            return Sandboxed.run(code, in: session)
+        }
+    }
+
+    @Test func anInterruptRunsFinallyBlocks() throws {
+        let t = try Self.interrupted("import time\ntry:\n    time.sleep(30)\nfinally:\n    print('FINALLY')", after: 0.5)
+        #expect(t.outcome == .finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt")
+                || (t.lines.contains("FINALLY") && t.errors.first?.hasPrefix("KeyboardInterrupt") == true), "\(t)")
+        t.expectLine("FINALLY")
+    }
+
+    @Test func codeThatIgnoresTheInterruptIsKilledAfterTheGrace() throws {
+        let t = try Self.interrupted("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: time.sleep(0.1)",
+                                     after: 0.5)
+        #expect(t.outcome == .killedAfterInterrupt(graceSeconds: Session.interruptGrace), "\(t)")
+        #expect(ExitStatus(t.outcome, policy: Policy(level: .sandbox)).code == ExitStatus.interrupted)
+        Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func aSecondInterruptKillsAtOnce() throws {
+        let t = try Self.interrupted("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: time.sleep(0.1)",
+                                     after: 0.3, again: 0.6)
+        #expect(t.outcome == .killedAfterInterrupt(graceSeconds: Session.interruptGrace), "\(t)")
     }
 }
