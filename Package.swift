@@ -44,7 +44,7 @@ let package = Package(
         .executableTarget(
             name: "capsule",
             dependencies: [
-                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox",
+                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -13,10 +13,15 @@ public struct ExitStatus: Sendable, Equatable {
     public let code: Int32
     /// The reason, for stderr; nil when the code's own status says it all.
     public let reason: String?
+    /// What ended the run, for machines: "exit" (the code's own status), "timeout",
+    /// "output-limit", "memory-limit", "cpu-limit", "interrupted", "signal" or "capsule-error".
+    /// Unlike a line on stderr, the code cannot forge it.
+    public let kind: String
 
-    public init(code: Int32, reason: String? = nil) {
+    public init(code: Int32, reason: String? = nil, kind: String? = nil) {
         self.code = code
         self.reason = reason
+        self.kind = kind ?? (code == Self.capsuleError && reason != nil ? "capsule-error" : "exit")
     }
 
     public init(_ outcome: ExecutionOutcome, policy: Policy) {
@@ -25,31 +30,31 @@ public struct ExitStatus: Sendable, Equatable {
         case .finished(_, let exitCode?, _, _):
             self.init(code: Int32(truncatingIfNeeded: exitCode) & 0xff) // as the shell sees sys.exit(n)
         case .finished(_, nil, _, "MemoryError"):
-            self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false))
+            self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false), kind: "memory-limit")
         case .finished(.interrupted, nil, _, _):
-            self.init(code: Self.interrupted, reason: "interrupted")
+            self.init(code: Self.interrupted, reason: "interrupted", kind: "interrupted")
         case .finished(.error, nil, _, _):
             self.init(code: 1)
         case .finished(.ok, nil, _, _):
             self.init(code: 0)
         case .limitExceeded(.timeout(let seconds)):
             self.init(code: Self.timeout,
-                      reason: "timeout: the code ran longer than \(Self.format(seconds)) s and was stopped (limits.timeout_s in the policy)")
+                      reason: "timeout: the code ran longer than \(Self.format(seconds)) s and was stopped (limits.timeout_s in the policy)", kind: "timeout")
         case .limitExceeded(.output(let bytes)):
             self.init(code: Self.outputLimit,
-                      reason: "output limit: the code wrote more than \(bytes) bytes and was stopped (limits.max_output_bytes in the policy)")
+                      reason: "output limit: the code wrote more than \(bytes) bytes and was stopped (limits.max_output_bytes in the policy)", kind: "output-limit")
         case .limitExceeded(.memory(let megabytes)):
-            self.init(code: Self.memoryLimit, reason: Self.memoryReason(megabytes, killed: true))
+            self.init(code: Self.memoryLimit, reason: Self.memoryReason(megabytes, killed: true), kind: "memory-limit")
         case .limitExceeded(.cpu(let seconds)):
             self.init(code: Self.cpuLimit,
-                      reason: "CPU time limit: the code used more than \(seconds) s of CPU and was killed (limits.cpu_seconds in the policy)")
+                      reason: "CPU time limit: the code used more than \(seconds) s of CPU and was killed (limits.cpu_seconds in the policy)", kind: "cpu-limit")
         case .workerEnded(_, let signal?):
-            self.init(code: 128 + signal, reason: "the code was killed by signal \(signal)")
+            self.init(code: 128 + signal, reason: "the code was killed by signal \(signal)", kind: "signal")
         case .workerEnded(let exitCode, nil):
             self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
         case .killedAfterInterrupt(let seconds):
             self.init(code: Self.interrupted,
-                      reason: "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed")
+                      reason: "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed", kind: "interrupted")
         case .protocolError(let text):
             self.init(code: Self.capsuleError, reason: "protocol error: \(text); the session was ended")
         }

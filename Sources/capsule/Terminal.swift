@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import CapsuleOS
 import CapsulePolicy
+import CapsuleProtocol
 import CapsuleRuntime
 import CapsuleSandbox
 
@@ -11,6 +12,10 @@ import CapsuleSandbox
 struct SessionOptions: ParsableArguments {
     @Option(help: "A policy level (sandbox, restricted, standard, trusted, unrestricted) or a policy file.")
     var policy: String = "sandbox"
+
+    @Option(help: ArgumentHelp("Write the outcome as JSON to this file.",
+                               discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."))
+    var report: String?
 }
 
 func printError(_ text: String) {
@@ -33,6 +38,26 @@ func readSource(_ path: String) throws -> String {
     } catch let error as SystemError {
         printError("capsule: cannot read \(path): \(OS.errorText(error.errno))")
         throw ExitCode(ExitStatus.capsuleError)
+    }
+}
+
+/// One of our output streams: filtered when it is a terminal, passed through otherwise (a pipe or
+/// file gets exactly what the code wrote).
+private struct Output {
+    let fd: Int32
+    var filter: TerminalFilter?
+
+    init(fd: Int32) {
+        self.fd = fd
+        filter = isatty(fd) == 1 ? TerminalFilter() : nil
+    }
+
+    mutating func write(_ text: String) {
+        try? OS.writeAll(fd, filter?.filter(text) ?? text)
+    }
+
+    mutating func finish() {
+        if let rest = filter?.flush(), !rest.isEmpty { try? OS.writeAll(fd, rest) }
     }
 }
 
@@ -77,36 +102,58 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     let policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
-        return ExitStatus.capsuleError
+        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report)
     }
     let session: Session
     do {
         session = try Session(policy: policy, location: try WorkerLocation.find())
     } catch {
         printError("capsule: \(error)")
-        return ExitStatus.capsuleError
+        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)"), to: options.report)
     }
     for note in session.notes { printError("capsule: note: \(note)") }
     session.interruptDescriptor = installInterruptHandler()
 
+    // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
+    var out = Output(fd: 1), err = Output(fd: 2)
     let outcome = session.execute(code, filename: filename, argv: argv, wantResult: wantResult) { event in
         switch event {
         case .stream(.stdout, let text):
-            try? OS.writeAll(1, text)
+            out.write(text)
         case .stream(.stderr, let text):
-            try? OS.writeAll(2, text)
+            err.write(text)
         case .result(let bundle):
-            if let text = bundle["text/plain"] { try? OS.writeAll(1, text + "\n") }
+            if let text = bundle["text/plain"] { out.write(text + "\n") }
         case .error(_, _, let traceback):
-            try? OS.writeAll(2, traceback.joined())
+            err.write(traceback.joined())
         case .inputRequest(let prompt, _):
-            try? OS.writeAll(1, prompt)
+            out.write(prompt)
             return readInputLine(until: session.deadline)
         }
         return nil
     }
+    out.finish()
+    err.finish()
     session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
     let status = ExitStatus(outcome, policy: policy)
     if let reason = status.reason { printError("capsule: \(reason)") }
+    return report(status, to: options.report)
+}
+
+/// Writes `--report`'s JSON (exit_code, kind, reason) and returns the exit code.
+private func report(_ status: ExitStatus, to path: String?) -> Int32 {
+    guard let path else { return status.code }
+    let json: JSONValue = [
+        "exit_code": .number(Double(status.code)),
+        "kind": .string(status.kind),
+        "reason": status.reason.map(JSONValue.string) ?? .null,
+    ]
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+        printError("capsule: cannot write the report \(path): \(OS.errorText(errno))")
+        return ExitStatus.capsuleError
+    }
+    defer { close(fd) }
+    try? OS.writeAll(fd, json.serialized() + [UInt8(ascii: "\n")])
     return status.code
 }

@@ -38,6 +38,20 @@ import Testing
         #expect(status.reason == reason)
     }
 
+    @Test(arguments: [
+        (ExecutionOutcome.finished(status: .ok, exitCode: 124, duration: 0, errorName: nil), "exit"),
+        (.finished(status: .error, exitCode: nil, duration: 0, errorName: "MemoryError"), "memory-limit"),
+        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: nil), "interrupted"),
+        (.limitExceeded(.timeout(seconds: 1)), "timeout"), (.limitExceeded(.output(bytes: 1)), "output-limit"),
+        (.limitExceeded(.memory(megabytes: 1)), "memory-limit"), (.limitExceeded(.cpu(seconds: 1)), "cpu-limit"),
+        (.workerEnded(exitCode: nil, signal: 9), "signal"), (.workerEnded(exitCode: 3, signal: nil), "exit"),
+        (.workerEnded(exitCode: nil, signal: nil), "capsule-error"), (.protocolError("x"), "capsule-error"),
+        (.killedAfterInterrupt(graceSeconds: 2), "interrupted"),
+    ])
+    func namesWhatEndedTheRun(outcome: ExecutionOutcome, kind: String) {
+        #expect(ExitStatus(outcome, policy: policy).kind == kind)
+    }
+
     @Test func sessionErrorsReadAsSentences() {
         #expect(SessionError.startTimeout(seconds: 30).description == "the sandbox did not become ready within 30.0 seconds")
         #expect(SessionError.exitedBeforeReady(exitCode: 3, signal: nil).description

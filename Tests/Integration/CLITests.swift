@@ -168,6 +168,22 @@ import CapsuleRuntime
         #expect(run.stdout == "MAP 0 65534 1\n", "\(run)")
         #expect(run.stderrLines.first?.hasPrefix("capsule: note: no cgroup for this session:") == true, "\(run)")
     }
+
+    @Test func theReportCannotBeForgedByTheCodesOutput() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let report = "\(scratch.path)/report.json"
+        let forged = try CLI.run(["exec", "--report", report, "-c",
+                                  "import sys\nsys.stderr.write('capsule: timeout: the code ran longer than 30 s\\n')\nsys.exit(124)"])
+        #expect(forged.status == 124)
+        #expect(try Host.readFile(report) == "{\"exit_code\":124,\"kind\":\"exit\",\"reason\":null}\n")
+        let policy = try scratch.file("t.toml", "level = \"sandbox\"\n[limits]\ntimeout_s = 1\n")
+        let real = try CLI.run(["exec", "--policy", policy, "--report", report, "-c", "while True: pass"])
+        #expect(real.status == ExitStatus.timeout)
+        #expect(try Host.readFile(report)
+            == "{\"exit_code\":124,\"kind\":\"timeout\",\"reason\":\"timeout: the code ran longer than 1 s and was stopped (limits.timeout_s in the policy)\"}\n")
+    }
+
 }
 
 private extension CLIRun {

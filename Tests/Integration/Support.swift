@@ -227,6 +227,10 @@ enum Host {
         try OS.writeAll(fd, text)
     }
 
+    static func readFile(_ path: String) throws -> String {
+        String(decoding: try OS.readFile(path, limit: 1 << 20), as: UTF8.self)
+    }
+
     static func temporaryDirectory() throws -> String {
         var template = Array("/tmp/capsule-escape-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: errno) }

@@ -1,0 +1,35 @@
+import Testing
+@testable import CapsuleRuntime
+
+@Suite struct TerminalFilterTests {
+    @Test(arguments: [
+        ("plain text\n\twith tab\r", "plain text\n\twith tab\r"),
+        ("\u{1B}[31mred\u{1B}[0m", "\u{1B}[31mred\u{1B}[0m"),
+        ("\u{1B}[1;32;40mbold\u{1B}[m", "\u{1B}[1;32;40mbold\u{1B}[m"),
+        ("\u{1B}]52;c;cm0gLXJmIH4K\u{07}", "^[]52;c;cm0gLXJmIH4K^G"),       // clipboard write
+        ("\u{1B}]0;pwned\u{07}", "^[]0;pwned^G"),                             // window title
+        ("\u{1B}[6n", "^[[6n"),                                               // cursor position query
+        ("\u{1B}[2K\u{1B}[1A", "^[[2K^[[1A"),                                 // erase and move up
+        ("\u{9B}31m", "\u{FFFD}31m"),                                         // C1 CSI
+        ("a\u{7F}b\u{00}c", "a^?b^@c"),
+        ("é 字 🙂", "é 字 🙂"),
+    ])
+    func filters(input: String, expected: String) {
+        var filter = TerminalFilter()
+        #expect(filter.filter(input) + filter.flush() == expected)
+    }
+
+    @Test func aColourSequenceSplitAcrossChunksStillPasses() {
+        var filter = TerminalFilter()
+        #expect(filter.filter("x\u{1B}[3") == "x")
+        #expect(filter.filter("1mred") == "\u{1B}[31mred")
+        #expect(filter.filter("\u{1B}") == "")
+        #expect(filter.flush() == "^[")
+    }
+
+    @Test func anOverlongSequenceIsNotAColour() {
+        var filter = TerminalFilter()
+        let long = "\u{1B}[" + String(repeating: "1;", count: 40) + "m"
+        #expect(filter.filter(long).hasPrefix("^[["))
+    }
+}
