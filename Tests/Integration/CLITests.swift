@@ -184,6 +184,23 @@ import CapsuleRuntime
             == "{\"exit_code\":124,\"kind\":\"timeout\",\"reason\":\"timeout: the code ran longer than 1 s and was stopped (limits.timeout_s in the policy)\"}\n")
     }
 
+
+    @Test func aFrameOfTinyValuesCannotBalloonTheSupervisor() throws {
+        // 16 MiB of `[[[0]]],` once cost the supervisor ~470 MB; the reader now stops at 65536 values.
+        try requireBinary()
+        let scratch = try Scratch()
+        let script = try scratch.file("amp.py", #"""
+            import os
+            unit = b"[[[0]]],"
+            body = b'{"type":"stream","id":"1","name":"stdout","text":"x","junk":[' + unit * ((16 << 20) // len(unit) - 16) + b'0]}'
+            os.write(3, len(body).to_bytes(4, "big") + body)
+            """#)
+        let run = try CLI.run(["run", script])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stderrLines.last?.contains("more than 65536 values") == true, "\(run)")
+        #expect(run.maxResidentMB < 120, "the supervisor's peak RSS was \(run.maxResidentMB) MB")
+    }
+
 }
 
 private extension CLIRun {
