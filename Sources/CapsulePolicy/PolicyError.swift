@@ -1,3 +1,5 @@
+import CapsuleOS
+
 /// A policy that cannot be used, with where and what to do about it.
 public struct PolicyError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func == (a: PolicyError, b: PolicyError) -> Bool {

@@ -1,3 +1,5 @@
+import CapsuleOS
+
 /// A policy as text: the effective TOML (`policy show`), plain language (`policy explain`) and
 /// key-by-key differences (`policy diff`). All three read the same flattened list of settings.
 extension Policy {
@@ -147,31 +149,6 @@ private func quoted(_ text: String) -> String {
         }
     }
     return out + "\""
-}
-
-extension String {
-    /// Control characters (C0, DEL, C1) as TOML/JSON escapes, so text a policy supplies cannot
-    /// drive the terminal it is printed on (rewrite lines, set titles, answer queries).
-    var escapingControlCharacters: String {
-        guard unicodeScalars.contains(where: Self.isControl) else { return self }
-        var out = ""
-        for scalar in unicodeScalars {
-            switch scalar {
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            case _ where Self.isControl(scalar):
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
-
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
-    }
 }
 
 private func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }

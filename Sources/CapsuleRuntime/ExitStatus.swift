@@ -1,3 +1,4 @@
+import CapsuleOS
 import CapsulePolicy
 
 /// What `capsule run` and `capsule exec` exit with, and the one line they print on stderr when a
@@ -13,9 +14,11 @@ public struct ExitStatus: Sendable, Equatable {
     public let code: Int32
     /// The reason, for stderr; nil when the code's own status says it all.
     public let reason: String?
-    /// What ended the run, for machines: "exit" (the code's own status), "timeout",
-    /// "output-limit", "memory-limit", "cpu-limit", "interrupted", "signal" or "capsule-error".
-    /// Unlike a line on stderr, the code cannot forge it.
+    /// What ended the run, for machines, from what the supervisor itself saw: "exit" (the code's
+    /// own status, including a MemoryError or KeyboardInterrupt it raised or reported), "timeout",
+    /// "output-limit", "memory-limit" (the cgroup killed it), "cpu-limit" (pid 1 confirmed the CPU
+    /// time), "interrupted" (the supervisor interrupted it), "signal", "protocol-error" or
+    /// "capsule-error". Unlike a line on stderr, the code cannot forge it.
     public let kind: String
 
     public init(code: Int32, reason: String? = nil, kind: String? = nil) {
@@ -24,15 +27,15 @@ public struct ExitStatus: Sendable, Equatable {
         self.kind = kind ?? (code == Self.capsuleError && reason != nil ? "capsule-error" : "exit")
     }
 
-    public init(_ outcome: ExecutionOutcome, policy: Policy) {
+    public init(_ outcome: ExecutionOutcome, policy: Policy, interruptSent: Bool = false) {
         let limits = policy.limits
         switch outcome {
         case .finished(_, let exitCode?, _, _):
             self.init(code: Int32(truncatingIfNeeded: exitCode) & 0xff) // as the shell sees sys.exit(n)
         case .finished(_, nil, _, "MemoryError"):
-            self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false), kind: "memory-limit")
+            self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false), kind: "exit")
         case .finished(.interrupted, nil, _, _):
-            self.init(code: Self.interrupted, reason: "interrupted", kind: "interrupted")
+            self.init(code: Self.interrupted, reason: "interrupted", kind: interruptSent ? "interrupted" : "exit")
         case .finished(.error, nil, _, _):
             self.init(code: 1)
         case .finished(.ok, nil, _, _):
@@ -54,9 +57,14 @@ public struct ExitStatus: Sendable, Equatable {
             self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
         case .killedAfterInterrupt(let seconds):
             self.init(code: Self.interrupted,
-                      reason: "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed", kind: "interrupted")
+                      reason: seconds == 0 ? "interrupted twice: the code was killed"
+                          : "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed",
+                      kind: "interrupted")
         case .protocolError(let text):
-            self.init(code: Self.capsuleError, reason: "protocol error: \(text); the session was ended")
+            // The text may quote what the code wrote on its channel: short and harmless it must be.
+            self.init(code: Self.capsuleError,
+                      reason: "protocol error: \(text.clipped(to: 300).escapingControlCharacters); the session was ended",
+                      kind: "protocol-error")
         }
     }
 

@@ -19,9 +19,17 @@ public final class Session {
 
     /// When readable, the running execution is interrupted (for a signal handler's self-pipe).
     public var interruptDescriptor: Int32?
-    /// While code runs: when its wall-clock time is up (monotonic nanoseconds, as `OS.now()`).
-    /// An event handler that waits, for a person's input say, waits no longer than this.
-    public private(set) var deadline: UInt64?
+    /// While code runs: when it must have finished — its wall-clock time, or sooner once it was
+    /// interrupted (monotonic nanoseconds, as `OS.now()`). An event handler that waits, for a
+    /// person's input say, waits no longer than this.
+    public var deadline: UInt64? {
+        executionDeadline.map { min($0, interruptDeadline ?? .max) }
+    }
+    /// Whether this execution was interrupted by the supervisor (not by the code raising
+    /// KeyboardInterrupt itself).
+    public private(set) var interruptSent = false
+    private var executionDeadline: UInt64?
+    private var interruptedTwice = false
 
     /// Set by `interrupt()`: when the code must have stopped, or it is killed.
     private var interruptDeadline: UInt64?
@@ -82,16 +90,18 @@ public final class Session {
         let id = String(nextID)
         nextID += 1
         let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
-        self.deadline = deadline
+        executionDeadline = deadline
         interruptDeadline = nil
-        defer { self.deadline = nil }
+        interruptSent = false
+        interruptedTwice = false
+        defer { executionDeadline = nil }
         let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
         // The worker reads frames of at most 16 MiB (worker/capsule_worker/frames.py).
         let size = execute.encoded.count
         guard size <= FrameDecoder.defaultMaxFrameBytes else {
             return .protocolError("the code is \(size) bytes encoded, more than the \(FrameDecoder.defaultMaxFrameBytes) the worker accepts")
         }
-        if let ended = send(execute, deadline: deadline) { return ended }
+        if let ended = send(execute) { return ended }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?
@@ -100,7 +110,8 @@ public final class Session {
         let overLimit = Step.limit(.output(bytes: policy.limits.maxOutputBytes))
         let end = pump(deadline: deadline) { message in
             guard message.executionID == id else {
-                return .failure("\(message.typeName) for execution \(message.executionID ?? "none") while \(id) runs")
+                let other = (message.executionID ?? "none").clipped(to: 64).escapingControlCharacters
+                return .failure("\(message.typeName) for execution \(other) while \(id) runs")
             }
             // Everything the code makes the supervisor print counts against the output limit,
             // including results, errors and prompts (user code can write frames on its channel).
@@ -137,7 +148,7 @@ public final class Session {
                 // Without the input capability the code sees the end of input; nobody is asked.
                 let granted = self.policy.capabilities.input?.enabled == true
                 let answer = granted ? onEvent(.inputRequest(prompt: prompt, password: password)) : nil
-                if let ended = self.send(.inputReply(id: id, value: answer), deadline: deadline) {
+                if let ended = self.send(.inputReply(id: id, value: answer)) {
                     outcome = ended
                     return .stop
                 }
@@ -155,9 +166,7 @@ public final class Session {
             kill()
             return .limitExceeded(kind)
         case .deadline:
-            kill()
-            if let interruptDeadline, interruptDeadline < deadline { return .killedAfterInterrupt(graceSeconds: Self.interruptGrace) }
-            return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
+            return expired()
         case .protocolError(let text):
             kill()
             return .protocolError(text)
@@ -171,7 +180,9 @@ public final class Session {
     public func interrupt() {
         guard isAlive else { return }
         let now = OS.now()
-        interruptDeadline = interruptDeadline == nil ? now + UInt64(Self.interruptGrace * 1e9) : now
+        interruptedTwice = interruptDeadline != nil
+        interruptDeadline = interruptedTwice ? now : now + UInt64(Self.interruptGrace * 1e9)
+        interruptSent = true
         OS.kill(pid, SIGINT)
     }
 
@@ -183,10 +194,10 @@ public final class Session {
         guard isAlive else { return }
         let graceDeadline = OS.now() + UInt64(grace * 1e9)
         if !wait {
-            if send(.shutdown, deadline: graceDeadline) == nil { isAlive = false }
+            if send(.shutdown, until: graceDeadline) == nil { isAlive = false }
             return
         }
-        if send(.shutdown, deadline: graceDeadline) == nil {
+        if send(.shutdown, until: graceDeadline) == nil {
             _ = pump(deadline: graceDeadline) { _ in .continue }
         }
         if isAlive { kill() }
@@ -216,9 +227,9 @@ public final class Session {
     /// Reads frames and status lines until `handle` says stop, the channel closes, or the deadline.
     private func pump(deadline: UInt64, handle: (WorkerMessage) -> Step) -> PumpEnd {
         while true {
-            // Frames already buffered first.
+            // Frames already buffered first, unless time is up (a flood keeps the buffer full).
             do {
-                while let json = try decoder.next() {
+                while OS.now() < min(deadline, interruptDeadline ?? .max), let json = try decoder.next() {
                     let message: WorkerMessage
                     do { message = try WorkerMessage(json) } catch { return .protocolError(error.description) }
                     switch handle(message) {
@@ -269,11 +280,14 @@ public final class Session {
         statusTail = report.consume(statusTail + String(decoding: buffer[0..<count], as: UTF8.self))
     }
 
-    private func drainInterrupt() {
+    /// Reads `interruptDescriptor` and interrupts: once per byte written to it (two bytes stop the
+    /// code at once). The session calls it when the descriptor is readable; an event handler that
+    /// waits (for input) calls it when the wait is cut short by the descriptor.
+    public func drainInterrupt() {
         guard let fd = interruptDescriptor else { return }
         var buffer = [UInt8](repeating: 0, count: 64)
-        _ = buffer.withUnsafeMutableBytes { raw in try? OS.read(fd, into: raw) }
-        interrupt()
+        let count = buffer.withUnsafeMutableBytes { raw in (try? OS.read(fd, into: raw)) ?? 0 }
+        for _ in 0..<min(max(count, 1), 2) { interrupt() }
     }
 
     /// Reads the status pipe until the launcher (its last writer) exits; false at the deadline.
@@ -296,16 +310,25 @@ public final class Session {
         isAlive = false
     }
 
-    /// Sends a message, giving up at `deadline` (a worker that stops reading is out of time).
-    private func send(_ message: SupervisorMessage, deadline: UInt64) -> ExecutionOutcome? {
+    /// Sends a message, giving up at the execution's deadline or `until` (a worker that stops
+    /// reading is out of time).
+    private func send(_ message: SupervisorMessage, until limit: UInt64? = nil) -> ExecutionOutcome? {
         do {
-            if try OS.sendAll(channel, message.encoded, deadline: deadline) { return nil }
-            kill()
-            return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
+            if try OS.sendAll(channel, message.encoded, deadline: limit ?? deadline ?? OS.now()) { return nil }
+            return expired()
         } catch {
             reap()
             return endedOutcome()
         }
+    }
+
+    /// The deadline came: kill the sandbox and say which one it was.
+    private func expired() -> ExecutionOutcome {
+        kill()
+        if let interruptDeadline, interruptDeadline <= (executionDeadline ?? .max) {
+            return .killedAfterInterrupt(graceSeconds: interruptedTwice ? 0 : Self.interruptGrace)
+        }
+        return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
     }
 
     /// The outcome once the worker is gone, from what pid 1 and the launcher reported.

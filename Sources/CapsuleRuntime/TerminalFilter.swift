@@ -6,6 +6,9 @@
 /// (A pure text transformation: the runtime itself still knows no terminal.)
 public struct TerminalFilter: Sendable {
     private var pending: [Unicode.Scalar] = []
+    /// A style passed through, so `flush` resets it: the code must not leave the terminal
+    /// drawing capsule's own last line (or the shell's prompt) invisible.
+    private var styled = false
     private static let longestSGR = 32
 
     public init() {}
@@ -23,6 +26,7 @@ public struct TerminalFilter: Sendable {
                 switch Self.sgrLength(scalars, from: index) {
                 case .complete(let length):
                     out.append(contentsOf: scalars[index..<index + length])
+                    styled = true
                     index += length
                     continue
                 case .unfinished:
@@ -38,11 +42,13 @@ public struct TerminalFilter: Sendable {
         return String(out)
     }
 
-    /// Whatever is held back, shown as text (at the end of the output).
+    /// Whatever is held back, shown as text, and a style reset if any style passed (at the end of
+    /// the output).
     public mutating func flush() -> String {
-        defer { pending = [] }
+        defer { pending = []; styled = false }
         var out = String.UnicodeScalarView()
         for scalar in pending { Self.appendVisible(scalar, to: &out) }
+        if styled { out.append(contentsOf: "\u{1B}[0m".unicodeScalars) }
         return String(out)
     }
 

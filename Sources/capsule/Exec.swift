@@ -25,6 +25,7 @@ struct Exec: ParsableCommand {
     }
 
     func run() throws {
+        report(.unfinished, to: options.report) // replaced when the run ends, however it ends
         if let code {
             throw ExitCode(runCode(code, filename: "<string>", argv: ["-c"], wantResult: true, options: options))
         }

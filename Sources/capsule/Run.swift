@@ -1,4 +1,5 @@
 import ArgumentParser
+import CapsuleRuntime
 import CapsuleOS
 
 struct Run: ParsableCommand {
@@ -20,7 +21,13 @@ struct Run: ParsableCommand {
     var arguments: [String] = []
 
     func run() throws {
-        let source = try readSource(script)
-        throw ExitCode(runCode(source, filename: script, argv: [script] + arguments, wantResult: false, options: options))
+        report(.unfinished, to: options.report) // replaced when the run ends, however it ends
+        switch readSource(script) {
+        case .success(let source):
+            throw ExitCode(runCode(source, filename: script, argv: [script] + arguments, wantResult: false, options: options))
+        case .failure(let error):
+            printError("capsule: \(error.message)")
+            throw ExitCode(report(ExitStatus(code: ExitStatus.capsuleError, reason: error.message), to: options.report))
+        }
     }
 }

@@ -22,23 +22,22 @@ func printError(_ text: String) {
     try? OS.writeAll(2, text + "\n")
 }
 
-func readSource(_ path: String) throws -> String {
+/// The script's text, or why it cannot be run.
+func readSource(_ path: String) -> Result<String, SourceError> {
     // A FIFO or a device could block or never end before any timeout applies.
-    if OS.fileExists(path) && !OS.isRegularFile(path) {
-        printError("capsule: \(path) is not a regular file")
-        throw ExitCode(ExitStatus.capsuleError)
-    }
+    if OS.fileExists(path) && !OS.isRegularFile(path) { return .failure(SourceError("\(path) is not a regular file")) }
     do {
         let bytes = try OS.readFile(path, limit: 64 << 20)
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            printError("capsule: \(path) is not UTF-8 text")
-            throw ExitCode(ExitStatus.capsuleError)
-        }
-        return text
-    } catch let error as SystemError {
-        printError("capsule: cannot read \(path): \(OS.errorText(error.errno))")
-        throw ExitCode(ExitStatus.capsuleError)
+        guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(SourceError("\(path) is not UTF-8 text")) }
+        return .success(text)
+    } catch {
+        return .failure(SourceError("cannot read \(path): \(OS.errorText(error.errno))"))
     }
+}
+
+struct SourceError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
 }
 
 /// One of our output streams: filtered when it is a terminal, passed through otherwise (a pipe or
@@ -61,23 +60,30 @@ private struct Output {
     }
 }
 
-/// A line from standard input, unbuffered, waiting no longer than `deadline`; nil at end of input
-/// or when time is up (the session then stops the code at its timeout).
-private func readInputLine(until deadline: UInt64?) -> String? {
+enum InputLine {
+    case line(String), end, interrupted
+}
+
+/// A line from standard input, unbuffered, waiting no longer than `deadline` (re-read each time, as
+/// an interrupt moves it); `.end` at end of input or when time is up (the session then stops the
+/// code), `.interrupted` when `interrupt` became readable (^C) first.
+private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> InputLine {
     var bytes: [UInt8] = []
     while true {
-        if let deadline {
+        if let deadline = deadline() {
             let now = OS.now()
-            if now >= deadline { return nil }
+            if now >= deadline { return .end }
             var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0)]
+            if let interrupt { fds.append(pollfd(fd: interrupt, events: Int16(POLLIN), revents: 0)) }
             let ready = (try? OS.poll(&fds, timeoutMilliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))) ?? 0
             if ready == 0 { continue }
+            if fds.count > 1 && fds[1].revents != 0 { return .interrupted }
         }
         var byte: UInt8 = 0
         let count = read(0, &byte, 1)
         if count < 0 && errno == EINTR { continue }
-        if count <= 0 { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
-        if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+        if count <= 0 { return bytes.isEmpty ? .end : .line(String(decoding: bytes, as: UTF8.self)) }
+        if byte == UInt8(ascii: "\n") { return .line(String(decoding: bytes, as: UTF8.self)) }
         if bytes.count < 1 << 20 { bytes.append(byte) } // a line longer than 1 MiB is cut there
     }
 }
@@ -92,6 +98,13 @@ private func installInterruptHandler() -> Int32? {
     signal(SIGINT) { _ in
         var byte: UInt8 = 1
         _ = write(interruptWriter, &byte, 1)
+    }
+    // Asked to stop: interrupt twice, which kills the code at once and still reports the outcome.
+    for stop in [SIGTERM, SIGHUP] {
+        signal(stop) { _ in
+            var bytes: [UInt8] = [1, 1]
+            _ = write(interruptWriter, &bytes, 2)
+        }
     }
     return reader
 }
@@ -128,27 +141,44 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             err.write(traceback.joined())
         case .inputRequest(let prompt, _):
             out.write(prompt)
-            return readInputLine(until: session.deadline)
+            switch readInputLine(until: { session.deadline }, interrupt: session.interruptDescriptor) {
+            case .line(let line): return line
+            case .end: return nil
+            case .interrupted:
+                session.drainInterrupt() // KeyboardInterrupt inside input(), as in Python
+                return nil
+            }
         }
         return nil
     }
     out.finish()
     err.finish()
     session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
-    let status = ExitStatus(outcome, policy: policy)
+    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return report(status, to: options.report)
 }
 
-/// Writes `--report`'s JSON (exit_code, kind, reason) and returns the exit code.
-private func report(_ status: ExitStatus, to path: String?) -> Int32 {
+extension ExitStatus {
+    /// What a report says until the run has ended.
+    static let unfinished = ExitStatus(code: ExitStatus.capsuleError, reason: "capsule did not finish the run")
+}
+
+/// Writes `--report`'s JSON (exit_code, kind, reason) and returns the exit code. Called first with
+/// a placeholder, so a run that ends any other way (a signal, a crash) leaves no stale report.
+@discardableResult
+func report(_ status: ExitStatus, to path: String?) -> Int32 {
     guard let path else { return status.code }
+    if OS.fileExists(path) && !OS.isRegularFile(path) {
+        printError("capsule: the report \(path) is not a regular file")
+        return ExitStatus.capsuleError
+    }
     let json: JSONValue = [
         "exit_code": .number(Double(status.code)),
         "kind": .string(status.kind),
         "reason": status.reason.map(JSONValue.string) ?? .null,
     ]
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
     guard fd >= 0 else {
         printError("capsule: cannot write the report \(path): \(OS.errorText(errno))")
         return ExitStatus.capsuleError

@@ -40,16 +40,32 @@ import Testing
 
     @Test(arguments: [
         (ExecutionOutcome.finished(status: .ok, exitCode: 124, duration: 0, errorName: nil), "exit"),
-        (.finished(status: .error, exitCode: nil, duration: 0, errorName: "MemoryError"), "memory-limit"),
-        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: nil), "interrupted"),
+        // The code can raise MemoryError and KeyboardInterrupt itself, or forge their frames.
+        (.finished(status: .error, exitCode: nil, duration: 0, errorName: "MemoryError"), "exit"),
+        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: nil), "exit"),
         (.limitExceeded(.timeout(seconds: 1)), "timeout"), (.limitExceeded(.output(bytes: 1)), "output-limit"),
         (.limitExceeded(.memory(megabytes: 1)), "memory-limit"), (.limitExceeded(.cpu(seconds: 1)), "cpu-limit"),
         (.workerEnded(exitCode: nil, signal: 9), "signal"), (.workerEnded(exitCode: 3, signal: nil), "exit"),
-        (.workerEnded(exitCode: nil, signal: nil), "capsule-error"), (.protocolError("x"), "capsule-error"),
+        (.workerEnded(exitCode: nil, signal: nil), "capsule-error"), (.protocolError("x"), "protocol-error"),
         (.killedAfterInterrupt(graceSeconds: 2), "interrupted"),
     ])
     func namesWhatEndedTheRun(outcome: ExecutionOutcome, kind: String) {
         #expect(ExitStatus(outcome, policy: policy).kind == kind)
+    }
+
+    @Test func onlyTheSupervisorsInterruptIsAnInterrupt() {
+        let outcome = ExecutionOutcome.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt")
+        #expect(ExitStatus(outcome, policy: policy, interruptSent: true).kind == "interrupted")
+        #expect(ExitStatus(outcome, policy: policy, interruptSent: false).kind == "exit")
+    }
+
+    @Test func protocolErrorsQuoteTheSandboxHarmlessly() {
+        let status = ExitStatus(.protocolError("`stream` for execution \u{1B}]0;x\u{07}" + String(repeating: "A", count: 1000)),
+                                policy: policy)
+        let reason = try! #require(status.reason)
+        #expect(!reason.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
+        #expect(reason.hasPrefix("protocol error: `stream` for execution \\u001B]0;x\\u0007AAA"))
+        #expect(reason.count < 400)
     }
 
     @Test func sessionErrorsReadAsSentences() {

@@ -201,6 +201,24 @@ import CapsuleRuntime
         #expect(run.maxResidentMB < 120, "the supervisor's peak RSS was \(run.maxResidentMB) MB")
     }
 
+
+    @Test func aReportIsWrittenHoweverTheRunEnds() throws {
+        try requireBinary()
+        let scratch = try Scratch()
+        let report = try scratch.file("report.json", "{\"exit_code\":0,\"kind\":\"exit\",\"reason\":null}\n")
+        let missing = try CLI.run(["run", "--report", report, "\(scratch.path)/missing.py"])
+        #expect(missing.status == ExitStatus.capsuleError)
+        #expect(try Host.readFile(report)
+            == "{\"exit_code\":125,\"kind\":\"capsule-error\",\"reason\":\"cannot read \(scratch.path)/missing.py: No such file or directory\"}\n")
+        let forged = try CLI.run(["exec", "--report", report, "-c", "raise MemoryError('fake')"])
+        #expect(forged.status == ExitStatus.memoryLimit)
+        #expect(try Host.readFile(report).contains("\"kind\":\"exit\""), "a MemoryError the code raised is its own exit")
+        #expect(mkfifo("\(scratch.path)/fifo", 0o600) == 0)
+        let fifo = try CLI.run(["exec", "--report", "\(scratch.path)/fifo", "-c", "1"], timeout: 10)
+        #expect(fifo.status == ExitStatus.capsuleError)
+        #expect(fifo.stderrLines.first == "capsule: the report \(scratch.path)/fifo is not a regular file", "\(fifo)")
+    }
+
 }
 
 private extension CLIRun {

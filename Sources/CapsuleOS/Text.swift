@@ -1,0 +1,31 @@
+// Text that came from outside (a policy, sandboxed code) made safe to show.
+extension String {
+    /// Control characters (C0, DEL, C1) as TOML/JSON-style escapes, so text from a policy or from
+    /// sandboxed code cannot drive the terminal it is printed on (rewrite lines, set titles, answer
+    /// queries).
+    public var escapingControlCharacters: String {
+        guard unicodeScalars.contains(where: Self.isControl) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where Self.isControl(scalar):
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
+    }
+
+    /// At most `limit` characters, marked when cut: text from the sandbox in our own messages.
+    public func clipped(to limit: Int) -> String {
+        count <= limit ? self : String(prefix(limit)) + "…"
+    }
+}
