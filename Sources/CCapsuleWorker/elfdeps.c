@@ -30,8 +30,8 @@ static bool has_entry(const struct cw_config *cfg, const char *path) {
     return false;
 }
 
-void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source) {
-    if (has_entry(cfg, path)) return;
+struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source) {
+    if (has_entry(cfg, path)) return NULL;
     if (cfg->n_entries == CW_MAX_ENTRIES) cw_fail("collect-runtime", E2BIG, "too many paths for the new root");
     struct cw_entry *e = &cfg->entries[cfg->n_entries++];
     e->kind = kind;
@@ -39,6 +39,7 @@ void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char 
     e->source = strdup(source);
     e->fd = -1;
     e->no_symlinks = false;
+    return e;
 }
 
 // realpath() of each search directory, computed once: realpath costs a readlink per component.
@@ -213,8 +214,10 @@ void cw_collect_runtime(struct cw_config *cfg) {
         int fd = cw_open_no_symlinks(cfg->readonly_paths[i]);
         if (fd < 0 || fstat(fd, &st) < 0) cw_fail("readonly-path", errno, cfg->readonly_paths[i]);
         close(fd);
-        cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, cfg->readonly_paths[i],
-                     cfg->readonly_paths[i]);
-        cfg->entries[cfg->n_entries - 1].no_symlinks = true;
+        // connect() ignores a read-only mount: a bound socket would reach its host daemon.
+        if (S_ISSOCK(st.st_mode)) cw_fail("readonly-path", ENOTSUP, cfg->readonly_paths[i]);
+        struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE,
+                                              cfg->readonly_paths[i], cfg->readonly_paths[i]);
+        if (entry) entry->no_symlinks = true;
     }
 }

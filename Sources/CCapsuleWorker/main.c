@@ -47,7 +47,7 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         const char *flag = argv[i];
         if (i + 1 >= argc) cw_fail("arguments", EINVAL, flag);
         char *value = argv[++i];
-        if (!strcmp(flag, "--memory-mb")) cfg->memory_mb = parse_number(flag, value, 16, 1 << 20);
+        if (!strcmp(flag, "--memory-mb")) cfg->memory_mb = parse_number(flag, value, 64, 1 << 20);
         else if (!strcmp(flag, "--cpu-seconds")) cfg->cpu_seconds = parse_number(flag, value, 1, 1 << 24);
         else if (!strcmp(flag, "--max-fds")) cfg->max_fds = parse_number(flag, value, 8, 1 << 20);
         else if (!strcmp(flag, "--max-processes")) cfg->max_processes = parse_number(flag, value, 1, 1 << 16);
@@ -116,6 +116,9 @@ int main(int argc, char **argv) {
     } else {
         cfg.host_uid = geteuid();
         cfg.host_gid = getegid();
+        // Only root may drop them: the sandbox keeps them for permission checks on its binds.
+        if (cfg.n_readonly > 0 && getgroups(0, NULL) > 0)
+            cw_status("note the sandbox keeps your supplementary groups for reading readonly_paths (only root can drop them)");
     }
 
     cw_set_cpus(&cfg);
@@ -153,9 +156,14 @@ int main(int argc, char **argv) {
     close(go[0]);
     close(CW_CHANNEL_FD); // only the sandbox holds the channel, so its death is EOF for the supervisor
     cw_write_id_maps(child, cfg.host_uid, cfg.host_gid);
-    if (write(go[1], "m", 1) != 1) cw_fail("release-sandbox", errno, "write");
-    cw_cgroup_join(&cgroup, child); // while the child builds its root; it waits before running code
-    if (write(go[1], "c", 1) != 1) cw_fail("release-sandbox", errno, "write");
+    // A write that fails means the child already died of a stage error it reported itself: go on
+    // to reap it rather than report a second, misleading failure.
+    if (write(go[1], "m", 1) == 1) {
+        cw_cgroup_join(&cgroup, child); // while the child builds its root; it waits before running code
+        if (write(go[1], "c", 1) != 1 && errno != EPIPE) cw_fail("release-sandbox", errno, "write");
+    } else if (errno != EPIPE) {
+        cw_fail("release-sandbox", errno, "write");
+    }
     close(go[1]);
 
     int status = 0;

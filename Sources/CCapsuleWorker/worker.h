@@ -52,7 +52,7 @@ void cw_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // elfdeps.c: the shared libraries the embedded interpreter and its C modules need
 void cw_collect_runtime(struct cw_config *cfg);
-void cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source);
+struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source); // NULL if present
 
 // userns.c (launcher side)
 void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid);

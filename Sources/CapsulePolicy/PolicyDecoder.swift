@@ -144,7 +144,8 @@ struct PolicyDecoder {
 
     private mutating func setLimit(_ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
         switch key {
-        case "memory_mb": policy.limits.memoryMB = try value.integer(16...1_048_576)
+        // At least 64 MiB: CPython and the worker need ~30 MiB of address space to start.
+        case "memory_mb": policy.limits.memoryMB = try value.integer(64...1_048_576)
         case "cpu_seconds": policy.limits.cpuSeconds = try value.integer(1...86_400)
         case "timeout_s": policy.limits.timeoutSeconds = try value.seconds(0.1...86_400)
         case "max_fds": policy.limits.maxFDs = try value.integer(16...65_536)
@@ -173,11 +174,18 @@ struct PolicyDecoder {
             if policy.environment[parts[1]] == nil && policy.environment.count >= 1024 {
                 throw value.error("a policy may pass at most 1024 environment variables")
             }
-            policy.environment[parts[1]] = try value.string(allowNUL: false)
+            let text = try value.string(allowNUL: false)
+            guard text.utf8.count <= 64 << 10 else { throw value.error("must be at most 65536 bytes") }
+            policy.environment[parts[1]] = text
         case "env" where parts.count == 1:
             throw value.error("must be a table of NAME = \"value\", like env = { LANG = \"C.UTF-8\" }")
         case "readonly_paths" where parts.count == 1:
-            policy.readonlyPaths = try value.absolutePaths()
+            let paths = try value.absolutePaths()
+            guard paths.count <= 256 else { throw value.error("may list at most 256 paths") }
+            for path in paths {
+                if let problem = Validate.readonlyPathProblem(path) { throw value.error("`\(path)` \(problem)") }
+            }
+            policy.readonlyPaths = paths
         default:
             return false
         }
@@ -364,6 +372,25 @@ enum Validate {
     static func isEnvironmentName(_ text: String) -> Bool { isIdentifier(text) }
 
     private static func isLetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a }
+
+    /// Where the sandbox's own layout lives: a read-only path may be none of these, under none of
+    /// them, and contain none of them (it would hide the worker, the workspace or /proc).
+    static let reservedPaths = ["/usr/lib/capsule", "/workspace", "/dev", "/proc", "/etc/passwd", "/etc/group", "/etc/hostname"]
+    /// Where hosts keep unix sockets. A read-only bind does not stop connect() on a socket, so
+    /// binding one of these would hand the code the daemons behind them.
+    static let socketDirectories = ["/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm", "/var/lib/docker", "/var/lib/containerd"]
+
+    static func readonlyPathProblem(_ path: String) -> String? {
+        func under(_ root: String) -> Bool { path == root || path.hasPrefix(root + "/") }
+        func contains(_ inner: String) -> Bool { path == "/" || inner.hasPrefix(path + "/") }
+        if let reserved = reservedPaths.first(where: { under($0) || contains($0) }) {
+            return "overlaps \(reserved), which the sandbox provides itself"
+        }
+        if let sockets = socketDirectories.first(where: { under($0) || contains($0) }) {
+            return "overlaps \(sockets), where hosts keep unix sockets a read-only bind would not keep the code from connecting to"
+        }
+        return nil
+    }
 
     static func isCleanAbsolutePath(_ path: String) -> Bool {
         guard path.hasPrefix("/"), !path.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) })

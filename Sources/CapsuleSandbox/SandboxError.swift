@@ -43,6 +43,8 @@ public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
             "the sandbox could not build its file system (stage \(stage)): \(reason). Mounting inside a user namespace may be blocked here (AppArmor or a container's seccomp profile); `capsule doctor` shows what works."
         case "collect-runtime":
             "could not find what the embedded Python needs: \(reason). Install Debian's libpython3-dev (`apt-get install libpython3-dev`)."
+        case "readonly-path" where errno == 95: // ENOTSUP: a socket
+            "a read-only path named by the policy is a unix socket (\(detail)): a read-only bind would not keep the code from connecting to it, so capsule refuses it."
         case "readonly-path" where errno == 40: // ELOOP
             "a read-only path named by the policy contains a symbolic link (\(detail)): capsule takes readonly_paths literally, so name the path's real location."
         case "readonly-path":

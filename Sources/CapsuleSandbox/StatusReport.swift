@@ -24,7 +24,7 @@ public struct StatusReport: Sendable, Equatable {
         let words = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
         guard let kind = words.first else { return }
         switch kind {
-        case "stage" where words.count >= 3:
+        case "stage" where words.count >= 3 && failure == nil: // the first failure is the cause
             failure = StageFailure(stage: String(words[1]), errno: Int32(words[2]) ?? 0,
                                    detail: words.count > 3 ? String(words[3]) : "")
         case "note":

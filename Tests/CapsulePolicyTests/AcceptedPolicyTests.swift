@@ -65,7 +65,7 @@ import Testing
     }
 
     @Test func rangesIncludeTheirBounds() throws {
-        #expect(try limits("memory_mb = 16").memoryMB == 16)
+        #expect(try limits("memory_mb = 64").memoryMB == 64)
         #expect(try limits("memory_mb = 1048576").memoryMB == 1_048_576)
         #expect(try limits("cpu_seconds = 1").cpuSeconds == 1)
         #expect(try limits("cpu_seconds = 86400").cpuSeconds == 86400)

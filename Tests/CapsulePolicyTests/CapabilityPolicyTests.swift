@@ -9,7 +9,7 @@ private let escalations: [Rejected] = [
              "p.toml:2: `sandbox.network`: needs level `unrestricted` or higher; this policy is `trusted`"),
     Rejected("unknown network mode", "level = \"sandbox\"\n[sandbox]\nnetwork = \"bridge\"",
              "p.toml:3: `sandbox.network`: must be \"none\" or \"host\", not \"bridge\""),
-    Rejected("readonly paths at sandbox", "level = \"sandbox\"\n[sandbox]\nreadonly_paths = [\"/etc\"]",
+    Rejected("readonly paths at sandbox", "level = \"sandbox\"\n[sandbox]\nreadonly_paths = [\"/etc/ssl\"]",
              "p.toml:3: `sandbox.readonly_paths`: needs level `restricted` or higher; this policy is `sandbox`"),
     Rejected("relative readonly path", "level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"data\"]",
              "p.toml:3: `sandbox.readonly_paths`: `data` must be an absolute path without `.` or `..` parts or control characters, like \"/srv/data\""),
@@ -255,6 +255,31 @@ private let escalations: [Rejected] = [
 }
 
 /// Policies are small; a hostile one must not be able to make checking it slow.
+/// Read-only paths may not hide the sandbox's own layout or bring host sockets in.
+@Suite struct ReadonlyPathTests {
+    @Test(arguments: [
+        ("/", "`/` overlaps /usr/lib/capsule, which the sandbox provides itself"),
+        ("/usr", "`/usr` overlaps /usr/lib/capsule, which the sandbox provides itself"),
+        ("/usr/lib/capsule/x", "`/usr/lib/capsule/x` overlaps /usr/lib/capsule, which the sandbox provides itself"),
+        ("/etc", "`/etc` overlaps /etc/passwd, which the sandbox provides itself"),
+        ("/dev/kmsg", "`/dev/kmsg` overlaps /dev, which the sandbox provides itself"),
+        ("/proc/sys", "`/proc/sys` overlaps /proc, which the sandbox provides itself"),
+        ("/workspace", "`/workspace` overlaps /workspace, which the sandbox provides itself"),
+        ("/run/user/1000", "`/run/user/1000` overlaps /run, where hosts keep unix sockets a read-only bind would not keep the code from connecting to"),
+        ("/tmp", "`/tmp` overlaps /tmp, where hosts keep unix sockets a read-only bind would not keep the code from connecting to"),
+        ("/var", "`/var` overlaps /var/run, where hosts keep unix sockets a read-only bind would not keep the code from connecting to"),
+    ])
+    func isRefused(path: String, problem: String) {
+        #expect(parseError("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"\(path)\"]")?.description
+            == "p.toml:3: `sandbox.readonly_paths`: \(problem)")
+    }
+
+    @Test func ordinaryPathsAreAccepted() throws {
+        let policy = try PolicyLoader.parse("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"/usr/share/dict\", \"/etc/ssl\", \"/srv/models\"]", file: "p.toml")
+        #expect(policy.readonlyPaths == ["/usr/share/dict", "/etc/ssl", "/srv/models"])
+    }
+}
+
 @Suite struct PolicySizeTests {
     @Test func listsAndTablesAreBounded() {
         let array = (0..<1025).map { "\"/p\($0)\"" }.joined(separator: ", ")

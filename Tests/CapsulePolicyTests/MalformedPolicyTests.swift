@@ -85,13 +85,13 @@ private let rejected: [Rejected] = [
 
     // MARK: limit values
     Rejected("string for an integer", limitsHeader + "memory_mb = \"512\"",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not \"512\""),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not \"512\""),
     Rejected("literal string for an integer", limitsHeader + "memory_mb = '512'",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not \"512\""),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not \"512\""),
     Rejected("float for an integer", limitsHeader + "memory_mb = 512.0",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not 512.0"),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not 512.0"),
     Rejected("exponent for an integer", limitsHeader + "memory_mb = 1e3",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not 1000.0"),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not 1000.0"),
     Rejected("boolean for an integer", limitsHeader + "max_fds = true",
              "p.toml:3: `limits.max_fds`: must be a whole number from 16 to 65536, not true"),
     Rejected("array for an integer", limitsHeader + "max_processes = [1, 2]",
@@ -99,7 +99,7 @@ private let rejected: [Rejected] = [
     Rejected("inline table for an integer", limitsHeader + "max_file_bytes = { value = 1 }",
              "p.toml:3: `limits.max_file_bytes.value`: unknown key"),
     Rejected("negative", limitsHeader + "memory_mb = -512",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not -512"),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not -512"),
     Rejected("zero", limitsHeader + "cpu_seconds = 0",
              "p.toml:3: `limits.cpu_seconds`: must be a whole number from 1 to 86400, not 0"),
     Rejected("negative zero", limitsHeader + "workspace_mb = -0",
@@ -111,9 +111,9 @@ private let rejected: [Rejected] = [
     Rejected("huge output limit", limitsHeader + "max_output_bytes = 1099511627777",
              "p.toml:3: `limits.max_output_bytes`: must be a whole number from 1 to 1099511627776, not 1099511627777"),
     Rejected("Int64.max", limitsHeader + "memory_mb = 9223372036854775807",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not 9223372036854775807"),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not 9223372036854775807"),
     Rejected("Int64.min", limitsHeader + "memory_mb = -9223372036854775808",
-             "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not -9223372036854775808"),
+             "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not -9223372036854775808"),
     Rejected("integer too large for Int64", limitsHeader + "memory_mb = 9223372036854775808",
              "p.toml:3: the number 9223372036854775808 is too large"),
     Rejected("twenty nines", limitsHeader + "workspace_mb = 99999999999999999999",
@@ -276,6 +276,6 @@ private let rejected: [Rejected] = [
             == "p.toml:4: the string is not closed with `\"` on this line (column 6)")
         // Within the policy, keys are checked in file order.
         #expect(parseError(limitsHeader + "memory_mb = 1\nmax_fds = 1")?.description
-            == "p.toml:3: `limits.memory_mb`: must be a whole number from 16 to 1048576, not 1")
+            == "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not 1")
     }
 }

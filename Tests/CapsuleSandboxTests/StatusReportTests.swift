@@ -14,6 +14,13 @@ import Testing
         #expect(report.failure == StageFailure(stage: "bind-mount", errno: 2, detail: "/tmp/x y"))
     }
 
+    @Test func theFirstStageFailureIsTheCause() {
+        // A child that fails makes the launcher's next write fail too; that second line is noise.
+        var report = StatusReport()
+        _ = report.consume("stage make-root 30 /tmp/etc/passwd\nstage release-sandbox 32 write\n")
+        #expect(report.failure == StageFailure(stage: "make-root", errno: 30, detail: "/tmp/etc/passwd"))
+    }
+
     @Test func linesSplitAcrossReadsAreJoined() {
         var report = StatusReport()
         var tail = report.consume("ex")

@@ -105,6 +105,30 @@ import CapsuleRuntime
         Sandboxed.expectNewSessionWorks()
     }
 
+    @Test func aUnixSocketIsNeverBoundIntoTheSandbox() throws {
+        // connect() ignores read-only mounts: a bound socket would reach its host daemon.
+        let directory = try Host.temporaryDirectory()
+        defer { Host.removeTree(directory) }
+        let socketPath = "\(directory)/daemon.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in socketPath.utf8.enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(bound == 0)
+        do {
+            _ = try Sandboxed.runFresh("pass", policy: Policy(level: .restricted, readonlyPaths: [socketPath]))
+            Issue.record("the sandbox started with a socket among its readonly paths")
+        } catch {
+            #expect("\(error)" == "a read-only path named by the policy is a unix socket (\(socketPath)): a read-only bind would not keep the code from connecting to it, so capsule refuses it.")
+        }
+    }
+
     @Test func theSessionCgroupSitsBeneathTheSupervisors() throws {
         // Whatever limits the host puts on the supervisor's cgroup also bound its sandboxes.
         guard getuid() == 0 else { try Test.cancel("SKIPPED: only root can create the session's cgroup here") }
