@@ -4,6 +4,7 @@
 // it in a cgroup, releases it, forwards signals, and reports how it ended.
 #include "worker.h"
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #define SESSION_UID_BASE 2000000000u // host ids of sandboxes when the supervisor is root
+#define NOBODY_ID 65534u             // the fallback where those ids are not mapped (rootless containers)
 #define PROBE_USAGE "capsule-worker --probe"
 
 int cw_probe(void); // probe.c
@@ -79,6 +81,23 @@ static void clean_up_after_failure(void) {
     if (failing_cgroup) cw_cgroup_remove(failing_cgroup);
 }
 
+// Whether `id` is mapped in this process's user namespace (a root supervisor in a rootless
+// container sees only a range, often 0..65535).
+static bool id_is_mapped(const char *map_file, unsigned id) {
+    FILE *map = fopen(map_file, "re");
+    if (!map) return false;
+    unsigned inside, outside, count;
+    bool mapped = false;
+    while (!mapped && fscanf(map, "%u %u %u", &inside, &outside, &count) == 3)
+        mapped = id >= inside && id - inside < count;
+    fclose(map);
+    return mapped;
+}
+
+static bool id_usable(unsigned id) {
+    return id_is_mapped("/proc/self/uid_map", id) && id_is_mapped("/proc/self/gid_map", id);
+}
+
 static int exit_code_of(int status) {
     return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
@@ -112,7 +131,19 @@ int main(int argc, char **argv) {
 
     if (geteuid() == 0) {
         cfg.host_uid = cfg.host_gid = SESSION_UID_BASE + (unsigned)getpid();
-        CW_TRY("drop-groups", setgroups(0, NULL)); // the sandbox inherits no supplementary groups
+        if (!id_usable(cfg.host_uid)) {
+            if (!id_usable(NOBODY_ID))
+                cw_fail("user-namespace", EINVAL, "neither a per-session id nor 65534 is mapped in this user namespace");
+            cfg.host_uid = cfg.host_gid = NOBODY_ID;
+            cw_status("note this user namespace does not map capsule's per-session ids; sandboxes share the unprivileged id 65534");
+        }
+        // The sandbox inherits no supplementary groups, unless this user namespace forbids
+        // setgroups (setgroups "deny"): then, as for an unprivileged caller, they stay.
+        if (setgroups(0, NULL) < 0) {
+            if (errno != EPERM) cw_fail("drop-groups", errno, "setgroups(0, NULL)");
+            if (cfg.n_readonly > 0 && getgroups(0, NULL) > 0)
+                cw_status("note the sandbox keeps the supplementary groups for reading readonly_paths (setgroups is denied here)");
+        }
     } else {
         cfg.host_uid = geteuid();
         cfg.host_gid = getegid();
