@@ -57,10 +57,9 @@ public enum OS {
             let code = Glibc.errno
             if code == EINTR { continue }
             guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemError("send", errno: code) }
-            let now = now()
-            if now >= deadline { return false }
+            if now() >= deadline { return false }
             var fds = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)]
-            _ = try poll(&fds, timeoutMilliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))
+            _ = try poll(&fds, timeoutMilliseconds: pollMilliseconds(until: deadline))
         }
         return true
     }
@@ -212,6 +211,13 @@ public enum OS {
     }
 
     // MARK: Time
+
+    /// A poll timeout for waiting until `deadline` (monotonic nanoseconds): rounded up so the wait
+    /// does not end just short of it, and at most a minute so long waits wake to look around.
+    public static func pollMilliseconds(until deadline: UInt64) -> Int32 {
+        let now = now()
+        return deadline <= now ? 0 : Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+    }
 
     /// Monotonic clock in nanoseconds.
     public static func now() -> UInt64 {

@@ -243,13 +243,12 @@ public final class Session {
                 return .protocolError(error.description)
             }
 
-            let now = OS.now()
             let deadline = min(deadline, interruptDeadline ?? .max)
-            if now >= deadline { return .deadline }
+            if OS.now() >= deadline { return .deadline }
             var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
             if let interruptDescriptor { fds.append(pollfd(fd: interruptDescriptor, events: Int16(POLLIN), revents: 0)) }
-            let waitMilliseconds = Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+            let waitMilliseconds = OS.pollMilliseconds(until: deadline)
             do { _ = try OS.poll(&fds, timeoutMilliseconds: waitMilliseconds) } catch { continue }
 
             for entry in fds.dropFirst() where entry.revents != 0 {
@@ -293,10 +292,9 @@ public final class Session {
     /// Reads the status pipe until the launcher (its last writer) exits; false at the deadline.
     private func waitForExit(deadline: UInt64) -> Bool {
         while status >= 0 {
-            let now = OS.now()
-            if now >= deadline { return false }
+            if OS.now() >= deadline { return false }
             var fds = [pollfd(fd: status, events: Int16(POLLIN), revents: 0)]
-            let waitMilliseconds = Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+            let waitMilliseconds = OS.pollMilliseconds(until: deadline)
             if (try? OS.poll(&fds, timeoutMilliseconds: waitMilliseconds)) ?? 0 > 0 { readStatus() }
         }
         reap()

@@ -71,11 +71,10 @@ private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> 
     var bytes: [UInt8] = []
     while true {
         if let deadline = deadline() {
-            let now = OS.now()
-            if now >= deadline { return .end }
+            if OS.now() >= deadline { return .end }
             var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0)]
             if let interrupt { fds.append(pollfd(fd: interrupt, events: Int16(POLLIN), revents: 0)) }
-            let ready = (try? OS.poll(&fds, timeoutMilliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))) ?? 0
+            let ready = (try? OS.poll(&fds, timeoutMilliseconds: OS.pollMilliseconds(until: deadline))) ?? 0
             if ready == 0 { continue }
             if fds.count > 1 && fds[1].revents != 0 { return .interrupted }
         }
