@@ -4,14 +4,14 @@ extension String {
     /// sandboxed code cannot drive the terminal it is printed on (rewrite lines, set titles, answer
     /// queries).
     public var escapingControlCharacters: String {
-        guard unicodeScalars.contains(where: Self.isControl) else { return self }
+        guard unicodeScalars.contains(where: \.isControlCharacter) else { return self }
         var out = ""
         for scalar in unicodeScalars {
             switch scalar {
             case "\n": out += "\\n"
             case "\t": out += "\\t"
             case "\r": out += "\\r"
-            case _ where Self.isControl(scalar):
+            case _ where scalar.isControlCharacter:
                 let hex = String(scalar.value, radix: 16, uppercase: true)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(scalar)
@@ -20,12 +20,13 @@ extension String {
         return out
     }
 
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)
-    }
-
     /// At most `limit` characters, marked when cut: text from the sandbox in our own messages.
     public func clipped(to limit: Int) -> String {
         count <= limit ? self : String(prefix(limit)) + "…"
     }
+}
+
+extension Unicode.Scalar {
+    /// C0 controls, DEL and C1 controls: what a terminal may act on rather than show.
+    public var isControlCharacter: Bool { value < 0x20 || (0x7f...0x9f).contains(value) }
 }

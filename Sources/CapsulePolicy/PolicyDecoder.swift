@@ -1,3 +1,5 @@
+import CapsuleOS
+
 /// Applies the keys of one policy file onto a starting policy (empty at its level, or the policy
 /// it extends), checking each key's name and type. `lines` remembers where each key was set.
 struct PolicyDecoder {
@@ -393,8 +395,7 @@ enum Validate {
     }
 
     static func isCleanAbsolutePath(_ path: String) -> Bool {
-        guard path.hasPrefix("/"), !path.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) })
-        else { return false }
+        guard path.hasPrefix("/"), !path.unicodeScalars.contains(where: \.isControlCharacter) else { return false }
         return !path.split(separator: "/").contains { $0 == "." || $0 == ".." }
     }
 
