@@ -20,15 +20,9 @@
 #define V2_ROOT "/sys/fs/cgroup"
 
 static int write_file(const char *dir, const char *name, const char *text) {
-    char path[512];
+    char path[700];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = write(fd, text, strlen(text));
-    int err = errno;
-    close(fd);
-    errno = err;
-    return n == (ssize_t)strlen(text) ? 0 : -1;
+    return cw_write_text(path, 0, text);
 }
 
 static void remove_stale(const char *parent) {

@@ -72,9 +72,7 @@ static void bind_path(int source_fd, const char *target, bool dir, bool readonly
 
 static void write_small_file(const char *path, const char *text) {
     make_parents(path);
-    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) cw_fail("make-root", errno, path);
-    close(fd);
+    if (cw_write_text(path, O_CREAT | O_TRUNC, text) < 0) cw_fail("make-root", errno, path);
 }
 
 static void mount_tmpfs(const char *target, unsigned long mb, unsigned long extra_flags, const char *mode) {

@@ -65,3 +65,15 @@ int cw_open_no_symlinks(const char *path) {
     struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
     return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
 }
+
+int cw_write_text(const char *path, int flags, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC | flags, 0644);
+    if (fd < 0) return -1;
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int err = n < 0 ? errno : EIO; // a short write of a few bytes means the file refused the rest
+    close(fd);
+    if (n == (ssize_t)len) return 0;
+    errno = err;
+    return -1;
+}

@@ -10,12 +10,7 @@
 static void write_proc_file(pid_t child, const char *name, const char *text) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/%s", (int)child, name);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) cw_fail("user-namespace", errno, path);
-    ssize_t n = write(fd, text, strlen(text));
-    int err = errno;
-    close(fd);
-    if (n != (ssize_t)strlen(text)) cw_fail("user-namespace", n < 0 ? err : EIO, path);
+    if (cw_write_text(path, 0, text) < 0) cw_fail("user-namespace", errno, path);
 }
 
 void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid) {

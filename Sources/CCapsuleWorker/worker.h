@@ -47,6 +47,7 @@ struct cw_config {
 _Noreturn void cw_fail(const char *stage, int err, const char *detail);
 void cw_on_fail(void (*cleanup)(void)); // run (in the launcher) before cw_fail exits
 int cw_open_no_symlinks(const char *path);  // O_PATH, refusing a symlink anywhere in the path
+int cw_write_text(const char *path, int flags, const char *text); // whole text or -1 with errno
 void cw_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define CW_TRY(stage, expr) do { if ((expr) < 0) cw_fail(stage, errno, #expr); } while (0)
 
