@@ -32,19 +32,24 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-Wno-missing-field-initializers"])]
         ),
 
-        .target(name: "CapsuleOS", swiftSettings: swiftSettings),
+        // System calls Swift cannot make through Glibc (openat2).
+        .target(name: "CCapsuleSys"),
+        .target(name: "CapsuleOS", dependencies: ["CCapsuleSys"], swiftSettings: swiftSettings),
         .target(name: "CapsuleProtocol", swiftSettings: swiftSettings),
         .target(name: "CapsulePolicy", dependencies: ["CapsuleOS"], swiftSettings: swiftSettings),
         .target(name: "CapsuleSandbox",
                 dependencies: ["CapsuleOS", "CapsulePolicy"],
                 swiftSettings: swiftSettings),
+        .target(name: "CapsuleCapabilities",
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol"],
+                swiftSettings: swiftSettings),
         .target(name: "CapsuleRuntime",
-                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox"],
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox", "CapsuleCapabilities"],
                 swiftSettings: swiftSettings),
         .executableTarget(
             name: "capsule",
             dependencies: [
-                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
+                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol", "CapsuleCapabilities",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -59,9 +64,12 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "CapsuleRuntimeTests", dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleProtocol"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "CapsuleCapabilitiesTests",
+                    dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
-                                   "CapsuleOS"],
+                                   "CapsuleOS", "CapsuleCapabilities"],
                     path: "Tests/Integration",
                     swiftSettings: swiftSettings),
     ]

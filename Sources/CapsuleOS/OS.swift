@@ -37,7 +37,7 @@ public enum OS {
     }
 
     /// Carries a typed error out of the standard library's untyped `rethrows` closures.
-    private static func capture<T>(_ body: () throws(SystemError) -> T) -> Result<T, SystemError> {
+    static func capture<T>(_ body: () throws(SystemError) -> T) -> Result<T, SystemError> {
         do { return .success(try body()) } catch { return .failure(error) }
     }
 

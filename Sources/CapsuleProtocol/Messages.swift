@@ -20,6 +20,9 @@ public enum WorkerMessage: Sendable, Equatable {
     case inputRequest(id: String, prompt: String, password: Bool)
     /// `exitCode` is present only when the code called `sys.exit`.
     case done(id: String, status: ExecutionStatus, duration: Double, exitCode: Int?)
+    /// The code called a capability method. `id` is the call's own (calls come from any thread of
+    /// the code, between executions too); `arguments` is an object.
+    case capCall(id: String, capability: String, method: String, arguments: JSONValue)
 }
 
 /// Supervisor → worker.
@@ -27,7 +30,20 @@ public enum SupervisorMessage: Sendable, Equatable {
     case execute(id: String, code: String, filename: String, argv: [String], result: Bool)
     /// `value` nil means end of input (`eof: true` on the wire).
     case inputReply(id: String, value: String?)
+    /// The answer to `cap_call` `id`.
+    case capReply(id: String, reply: CapabilityReply)
+    /// Sent once, right after `ready`: the capabilities the policy grants, as the worker shows them
+    /// to the code (names, methods, parameters, docstrings).
+    case configure(capabilities: JSONValue)
     case shutdown
+}
+
+/// How a capability call ended, as the code sees it.
+public enum CapabilityReply: Sendable, Equatable {
+    case value(JSONValue)
+    /// `exception` is the Python exception the worker raises: `CapabilityDenied` or one of the
+    /// built-in exceptions the worker accepts (docs/protocol.md); `errno` goes with an `OSError`.
+    case failure(exception: String, message: String, errno: Int?)
 }
 
 // MARK: - Worker messages
@@ -52,6 +68,9 @@ extension WorkerMessage {
         case "done":
             self = .done(id: try message.string("id"), status: try message.enumeration("status"),
                          duration: try message.double("duration"), exitCode: try message.optionalInt("exit_code"))
+        case "cap_call":
+            self = .capCall(id: try message.string("id"), capability: try message.string("capability"),
+                            method: try message.string("method"), arguments: try message.object("args"))
         default:
             throw .unknownType(message.type, direction: "worker")
         }
@@ -66,6 +85,7 @@ extension WorkerMessage {
         case .error: "error"
         case .inputRequest: "input_request"
         case .done: "done"
+        case .capCall: "cap_call"
         }
     }
 
@@ -88,6 +108,9 @@ extension WorkerMessage {
             .object([("type", "done"), ("id", .string(id)), ("status", .string(status.rawValue)),
                      ("duration", .number(duration))]
                     + (exitCode.map { [("exit_code", .number(Double($0)))] } ?? []))
+        case .capCall(let id, let capability, let method, let arguments):
+            ["type": "cap_call", "id": .string(id), "capability": .string(capability), "method": .string(method),
+             "args": arguments]
         }
     }
 
@@ -112,6 +135,18 @@ extension SupervisorMessage {
             } else {
                 self = .inputReply(id: id, value: try message.string("value"))
             }
+        case "cap_reply":
+            let id = try message.string("id")
+            if try message.bool("ok") {
+                self = .capReply(id: id, reply: .value(message.optional("value") ?? .null))
+            } else {
+                let error = try MessageMembers(type: "cap_reply error", try message.object("error"))
+                self = .capReply(id: id, reply: .failure(exception: try error.string("type"),
+                                                         message: try error.string("message"),
+                                                         errno: try error.optionalInt("errno")))
+            }
+        case "configure":
+            self = .configure(capabilities: try message.array("capabilities"))
         case "shutdown":
             self = .shutdown
         default:
@@ -124,6 +159,8 @@ extension SupervisorMessage {
         switch self {
         case .execute: "execute"
         case .inputReply: "input_reply"
+        case .capReply: "cap_reply"
+        case .configure: "configure"
         case .shutdown: "shutdown"
         }
     }
@@ -137,6 +174,14 @@ extension SupervisorMessage {
             ["type": "input_reply", "id": .string(id), "value": .string(value)]
         case .inputReply(let id, nil):
             ["type": "input_reply", "id": .string(id), "eof": true]
+        case .capReply(let id, .value(let value)):
+            ["type": "cap_reply", "id": .string(id), "ok": true, "value": value]
+        case .capReply(let id, .failure(let exception, let message, let errno)):
+            ["type": "cap_reply", "id": .string(id), "ok": false,
+             "error": .object([("type", .string(exception)), ("message", .string(message))]
+                              + (errno.map { [("errno", .number(Double($0)))] } ?? []))]
+        case .configure(let capabilities):
+            ["type": "configure", "capabilities": capabilities]
         case .shutdown:
             ["type": "shutdown"]
         }
@@ -156,6 +201,27 @@ struct MessageMembers {
     init(_ message: JSONValue) throws(ProtocolError) {
         self.type = try messageType(of: message)
         self.message = message
+    }
+
+    /// Members of an object nested in a message (`type` names it in errors).
+    init(type: String, _ object: JSONValue) {
+        self.type = type
+        self.message = object
+    }
+
+    /// The member as it is, or nil when absent.
+    func optional(_ member: String) -> JSONValue? { message[member] }
+
+    func object(_ member: String) throws(ProtocolError) -> JSONValue {
+        let value = try required(member)
+        guard value.objectValue != nil else { throw mismatch(member, expected: "an object", found: value) }
+        return value
+    }
+
+    func array(_ member: String) throws(ProtocolError) -> JSONValue {
+        let value = try required(member)
+        guard value.arrayValue != nil else { throw mismatch(member, expected: "an array", found: value) }
+        return value
     }
 
     private func required(_ member: String) throws(ProtocolError) -> JSONValue {

@@ -7,6 +7,8 @@ public enum SessionEvent: Sendable, Equatable {
     case error(ename: String, evalue: String, traceback: [String])
     /// The code called `input()`; the event handler answers with a line, or nil for end of input.
     case inputRequest(prompt: String, password: Bool)
+    /// The code displayed something (`display(obj)`): a MIME bundle, MIME type → text.
+    case display([String: String])
 }
 
 /// A limit that ended a session.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
@@ -44,9 +45,17 @@ public final class Session {
     private var termination: OS.Termination?
     private var nextID = 1
     private var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
+    private let calls: CallDispatcher
 
-    public init(policy: Policy, location: WorkerLocation, startTimeout: Double = 30) throws(SessionError) {
+    /// The broker that answers the code's capability calls.
+    public var broker: Broker { calls.broker }
+
+    /// Starts a sandbox for `policy`. Its capability calls go to `broker` (by default one with the
+    /// capabilities the policy grants, no audit hook and nobody to approve).
+    public init(policy: Policy, location: WorkerLocation, broker: Broker? = nil,
+                startTimeout: Double = 30) throws(SessionError) {
         self.policy = policy
+        calls = CallDispatcher(broker: broker ?? Broker(policy: policy))
         let process: SandboxProcess
         do { process = try Sandbox.launch(policy, location: location) } catch { throw .sandbox(error.description) }
         pid = process.pid
@@ -63,7 +72,9 @@ public final class Session {
             ready = true
             return .stop
         }
-        if ready { return }
+        if ready, send(.configure(capabilities: calls.broker.configuration), until: OS.now() + UInt64(startTimeout * 1e9)) == nil {
+            return
+        }
         kill()
         switch end {
         case .protocolError(let text): throw .protocolError(text)
@@ -109,6 +120,10 @@ public final class Session {
 
         let overLimit = Step.limit(.output(bytes: policy.limits.maxOutputBytes))
         let end = pump(deadline: deadline) { message in
+            if case .capCall(let callID, let capability, let method, let arguments) = message {
+                let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
+                return self.startCall(call, admit: admit, overLimit: overLimit, onEvent: onEvent)
+            }
             guard message.executionID == id else {
                 let other = (message.executionID ?? "none").clipped(to: 64).escapingControlCharacters
                 return .failure("\(message.typeName) for execution \(other) while \(id) runs")
@@ -157,6 +172,8 @@ public final class Session {
                 return .stop
             case .ready:
                 return .failure("`ready` sent twice")
+            case .capCall:
+                break // handled above
             }
             return .continue
         }
@@ -210,6 +227,26 @@ public final class Session {
         reap()
     }
 
+    /// Hands a capability call to the broker. Display bundles are shown here, in order with the
+    /// output and counted against the output limit; every other answer is sent as it comes.
+    private func startCall(_ call: CapabilityCall, admit: (Int) -> Bool, overLimit: Step,
+                           onEvent: (SessionEvent) -> String?) -> Step {
+        guard var reply = calls.start(call) else { return .continue }
+        if call.capability == "display", case .value(let value) = reply, let bundle = DisplayCapability.bundle(value) {
+            guard admit(bundle.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
+            _ = onEvent(.display(bundle))
+            reply = .value(.null)
+        }
+        return send(.capReply(id: call.id, reply: reply)) == nil ? .continue : .stop
+    }
+
+    /// Sends the answers of finished calls.
+    private func sendAnswers() {
+        for answer in calls.takeAnswers() where isAlive {
+            if send(.capReply(id: answer.id, reply: answer.reply)) != nil { return }
+        }
+    }
+
     // MARK: Internals
 
     private enum Step {
@@ -248,11 +285,16 @@ public final class Session {
             var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
             if let interruptDescriptor { fds.append(pollfd(fd: interruptDescriptor, events: Int16(POLLIN), revents: 0)) }
+            fds.append(pollfd(fd: calls.descriptor, events: Int16(POLLIN), revents: 0))
             let waitMilliseconds = OS.pollMilliseconds(until: deadline)
             do { _ = try OS.poll(&fds, timeoutMilliseconds: waitMilliseconds) } catch { continue }
 
             for entry in fds.dropFirst() where entry.revents != 0 {
-                if entry.fd == status { readStatus() } else { drainInterrupt() }
+                switch entry.fd {
+                case status: readStatus()
+                case calls.descriptor: sendAnswers()
+                default: drainInterrupt()
+                }
             }
             if fds[0].revents != 0 {
                 let count = (try? readBuffer.withUnsafeMutableBytes { raw in
@@ -306,6 +348,7 @@ public final class Session {
         if termination == nil { termination = try? OS.wait(pid, block: true) }
         while status >= 0 { readStatus() }
         isAlive = false
+        calls.cancelAll()
     }
 
     /// Sends a message, giving up at the execution's deadline or `until` (a worker that stops
@@ -348,6 +391,7 @@ extension WorkerMessage {
         case .ready: nil
         case .stream(let id, _, _), .result(let id, _), .error(let id, _, _, _), .inputRequest(let id, _, _),
              .done(let id, _, _, _): id
+        case .capCall: nil // a call belongs to a thread of the code, not to one execution
         }
     }
 
@@ -359,6 +403,7 @@ extension WorkerMessage {
         case .error: "`error`"
         case .inputRequest: "`input_request`"
         case .done: "`done`"
+        case .capCall: "`cap_call`"
         }
     }
 }

@@ -16,6 +16,11 @@ struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Write the outcome as JSON to this file.",
                                discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."))
     var report: String?
+
+    @Option(name: .customLong("display-dir"),
+            help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
+                               discussion: "Without it, only the text/plain part of a display is printed."))
+    var displayDir: String?
 }
 
 func printError(_ text: String) {
@@ -116,6 +121,10 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
         return report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report)
     }
+    if let directory = options.displayDir, let problem = DisplayWriter.prepare(directory) {
+        printError("capsule: \(problem)")
+        return report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report)
+    }
     let session: Session
     do {
         session = try Session(policy: policy, location: try WorkerLocation.find())
@@ -128,6 +137,7 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
 
     // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
     var out = Output(fd: 1), err = Output(fd: 2)
+    var displays = DisplayWriter(directory: options.displayDir)
     let outcome = session.execute(code, filename: filename, argv: argv, wantResult: wantResult) { event in
         switch event {
         case .stream(.stdout, let text):
@@ -138,6 +148,8 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             if let text = bundle["text/plain"] { out.write(text + "\n") }
         case .error(_, _, let traceback):
             err.write(traceback.joined())
+        case .display(let bundle):
+            displays.show(bundle, out: { out.write($0) }, err: { err.write($0) })
         case .inputRequest(let prompt, _):
             out.write(prompt)
             switch readInputLine(until: { session.deadline }, interrupt: session.interruptDescriptor) {

@@ -4,7 +4,7 @@ import io
 import sys
 from time import perf_counter
 
-from . import frames, streams
+from . import capabilities, frames, streams
 
 # compile() flags, hard-coded because `import ast` costs ~5 ms (same values as ast.PyCF_* / inspect.CO_*)
 ONLY_AST = 0x400
@@ -16,7 +16,7 @@ _ballast = [bytes(1 << 21)]  # calloc'd, so address space only; released to give
 
 
 class Session:
-    def __init__(self):
+    def __init__(self, granted=()):
         self.module = type(sys)("__main__")
         self.module.__builtins__ = builtins
         self.ns = self.module.__dict__
@@ -24,6 +24,8 @@ class Session:
         sys.modules["__main__"] = self.module
         self.loop = None  # asyncio loop for top-level await, created on first use and kept
         streams.install()
+        _install_site_builtins()
+        capabilities.install(granted, self.ns)
         sys.meta_path.insert(0, _SeedLinecache)
 
     def run(self, msg):
@@ -80,6 +82,35 @@ class Session:
                     self.loop.run_until_complete(task)
                 except BaseException:
                     pass
+
+
+class _Helper:
+    """help() as site.py gives it (the embedded interpreter runs without site)."""
+
+    def __repr__(self):
+        return "Type help() for interactive help, or help(object) for help about object."
+
+    def __call__(self, *args, **kwds):
+        import pydoc
+        return pydoc.help(*args, **kwds)
+
+
+class _Quitter:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"Use {self.name}() to exit"
+
+    def __call__(self, code=None):
+        raise SystemExit(code)
+
+
+def _install_site_builtins():
+    """help, exit and quit, which ordinary code expects and site.py would have added."""
+    for name, value in (("help", _Helper()), ("exit", _Quitter("exit")), ("quit", _Quitter("quit"))):
+        if not hasattr(builtins, name):
+            setattr(builtins, name, value)
 
 
 def _compile(source, filename, want_result):

@@ -6,6 +6,11 @@ JSON choice, measured with python3.11 -X importtime: `import json` costs ~5 ms (
 
 SIGINT: a KeyboardInterrupt raised half-way through a frame would desynchronise the stream, so our
 handler only raises while user code runs (`_masked` false) and otherwise records it in `_pending`.
+
+Reading: any thread may wait for a frame (the main thread for `execute` and `input_reply`, any
+thread for the `cap_reply` of its capability call). Whichever waits first reads the socket for
+all (one frame at a time) and hands each frame to its waiter; the others sleep on a lock of their
+own until a frame arrives, then look again. No reader thread exists unless code waits.
 """
 import posix as os  # the functions `os` re-exports; importing `os` itself costs ~0.7 ms without site
 from _thread import allocate_lock, get_ident
@@ -20,6 +25,12 @@ _pending = False  # a SIGINT arrived while masked
 _lock = allocate_lock()  # one frame at a time when user threads print
 _writer = None  # thread currently inside _write, to catch re-entry from __del__ or signal handlers
 _queued = []  # frames produced by such re-entry, written right after the current one
+
+_mutex = allocate_lock()  # guards the reading state below
+_reader = None  # ident of the thread reading the socket for everyone, or None
+_sleepers = []  # locks of waiting threads, released (to wake them) when a frame arrives
+_inbox = []  # messages for the main thread (execute, input_reply) read by another thread
+_replies = {}  # cap_call id -> its cap_reply, or None while outstanding
 
 try:
     from _json import encode_basestring as _quote, make_scanner as _make_scanner
@@ -48,6 +59,8 @@ else:
 _MEMBERS = {
     "execute": (("id", str), ("code", str), ("filename", str), ("argv", list), ("result", bool)),
     "input_reply": (("id", str),),
+    "cap_reply": (("id", str), ("ok", bool)),
+    "configure": (("capabilities", list),),
     "shutdown": (),
 }
 
@@ -165,26 +178,88 @@ def _write_all(data):
 # -- reading ---------------------------------------------------------------------------------------
 
 def recv():
-    """Next valid message from the supervisor; exits 0 on EOF or `shutdown`, 2 on a malformed frame.
+    """Next message for the main thread (`execute`, `input_reply`, `configure`); exits 0 on EOF or
+    `shutdown`, 2 on a malformed frame. Capability replies read meanwhile go to their callers.
 
     Idle (masked) waits drop SIGINTs that arrived before the frame: they were meant for an execution
     that already finished. From user code (input()), the wait raises KeyboardInterrupt, but only
     before any byte is consumed, so the stream stays in sync.
     """
+    return _wait(lambda: _inbox.pop(0) if _inbox else None)
+
+
+def expect_reply(cid):
+    """Register cap_call cid before sending it, so a quick reply finds its caller."""
+    _replies[cid] = None
+
+
+def reply(cid):
+    """Wait for the cap_reply of call cid (registered with expect_reply); forgotten if interrupted."""
+    try:
+        return _wait(lambda: _replies.pop(cid) if _replies.get(cid) is not None else None)
+    finally:
+        _replies.pop(cid, None)
+
+
+def _wait(take):
+    """Until take() (called under _mutex) gives a message: read frames for everyone, or sleep."""
+    global _reader
+    me = get_ident()
+    while True:
+        with _mutex:
+            msg = take()
+            if msg is not None:
+                return msg
+            if _reader == me:  # a signal handler or finaliser waiting while this thread reads
+                raise RuntimeError("capsule: a capability call or input() cannot run while this thread reads the channel")
+            if _reader is None:
+                _reader = me
+                wake = None
+            else:
+                wake = allocate_lock()
+                wake.acquire()
+                _sleepers.append(wake)
+        if wake is not None:
+            wake.acquire()  # released when a frame arrives; interruptible (KeyboardInterrupt) in the main thread
+            continue
+        main = me == _main
+        outer = _masked if main else True
+        msg = None
+        try:
+            msg = _read_one(main, outer)
+        finally:
+            with _mutex:
+                _reader = None
+                if msg is not None:
+                    _deliver(msg)
+                for sleeper in _sleepers:
+                    sleeper.release()
+                _sleepers.clear()
+        if main:
+            _raise_pending(outer)  # after delivering: the frame may be another thread's reply
+
+
+def _deliver(msg):
+    if msg["type"] == "cap_reply":
+        if msg["id"] in _replies:  # else the caller was interrupted: the reply is dropped
+            _replies[msg["id"]] = msg
+    else:
+        _inbox.append(msg)
+
+
+def _read_one(main, outer):
+    """One frame, read by the current reader; the main thread reads with SIGINT masked."""
     global _masked
-    if get_ident() != _main:  # signals only reach the main thread: nothing to mask
+    if not main:  # signals only reach the main thread: nothing to mask
         return _recv(False)
-    outer = _masked
     if not outer:
         import select
         select.select([_fd], [], [])  # interruptible wait that consumes nothing
     _masked = True
     try:
-        msg = _recv(outer)
+        return _recv(outer)
     finally:
         _masked = outer
-    _raise_pending(outer)
-    return msg
 
 
 def _recv(idle):
@@ -218,6 +293,10 @@ def _valid(msg):
         return all(isinstance(a, str) for a in msg["argv"])
     if kind == "input_reply":
         return isinstance(msg.get("value"), str) or msg.get("eof") is True
+    if kind == "cap_reply":
+        error = msg.get("error")
+        return msg["ok"] or (isinstance(error, dict) and isinstance(error.get("type"), str)
+                             and isinstance(error.get("message"), str))
     return True
 
 

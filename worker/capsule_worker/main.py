@@ -21,11 +21,14 @@ def serve(fd: int) -> None:
     frames.start(fd)
     frames.send({"type": "ready", "pid": posix.getpid(), "python": sys.version.split()[0]})
     session = None
+    granted = []  # the `configure` message's capabilities, sent once before the first execute
     while True:
         msg = frames.recv()
-        if msg["type"] == "execute":
+        if msg["type"] == "configure":
+            granted = msg["capabilities"]
+        elif msg["type"] == "execute":
             if session is None:
                 from .execute import Session
-                session = Session()
+                session = Session(granted)
             session.run(msg)
         # an input_reply while idle answers an input() that was interrupted: dropped

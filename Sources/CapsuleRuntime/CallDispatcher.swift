@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CapsuleCapabilities
+import CapsuleOS
+import CapsuleProtocol
+import Synchronization
+
+/// Runs a session's capability calls: immediate ones on the session's thread, the rest on tasks
+/// whose answers come back through a mailbox the session polls beside the channel, so a slow call
+/// never holds the session and several may be outstanding at once. The session stays the only
+/// writer of the channel.
+final class CallDispatcher: Sendable {
+    let broker: Broker
+    /// Readable when answers are waiting (one end of a socket pair; tasks write to the other).
+    let descriptor: Int32
+    private let wake: Int32
+    private let state = Mutex(State())
+
+    private struct State {
+        var answers: [(id: String, reply: CapabilityReply)] = []
+        var running: [String: Task<Void, Never>] = [:]
+        var closed = false
+    }
+
+    init(broker: Broker) {
+        self.broker = broker
+        let pair = (try? OS.socketPair()) ?? (-1, -1)
+        (descriptor, wake) = pair
+        try? OS.setNonBlocking(descriptor)
+        try? OS.setNonBlocking(wake)
+    }
+
+    deinit {
+        cancelAll()
+        OS.close(descriptor)
+        OS.close(wake)
+    }
+
+    /// The broker's answer now, or nil when the call runs on a task (its answer comes through `takeAnswers`).
+    func start(_ call: CapabilityCall) -> CapabilityReply? {
+        switch broker.admit(call) {
+        case .answered(let reply):
+            return reply
+        case .admitted(let admitted):
+            state.withLock { state in
+                guard !state.closed else { return }
+                state.running[call.id] = Task { [broker] in
+                    let reply = await broker.perform(admitted)
+                    self.post(call.id, reply)
+                }
+            }
+            return nil
+        }
+    }
+
+    private func post(_ id: String, _ reply: CapabilityReply) {
+        let posted = state.withLock { state in
+            guard state.running.removeValue(forKey: id) != nil, !state.closed else { return false }
+            state.answers.append((id, reply))
+            return true
+        }
+        var byte: UInt8 = 1
+        if posted { _ = write(wake, &byte, 1) } // a full pipe already wakes the session
+    }
+
+    /// The answers that arrived, in order.
+    func takeAnswers() -> [(id: String, reply: CapabilityReply)] {
+        var bytes = [UInt8](repeating: 0, count: 256)
+        while read(descriptor, &bytes, bytes.count) > 0 {}
+        return state.withLock { state in
+            defer { state.answers.removeAll() }
+            return state.answers
+        }
+    }
+
+    var outstanding: Int { state.withLock { $0.running.count } }
+
+    /// The session ended: calls in flight are cancelled and their answers dropped.
+    func cancelAll() {
+        let tasks = state.withLock { state in
+            state.closed = true
+            defer { state.running.removeAll() }
+            return Array(state.running.values)
+        }
+        for task in tasks { task.cancel() }
+    }
+}
