@@ -153,7 +153,7 @@ public final class Broker: Sendable {
         let grant = Grants.grant(call.capability, in: policy) ?? CapabilityGrant()
         let table = Grants.table(call.capability)
         if let limit = grant.maxBytes {
-            let size = Self.payloadBytes(arguments)
+            let size = Self.payloadBytes(arguments, of: method)
             if size > limit {
                 return .failure(.denied("\(call.capability).\(method.name) carries \(size) bytes, more than \(table) max_bytes = \(limit) allows"))
             }
@@ -179,7 +179,7 @@ public final class Broker: Sendable {
                 record(call, decision: .denied, reason: error.message, bytes: size, started: admitted.started)
                 return error.reply
             }
-            record(call, decision: .allowed, reason: nil, bytes: size + Self.payloadBytes(admitted.arguments), started: admitted.started)
+            record(call, decision: .allowed, reason: nil, bytes: size + Self.payloadBytes(admitted.arguments, of: admitted.method), started: admitted.started)
             return .value(value)
         case .failure(let error):
             record(call, decision: error.isDenial ? .denied : .failed, reason: error.message, bytes: 0, started: admitted.started)
@@ -231,8 +231,11 @@ public final class Broker: Sendable {
         }
     }
 
-    static func payloadBytes(_ arguments: Arguments) -> Int {
-        arguments.values.values.reduce(0) { $0 + payloadBytes($1) }
+    /// The data a call carries: names, paths and URLs (plain string parameters) do not count.
+    static func payloadBytes(_ arguments: Arguments, of method: Method) -> Int {
+        method.parameters.filter { $0.kind != .string }.reduce(0) { total, parameter in
+            total + (arguments[parameter.name].map(payloadBytes) ?? 0)
+        }
     }
 }
 

@@ -39,11 +39,10 @@ public struct FileCapability: Capability {
 
     public init(_ policy: CapsulePolicy.FileCapability) {
         // A root listed for writing is readable too; the longest root containing a path is its root.
-        var roots = policy.write.map { Root(path: OS.normalizedPath($0), writable: true) }
-        for path in policy.read.map(OS.normalizedPath) where !roots.contains(where: { $0.path == path }) {
-            roots.append(Root(path: path, writable: false))
-        }
-        self.roots = roots
+        let write = policy.write.map(OS.normalizedPath)
+        var paths = policy.read.map(OS.normalizedPath)
+        for path in write where !paths.contains(path) { paths.append(path) }
+        roots = paths.map { Root(path: $0, writable: write.contains($0)) }
         include = policy.include
         exclude = policy.exclude
     }
