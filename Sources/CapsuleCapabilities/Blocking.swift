@@ -4,8 +4,8 @@ import Glibc
 
 /// Runs blocking work (file system calls) on a thread of its own, so a slow disk never holds one
 /// of the few threads Swift's concurrency runs every session's tasks on.
-enum Blocking {
-    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+package enum Blocking {
+    package static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
             let box = Unmanaged.passRetained(Job { continuation.resume(returning: work()) })
             var thread = pthread_t()

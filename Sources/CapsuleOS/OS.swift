@@ -111,9 +111,11 @@ public enum OS {
     }
 
     /// Starts `path` with exactly the descriptors in `descriptors` (child fd ← parent fd), stdin and
-    /// stdout on /dev/null, stderr inherited, an empty environment, in a new session.
+    /// stdout on /dev/null unless mapped, stderr inherited, an empty environment (or this
+    /// process's, for a trusted helper), in a new session.
     public static func spawn(_ path: String, arguments: [String],
-                             descriptors: [(child: Int32, parent: Int32)]) throws(SystemError) -> pid_t {
+                             descriptors: [(child: Int32, parent: Int32)],
+                             inheritEnvironment: Bool = false) throws(SystemError) -> pid_t {
         // Move the sources out of the way first, so that no mapping overwrites another's source.
         var moved: [(child: Int32, parent: Int32)] = []
         defer { for entry in moved { close(entry.parent) } }
@@ -146,7 +148,8 @@ public enum OS {
         defer { for pointer in argv { free(pointer) } }
         let environment: [UnsafeMutablePointer<CChar>?] = [nil]
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environment)
+        let result = inheritEnvironment ? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+            : posix_spawn(&pid, path, &actions, &attributes, argv, environment)
         if result != 0 { throw SystemError("posix_spawn \(path)", errno: result) }
         return pid
     }

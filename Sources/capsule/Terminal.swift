@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
@@ -16,6 +17,10 @@ struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Write the outcome as JSON to this file.",
                                discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."))
     var report: String?
+
+    @Option(help: ArgumentHelp("A program that approves or denies calls the policy marks `ask = true`, and answers capsule.ask().",
+                               discussion: "It reads each request as one JSON line on stdin and answers `approve` or `deny [reason]`. Without it, a terminal is asked; with neither, such calls are denied."))
+    var approver: String?
 
     @Option(name: .customLong("display-dir"),
             help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
@@ -127,7 +132,8 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     }
     let session: Session
     do {
-        session = try Session(policy: policy, location: try WorkerLocation.find())
+        let broker = Broker(policy: policy, approver: makeApprover(options.approver))
+        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker)
     } catch {
         printError("capsule: \(error)")
         return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)"), to: options.report)
