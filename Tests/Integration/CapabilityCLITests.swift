@@ -1,0 +1,71 @@
+// Capabilities through the capsule binary: a scripted approver and --display-dir.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import CapsuleOS
+
+@Suite("capsule binary: capabilities") struct CapabilityCLITests {
+    @Test func aScriptedApproverApprovesAndDenies() throws {
+        let tree = try HostTree()
+        let log = "\(tree.path)/approvals.log"
+        let approver = "\(tree.path)/approve.sh"
+        try Host.writeFile(approver, """
+            #!/bin/sh
+            read line
+            echo "$line" >> \(log)
+            case "$line" in *hello*) echo approve;; *) echo "deny only hello today";; esac
+            """)
+        chmod(approver, 0o755)
+        let policy = "\(tree.path)/ask.toml"
+        try Host.writeFile(policy, """
+            level = "restricted"
+            [capabilities.file]
+            read = ["\(tree.path)/in"]
+            ask = true
+            """)
+        let script = "\(tree.path)/job.py"
+        try Host.writeFile(script, """
+            from capsule import file, CapabilityDenied
+            print(file.read_text("\(tree.path)/in/hello.txt"), end="")
+            try:
+                file.read_text("\(tree.path)/in/a/secret.txt")
+            except CapabilityDenied as e:
+                print(e)
+            """)
+        let run = try CLI.run(["run", "--policy", policy, "--approver", approver, script])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "hello from the host\nfile.read_bytes was not approved: only hello today\n", "\(run)")
+        let lines = (Host.readText(log) ?? "").split(separator: "\n")
+        #expect(lines.count == 2 && lines[0].hasPrefix(#"{"capability":"file","method":"read_bytes","arguments":{"path":"#), "\(lines)")
+
+        // With no terminal and no approver, the call is denied, saying why.
+        let unattended = try CLI.run(["run", "--policy", policy, script])
+        #expect(unattended.status == 1, "\(unattended)")
+        #expect(unattended.stderr.contains("this session has no terminal and no --approver"), "\(unattended)")
+    }
+
+    @Test func displayDirKeepsRichOutput() throws {
+        let tree = try HostTree()
+        let script = "\(tree.path)/show.py"
+        try Host.writeFile(script, """
+            class Chart:
+                def _repr_svg_(self): return "<svg/>"
+                def _repr_png_(self): return b"\\x89PNG"
+                def __repr__(self): return "Chart()"
+            display(Chart())
+            display({"text/html": "<b>hi</b>"}, raw=True)
+            """)
+        let directory = "\(tree.path)/shown"
+        let run = try CLI.run(["run", "--display-dir", directory, script])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "Chart()\n", "\(run)")
+        #expect(Host.readText("\(directory)/display-001.svg") == "<svg/>")
+        #expect((try? OS.readFile("\(directory)/display-001.png", limit: 100)) == [0x89, 0x50, 0x4E, 0x47], "images are decoded")
+        #expect(Host.readText("\(directory)/display-002.html") == "<b>hi</b>")
+
+        let plain = try CLI.run(["run", script])
+        #expect(plain.stdout == "Chart()\n", "\(plain)")
+        #expect(plain.stderr.contains("capsule: display 2: text/html not shown; --display-dir DIR writes it to files"), "\(plain)")
+    }
+}
