@@ -10,6 +10,7 @@ struct Doctor: ParsableCommand {
     )
 
     func run() throws {
+        print("capsule         \(CapsuleVersion.current)")
         let location: WorkerLocation
         do { location = try WorkerLocation.find() } catch {
             printError("capsule: \(error)")
