@@ -19,4 +19,46 @@ import CapsuleRuntime
         #expect(run.stdout == CapsuleVersion.current + "\n", "\(run)")
         #expect(run.stderr.isEmpty, "\(run)")
     }
+
+    @Test func execPassesArgumentsAsPythonDoes() throws {
+        // python3 -c CODE a b gives ['-c', 'a', 'b']; capsule's own `--` is not passed on, later ones are.
+        try requireBinary()
+        let show = "import sys; print(sys.argv)"
+        let cases: [([String], String)] = [
+            (["-c", show, "a", "b"], "['-c', 'a', 'b']"),
+            (["-c", show, "--", "a", "b"], "['-c', 'a', 'b']"),
+            (["-c", show, "a", "--", "-x"], "['-c', 'a', '--', '-x']"),
+            (["-c", show, "--", "--policy", "x"], "['-c', '--policy', 'x']"),
+            (["--policy", "sandbox", "-c", show, "-"], "['-c', '-']"),
+            (["-c", show], "['-c']"),
+        ]
+        for (arguments, argv) in cases {
+            let run = try CLI.run(["exec"] + arguments)
+            #expect(run.status == 0, "\(arguments)\n\(run)")
+            #expect(run.stdout == argv + "\n", "\(arguments)\n\(run)")
+        }
+    }
+
+    @Test func execFromStandardInputTakesArgumentsToo() throws {
+        try requireBinary()
+        let scratch = try CLITests.Scratch()
+        let code = try scratch.file("argv.py", "import sys\nprint(sys.argv)\n")
+        let run = try CLI.run(["exec", "-", "a", "-c", "b"], stdin: code)
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "['-', 'a', '-c', 'b']\n", "\(run)")
+        let terminated = try CLI.run(["exec", "--", "-", "a"], stdin: code)
+        #expect(terminated.stdout == "['-', 'a']\n", "\(terminated)")
+    }
+
+    @Test func execWithoutCodeSaysWhatToType() throws {
+        try requireBinary()
+        let none = try CLI.run(["exec"])
+        #expect(none.status == 64, "\(none)")
+        #expect(none.stderrLines.first == "Error: give the code with -c CODE, or `-` to read it from standard input", "\(none)")
+        let file = try CLI.run(["exec", "job.py", "a"])
+        #expect(file.status == 64, "\(file)")
+        #expect(file.stderrLines.first == "Error: `job.py` is not `-`; to run a file use `capsule run job.py`", "\(file)")
+        let help = try CLI.run(["exec", "--help"])
+        #expect(help.status == 0 && help.stdout.contains("sys.argv is ['-c', ARG...]"), "\(help)")
+    }
 }
