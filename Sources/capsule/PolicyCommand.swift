@@ -10,6 +10,8 @@ struct PolicyCommand: ParsableCommand {
         subcommands: [Check.self, Show.self, Explain.self, Diff.self]
     )
 
+    func run() throws { throw missingSubcommand(Self.self) }
+
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate policy files; exit 1 listing every problem, or 0 when all are valid.")

@@ -61,4 +61,37 @@ import CapsuleRuntime
         let help = try CLI.run(["exec", "--help"])
         #expect(help.status == 0 && help.stdout.contains("sys.argv is ['-c', ARG...]"), "\(help)")
     }
+
+    @Test(arguments: [
+        ([], "Error: name a command; the commands of `capsule` are `run`, `exec`, `policy`, `doctor`"),
+        (["policy"], "Error: name a command; the commands of `capsule policy` are `check`, `show`, `explain`, `diff`"),
+        (["help", "bogus"], "Error: `bogus` is not a command of `capsule`;"),
+        (["help", "policy", "bogus"], "Error: `bogus` is not a command of `capsule policy`;"),
+        (["bogus"], "Error: Unexpected argument 'bogus'"),
+        (["--bogus"], "Error: Unknown option '--bogus'"),
+        (["run", "--nope", "x.py"], "Error: Unknown option '--nope'"),
+        (["run"], "Error: Missing expected argument '<script>'"),
+        (["run", "--policy"], "Error: Missing value for '--policy <policy>'"),
+        (["exec", "-c"], "Error: Missing value for '-c <code>'"),
+        (["exec"], "Error: give the code with -c CODE"),
+        (["policy", "check"], "Error: Missing expected argument '<policies> ...'"),
+        (["policy", "diff", "sandbox"], "Error: Missing expected argument '<second>'"),
+        (["doctor", "extra"], "Error: Unexpected argument 'extra'"),
+        (["--generate-completion-script", "tcsh"], "Error: Can't generate completion scripts for 'tcsh'"),
+    ])
+    func usageErrorsExit64(arguments: [String], message: String) throws {
+        try requireBinary()
+        let run = try CLI.run(arguments)
+        #expect(run.status == 64, "EX_USAGE for \(arguments)\n\(run)")
+        #expect(run.stderr.hasPrefix(message), "\(arguments)\n\(run)")
+        #expect(run.stdout.isEmpty, "\(arguments)\n\(run)")
+    }
+
+    @Test func helpForAKnownCommandIsNoError() throws {
+        try requireBinary()
+        for arguments in [["--help"], ["help"], ["help", "policy", "check"], ["run", "--help"], ["policy", "--help"]] {
+            let run = try CLI.run(arguments)
+            #expect(run.status == 0 && run.stdout.contains("USAGE:"), "\(arguments)\n\(run)")
+        }
+    }
 }
