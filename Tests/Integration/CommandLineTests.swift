@@ -94,4 +94,54 @@ import CapsuleRuntime
             #expect(run.status == 0 && run.stdout.contains("USAGE:"), "\(arguments)\n\(run)")
         }
     }
+
+    @Test func bashCompletionOffersLevelsPolicyFilesAndScripts() throws {
+        try requireBinary()
+        let script = try CLI.run(["--generate-completion-script", "bash"])
+        #expect(script.status == 0, "\(script)")
+        #expect(script.stdout.contains("printf '\\''%s\\n'\\'' \(Level.allCases.map(\.rawValue).joined(separator: " "))"), "\(script)")
+        #expect(script.stdout.contains("compgen -o plusdirs -f -X '\\''!*.toml'\\''"), "policy files\n\(script)")
+        #expect(script.stdout.contains("-o plusdirs -fX '!*.@(py)'"), "scripts for run\n\(script)")
+
+        // The same script, in bash, offers them: what a user sees after TAB.
+        let scratch = try CLITests.Scratch()
+        for name in ["ci.toml", "job.py", "notes.txt"] { _ = try scratch.file(name, "") }
+        #expect(mkdir("\(scratch.path)/sub", 0o700) == 0)
+        _ = try scratch.file("sub/deep.toml", "")
+        defer { unlink("\(scratch.path)/sub/deep.toml"); rmdir("\(scratch.path)/sub") }
+        let harness = #"""
+            eval "$("$1" --generate-completion-script bash)" && cd "$2" || exit 1
+            offer() {
+                COMP_LINE="$1"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< "$1"
+                [[ "$1" == *" " ]] && COMP_WORDS+=("")
+                COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=()
+                _capsule capsule "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+                echo "$1=> ${COMPREPLY[*]}"
+            }
+            offer "capsule run --policy "
+            offer "capsule exec --policy s"
+            offer "capsule run --policy sub/"
+            offer "capsule run "
+            offer "capsule policy explain "
+            """#
+        let bash = try CLI.run([scratch.path], via: ["/bin/bash", "-c", harness, "bash"])
+        #expect(bash.status == 0, "\(bash)")
+        // Files come in directory order: compare the words as sets.
+        let offered = bash.stdout.split(separator: "\n").compactMap { line -> (String, Set<String>)? in
+            guard let cut = line.firstRange(of: "=> ") else { return nil }
+            return (String(line[..<cut.lowerBound]), Set(line[cut.upperBound...].split(separator: " ").map(String.init)))
+        }
+        let levels = Level.allCases.map(\.rawValue)
+        let expected: [(String, Set<String>)] = [
+            ("capsule run --policy ", Set(levels + ["ci.toml", "sub"])),
+            ("capsule exec --policy s", ["sandbox", "standard", "sub"]),
+            ("capsule run --policy sub/", ["sub/deep.toml"]),
+            ("capsule run ", ["job.py", "sub"]),
+            ("capsule policy explain ", Set(levels + ["ci.toml", "sub"])),
+        ]
+        #expect(offered.map(\.0) == expected.map(\.0), "\(bash)")
+        for ((line, words), (_, want)) in zip(offered, expected) {
+            #expect(words == want, "after `\(line)`\n\(bash)")
+        }
+    }
 }
