@@ -144,4 +144,26 @@ import CapsuleRuntime
             #expect(words == want, "after `\(line)`\n\(bash)")
         }
     }
+
+    @Test func doctorSaysWhatEachNamespaceIsFor() throws {
+        try requireBinary()
+        let run = try CLI.run(["doctor"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout.hasPrefix("capsule         \(CapsuleVersion.current)\n"), "\(run)")
+        // `ok  NAME  DETAIL`: each namespace says what it isolates, in words of its own.
+        var details: [String: String] = [:]
+        for line in run.stdout.split(separator: "\n") where line.hasPrefix("ok  ") || line.hasPrefix("no  ") {
+            let words = line.dropFirst(4).split(separator: " ", maxSplits: 1)
+            if words.count == 2 { details[String(words[0])] = words[1].drop { $0 == " " }.description }
+        }
+        let expected = ["user-namespace": "unprivileged id", "pid-namespace": "processes", "net-namespace": "network",
+                        "mount-namespace": "mount", "ipc-namespace": "IPC", "uts-namespace": "hostname",
+                        "cgroup-namespace": "cgroup"]
+        for (namespace, word) in expected {
+            #expect(details[namespace]?.contains(word) == true, "\(namespace): \(details[namespace] ?? "missing")\n\(run)")
+        }
+        let namespaceDetails = expected.keys.compactMap { details[$0] }
+        #expect(Set(namespaceDetails).count == expected.count, "every namespace has its own detail\n\(run)")
+        #expect(details["sandbox-start"]?.hasPrefix("Python ") == true, "\(run)")
+    }
 }
