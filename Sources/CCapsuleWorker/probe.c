@@ -37,12 +37,17 @@ static void report(const char *feature, int err, const char *what) {
 }
 
 int cw_probe(void) {
-    static const struct { const char *name; unsigned long flag; } namespaces[] = {
-        {"user-namespace", 0}, {"pid-namespace", CLONE_NEWPID}, {"net-namespace", CLONE_NEWNET},
-        {"mount-namespace", CLONE_NEWNS}, {"ipc-namespace", CLONE_NEWIPC}, {"uts-namespace", CLONE_NEWUTS},
-        {"cgroup-namespace", CLONE_NEWCGROUP}};
+    // Each is tried inside a new user namespace, as the sandbox creates it; the detail says what it isolates.
+    static const struct { const char *name; unsigned long flag; const char *detail; } namespaces[] = {
+        {"user-namespace", 0, "uid 0 inside is an unprivileged id outside"},
+        {"pid-namespace", CLONE_NEWPID, "the code sees and signals only its own processes"},
+        {"net-namespace", CLONE_NEWNET, "an empty network stack: no network unless the policy says \"host\""},
+        {"mount-namespace", CLONE_NEWNS, "a private mount table for the read-only root"},
+        {"ipc-namespace", CLONE_NEWIPC, "private System V IPC and POSIX message queues"},
+        {"uts-namespace", CLONE_NEWUTS, "a hostname of its own"},
+        {"cgroup-namespace", CLONE_NEWCGROUP, "/proc/self/cgroup shows no host cgroup names"}};
     for (size_t i = 0; i < sizeof namespaces / sizeof namespaces[0]; i++)
-        report(namespaces[i].name, try_in_child(CLONE_NEWUSER | namespaces[i].flag, NULL), "unshare in a user namespace");
+        report(namespaces[i].name, try_in_child(CLONE_NEWUSER | namespaces[i].flag, NULL), namespaces[i].detail);
     report("seccomp", try_in_child(0, load_seccomp), "filter loaded and enforced");
     int abi = cw_landlock_abi();
     char detail[64];

@@ -88,18 +88,22 @@ public enum PolicyLoader {
         decoder.apply(document)
         let policy = decoder.policy
         // A grant whose keys were bad is not also reported as missing what those keys gave.
-        let ceiling = PolicyRules.ceilingProblems(policy, lines: decoder.lines, file: file).filter { problem in
+        let ceiling = PolicyRules.ceilingProblems(policy, base: base, lines: decoder.lines, file: file).filter { problem in
             guard problem.message.hasPrefix("missing"), let key = problem.key, let dot = key.lastIndex(of: ".") else { return true }
             let capability = String(key[..<dot])
             return !decoder.errors.contains { $0.key?.hasPrefix(capability) == true }
         }
         problems += decoder.errors + ceiling
-        problems.sort { ($0.line ?? .max) < ($1.line ?? .max) } // errors without a line (a missing key) last
-        if problems.isEmpty, let base {
-            do { try PolicyRules.checkNarrows(policy, base: base, lines: decoder.lines, file: file) } catch {
-                problems.append(error)
+        if let base {
+            // A key already wrong for another reason (a bad value, above the level) is not also reported as widening.
+            func path(_ problem: PolicyError) -> Substring? { problem.key?.prefix { $0 != " " } } // `net.methods (POST)`
+            let reported = problems.compactMap(path)
+            problems += PolicyRules.narrowingProblems(policy, base: base, lines: decoder.lines, file: file).filter { problem in
+                guard let key = path(problem) else { return true }
+                return !reported.contains { $0 == key || $0.hasPrefix(key + ".") || key.hasPrefix($0 + ".") }
             }
         }
+        problems.sort { ($0.line ?? .max) < ($1.line ?? .max) } // errors without a line (a missing key) last
         guard let first = problems.first else { return policy }
         if problems.count > maxProblems {
             let more = problems.count - maxProblems

@@ -31,11 +31,20 @@ enum PolicyRules {
         return needs
     }
 
-    /// Everything the policy grants above its level, and grants missing what they need.
-    static func ceilingProblems(_ policy: Policy, lines: [String: Int], file: String) -> [PolicyError] {
+    /// Everything the policy grants above its level, and grants missing what they need. A grant
+    /// this file does not write came from `base`: it is reported at the line of `level`, which
+    /// lowered the ceiling under it, with where it came from and how to drop it.
+    static func ceilingProblems(_ policy: Policy, base: Policy?, lines: [String: Int], file: String) -> [PolicyError] {
         var problems = requirements(policy).filter { $0.level > policy.level }.map { key, level in
-            PolicyError(file: file, line: line(of: key, in: lines), key: key,
-                        "needs level `\(level.rawValue)` or higher; this policy is `\(policy.level.rawValue)`")
+            let needs = "needs level `\(level.rawValue)` or higher; this policy is `\(policy.level.rawValue)`"
+            let path = String(key.prefix { $0 != " " })
+            guard let base, lines[path] == nil, let levelLine = lines["level"] else {
+                return PolicyError(file: file, line: line(of: key, in: lines), key: key, needs)
+            }
+            let extends = lines["extends"].map { " (line \($0))" } ?? ""
+            return PolicyError(file: file, line: levelLine, key: key,
+                               "\(needs), but it inherits the grant from `\(base.origin)`, which it extends\(extends): "
+                               + "\(turningOff(path)), or leave `level` out to keep the level of `\(base.origin)`")
         }
         for (name, custom) in policy.capabilities.custom.sorted(by: { $0.key < $1.key })
         where custom.grant.enabled && custom.command.isEmpty {
@@ -47,6 +56,20 @@ enum PolicyRules {
                                         "missing: name each database, like databases = { app = \"/srv/app.sqlite\" }"))
         }
         return problems
+    }
+
+    /// How a file drops an inherited grant that its level does not allow, for the key that asks for it.
+    private static func turningOff(_ key: String) -> String {
+        let parts = key.split(separator: ".").map(String.init)
+        switch key {
+        case "sandbox.network": return "set network = \"none\" in [sandbox]"
+        case "sandbox.readonly_paths": return "set readonly_paths = [] in [sandbox]"
+        case "capabilities.file.write": return "set write = [] in [capabilities.file]"
+        case "capabilities.net.methods": return "set methods = [\"GET\"] in [capabilities.net]"
+        case "capabilities.net.websocket": return "set websocket = false in [capabilities.net]"
+        case "capabilities.db.write": return "set write = false in [capabilities.db]"
+        default: return "turn it off with enabled = false in [\(parts.prefix(parts.count > 2 && parts[1] == "custom" ? 3 : 2).joined(separator: "."))]"
+        }
     }
 
     /// The line of `key`, else of the nearest table above it that this file set.
@@ -61,27 +84,28 @@ enum PolicyRules {
 
     // MARK: Narrowing
 
-    static func checkNarrows(_ policy: Policy, base: Policy, lines: [String: Int], file: String) throws(PolicyError) {
-        func fail(_ key: String, _ message: String) -> PolicyError {
-            PolicyError(file: file, line: line(of: key, in: lines), key: key,
-                        "\(message); a policy that extends `\(base.origin)` may only narrow it")
+    /// Everything the policy widens of the one it extends, each with its key and line.
+    static func narrowingProblems(_ policy: Policy, base: Policy, lines: [String: Int], file: String) -> [PolicyError] {
+        var problems: [PolicyError] = []
+        func fail(_ key: String, _ message: String) {
+            problems.append(PolicyError(file: file, line: line(of: key, in: lines), key: key,
+                                        "\(message); a policy that extends `\(base.origin)` may only narrow it"))
         }
         if policy.level > base.level {
-            throw fail("level", "`\(policy.level.rawValue)` is wider than `\(base.level.rawValue)`")
+            fail("level", "`\(policy.level.rawValue)` is wider than `\(base.level.rawValue)`")
         }
         for (key, mine, theirs) in limitPairs(policy.limits, base.limits) where mine > theirs {
-            throw fail("limits.\(key)", "\(mine.shortText) is more than the \(theirs.shortText) it allows")
+            fail("limits.\(key)", "\(mine.shortText) is more than the \(theirs.shortText) it allows")
         }
-        if let baseCores = base.limits.cpus {
-            guard let cores = policy.limits.cpus, cores.allSatisfy(baseCores.contains) else {
-                throw fail("limits.cpus", "may only list cores among \(baseCores)")
-            }
+        if let baseCores = base.limits.cpus, !(policy.limits.cpus?.allSatisfy(baseCores.contains) ?? false) {
+            fail("limits.cpus", "may only list cores among \(baseCores)")
         }
-        if policy.network == .host && base.network != .host { throw fail("sandbox.network", "\"host\" is not allowed") }
-        for path in policy.readonlyPaths where !isUnder(path, anyOf: base.readonlyPaths) {
-            throw fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
+        if policy.network == .host && base.network != .host { fail("sandbox.network", "\"host\" is not allowed") }
+        if let path = policy.readonlyPaths.first(where: { !isUnder($0, anyOf: base.readonlyPaths) }) {
+            fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
         }
-        try checkCapabilities(policy.capabilities, base.capabilities, fail: fail)
+        checkCapabilities(policy.capabilities, base.capabilities, fail: fail)
+        return problems
     }
 
     private static func limitPairs(_ a: Limits, _ b: Limits) -> [(String, Double, Double)] {
@@ -94,72 +118,76 @@ enum PolicyRules {
          ("max_frame_bytes", Double(a.maxFrameBytes), Double(b.maxFrameBytes))]
     }
 
-    private static func checkCapabilities(_ caps: Capabilities, _ base: Capabilities,
-                                          fail: (String, String) -> PolicyError) throws(PolicyError) {
-        try checkGrant("display", caps.display, base.display, fail: fail)
-        try checkGrant("input", caps.input, base.input, fail: fail)
-        try checkGrant("time", caps.time, base.time, fail: fail)
-        try checkGrant("env", caps.env?.grant, base.env?.grant, fail: fail)
-        if let env = caps.env, env.grant.enabled, let name = env.names.first(where: { !(base.env?.names ?? []).contains($0) }) {
-            throw fail("capabilities.env.names", "`\(name)` is not among the names it allows")
+    /// One problem per key: a key whose first value widens the base is reported once, and the
+    /// details of a capability the base does not grant at all are not checked.
+    private static func checkCapabilities(_ caps: Capabilities, _ base: Capabilities, fail: (String, String) -> Void) {
+        checkGrant("display", caps.display, base.display, fail: fail)
+        checkGrant("input", caps.input, base.input, fail: fail)
+        checkGrant("time", caps.time, base.time, fail: fail)
+        if checkGrant("env", caps.env?.grant, base.env?.grant, fail: fail), let env = caps.env,
+           let name = env.names.first(where: { !(base.env?.names ?? []).contains($0) }) {
+            fail("capabilities.env.names", "`\(name)` is not among the names it allows")
         }
-        try checkGrant("file", caps.file?.grant, base.file?.grant, fail: fail)
-        if let file = caps.file, file.grant.enabled, let baseFile = base.file {
+        if checkGrant("file", caps.file?.grant, base.file?.grant, fail: fail), let file = caps.file, let baseFile = base.file {
             for (key, roots, baseRoots) in [("read", file.read, baseFile.read), ("write", file.write, baseFile.write)] {
-                for root in roots where !isUnder(root, anyOf: baseRoots) {
-                    throw fail("capabilities.file.\(key)", "`\(root)` is not under a root it allows")
+                if let root = roots.first(where: { !isUnder($0, anyOf: baseRoots) }) {
+                    fail("capabilities.file.\(key)", "`\(root)` is not under a root it allows")
                 }
             }
             if let glob = file.include.first(where: { !baseFile.include.contains($0) }) {
-                throw fail("capabilities.file.include", "`\(glob)` is not among the patterns it includes")
+                fail("capabilities.file.include", "`\(glob)` is not among the patterns it includes")
             }
             if let glob = baseFile.exclude.first(where: { !file.exclude.contains($0) }) {
-                throw fail("capabilities.file.exclude", "must keep excluding `\(glob)`")
+                fail("capabilities.file.exclude", "must keep excluding `\(glob)`")
             }
         }
-        try checkGrant("net", caps.net?.grant, base.net?.grant, fail: fail)
-        if let net = caps.net, net.grant.enabled, let baseNet = base.net {
-            for url in net.urls where !baseNet.urls.contains(where: { isWithin(url, $0) }) {
-                throw fail("capabilities.net.urls", "`\(url)` does not start with a URL it allows")
+        if checkGrant("net", caps.net?.grant, base.net?.grant, fail: fail), let net = caps.net, let baseNet = base.net {
+            if let url = net.urls.first(where: { url in !baseNet.urls.contains { isWithin(url, $0) } }) {
+                fail("capabilities.net.urls", "`\(url)` does not start with a URL it allows")
             }
             if let method = net.methods.first(where: { !baseNet.methods.contains($0) }) {
-                throw fail("capabilities.net.methods", "`\(method)` is not among the methods it allows")
+                fail("capabilities.net.methods", "`\(method)` is not among the methods it allows")
             }
-            if net.websocket && !baseNet.websocket { throw fail("capabilities.net.websocket", "it does not allow WebSocket") }
+            if net.websocket && !baseNet.websocket { fail("capabilities.net.websocket", "it does not allow WebSocket") }
             if let limit = baseNet.timeoutSeconds, (net.timeoutSeconds ?? .infinity) > limit {
-                throw fail("capabilities.net.timeout_s", "must be at most \(limit.shortText)")
+                fail("capabilities.net.timeout_s", "must be at most \(limit.shortText)")
             }
         }
-        try checkGrant("db", caps.db?.grant, base.db?.grant, fail: fail)
-        if let db = caps.db, db.grant.enabled, let baseDB = base.db {
+        if checkGrant("db", caps.db?.grant, base.db?.grant, fail: fail), let db = caps.db, let baseDB = base.db {
             for (name, path) in db.databases.sorted(by: { $0.key < $1.key }) where baseDB.databases[name] != path {
-                throw fail("capabilities.db.databases.\(name)", "it does not allow this database")
+                fail("capabilities.db.databases.\(name)", "it does not allow this database")
             }
-            if db.write && !baseDB.write { throw fail("capabilities.db.write", "it is read-only") }
+            if db.write && !baseDB.write { fail("capabilities.db.write", "it is read-only") }
             if let rows = baseDB.maxRows, (db.maxRows ?? .max) > rows {
-                throw fail("capabilities.db.max_rows", "must be at most \(rows)")
+                fail("capabilities.db.max_rows", "must be at most \(rows)")
             }
         }
         for (name, custom) in caps.custom.sorted(by: { $0.key < $1.key }) {
-            try checkGrant("custom.\(name)", custom.grant, base.custom[name]?.grant, fail: fail)
-            if custom.grant.enabled, let baseCustom = base.custom[name], custom.command != baseCustom.command {
-                throw fail("capabilities.custom.\(name).command", "must stay \(baseCustom.command)")
+            if checkGrant("custom.\(name)", custom.grant, base.custom[name]?.grant, fail: fail),
+               let baseCustom = base.custom[name], custom.command != baseCustom.command {
+                fail("capabilities.custom.\(name).command", "must stay \(baseCustom.command)")
             }
         }
     }
 
-    /// Enabled only where the base enables it; ask stays on, rates and sizes only go down.
+    /// Enabled only where the base enables it; ask stays on, rates and sizes only go down. True when
+    /// the grant is enabled and the base grants it too, so its own keys are worth checking.
+    @discardableResult
     private static func checkGrant(_ name: String, _ grant: CapabilityGrant?, _ base: CapabilityGrant?,
-                                   fail: (String, String) -> PolicyError) throws(PolicyError) {
-        guard let grant, grant.enabled else { return }
-        guard let base, base.enabled else { throw fail("capabilities.\(name)", "it does not grant this capability") }
-        if base.ask && !grant.ask { throw fail("capabilities.\(name).ask", "it asks a person first; that must stay") }
+                                   fail: (String, String) -> Void) -> Bool {
+        guard let grant, grant.enabled else { return false }
+        guard let base, base.enabled else {
+            fail("capabilities.\(name)", "it does not grant this capability")
+            return false
+        }
+        if base.ask && !grant.ask { fail("capabilities.\(name).ask", "it asks a person first; that must stay") }
         if let rate = base.ratePerMinute, (grant.ratePerMinute ?? .max) > rate {
-            throw fail("capabilities.\(name).rate_per_minute", "must be at most \(rate)")
+            fail("capabilities.\(name).rate_per_minute", "must be at most \(rate)")
         }
         if let bytes = base.maxBytes, (grant.maxBytes ?? .max) > bytes {
-            throw fail("capabilities.\(name).max_bytes", "must be at most \(bytes)")
+            fail("capabilities.\(name).max_bytes", "must be at most \(bytes)")
         }
+        return true
     }
 
     /// Whether allow-list URL `url` allows nothing `base` does not: the same scheme, host and port, and a

@@ -10,6 +10,7 @@ struct Doctor: ParsableCommand {
     )
 
     func run() throws {
+        print("capsule         \(CapsuleVersion.current)")
         let location: WorkerLocation
         do { location = try WorkerLocation.find() } catch {
             printError("capsule: \(error)")
@@ -30,9 +31,9 @@ struct Doctor: ParsableCommand {
             let session = try Session(policy: Policy(level: .sandbox), location: location)
             session.shutdown()
             let milliseconds = Double(OS.now() - started) / 1e6
-            print("ok  sandbox start  Python \(session.pythonVersion) ready in \(Int(milliseconds)) ms")
+            print("ok  \("sandbox-start".padding(to: width))  Python \(session.pythonVersion) ready in \(Int(milliseconds)) ms")
         } catch {
-            print("no  sandbox start  \(error)")
+            print("no  \("sandbox-start".padding(to: width))  \(error)")
             throw ExitCode.failure
         }
         if !missing.isEmpty {

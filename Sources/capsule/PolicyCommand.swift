@@ -10,11 +10,13 @@ struct PolicyCommand: ParsableCommand {
         subcommands: [Check.self, Show.self, Explain.self, Diff.self]
     )
 
+    func run() throws { throw missingSubcommand(Self.self) }
+
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate policy files; exit 1 listing every problem, or 0 when all are valid.")
 
-        @Argument(help: "Policy files (or level names).")
+        @Argument(help: "Policy files (or level names).", completion: Completion.policy)
         var policies: [String]
 
         func validate() throws {
@@ -41,7 +43,7 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the effective policy, after `extends` and defaults, as TOML.")
 
-        @Argument(help: "A policy file or a level name.")
+        @Argument(help: "A policy file or a level name.", completion: Completion.policy)
         var policy: String
 
         func run() throws { print(try loadOrExit(policy).tomlText, terminator: "") }
@@ -51,7 +53,7 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Say in plain language what code under the policy can read, write and reach, and its limits.")
 
-        @Argument(help: "A policy file or a level name.")
+        @Argument(help: "A policy file or a level name.", completion: Completion.policy)
         var policy: String
 
         func run() throws { print(try loadOrExit(policy).explanation, terminator: "") }
@@ -61,10 +63,10 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show how two effective policies differ; exit 0 when they are the same, 1 when not.")
 
-        @Argument(help: "The first policy (file or level).")
+        @Argument(help: "The first policy (file or level).", completion: Completion.policy)
         var first: String
 
-        @Argument(help: "The second policy (file or level).")
+        @Argument(help: "The second policy (file or level).", completion: Completion.policy)
         var second: String
 
         func run() throws {

@@ -14,7 +14,7 @@ struct Run: ParsableCommand {
 
     @OptionGroup var options: SessionOptions
 
-    @Argument(help: "The Python script to run.")
+    @Argument(help: "The Python script to run.", completion: Completion.script)
     var script: String
 
     @Argument(parsing: .captureForPassthrough, help: "Arguments for the script (its sys.argv[1:]).")

@@ -11,11 +11,13 @@ import CapsuleSandbox
 
 /// Options every command that runs code shares.
 struct SessionOptions: ParsableArguments {
-    @Option(help: "A policy level (sandbox, restricted, standard, trusted, unrestricted) or a policy file.")
+    @Option(help: "A policy level (sandbox, restricted, standard, trusted, unrestricted) or a policy file.",
+            completion: Completion.policy)
     var policy: String = "sandbox"
 
     @Option(help: ArgumentHelp("Write the outcome as JSON to this file.",
-                               discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."))
+                               discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."),
+            completion: .file())
     var report: String?
 
     @Option(help: ArgumentHelp("A program that approves or denies calls the policy marks `ask = true`, and answers capsule.ask().",

@@ -390,8 +390,9 @@ enum CLI {
     static var executable: String { "\(Host.buildDirectory)/capsule" }
 
     /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
-    /// such as setpriv to run it as another user.
-    static func run(_ arguments: [String], via wrapper: [String] = [], timeout: Double = 60) throws -> CLIRun {
+    /// such as setpriv to run it as another user; `stdin` is the file its standard input reads.
+    static func run(_ arguments: [String], via wrapper: [String] = [], stdin: String = "/dev/null",
+                    timeout: Double = 60) throws -> CLIRun {
         // Socket pairs rather than pipes: created close-on-exec atomically, so no other test's child
         // inherits a write end (which would hold our reads open).
         let (outRead, outWrite) = try OS.socketPair()
@@ -402,7 +403,7 @@ enum CLI {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, err[1], 2)
         let path = wrapper.first ?? executable

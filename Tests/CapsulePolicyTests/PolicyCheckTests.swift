@@ -1,0 +1,80 @@
+import Testing
+@testable import CapsulePolicy
+
+/// What `policy check` lists for a file that extends another: every widening, and grants that a
+/// lower `level` cannot keep, each at a line of the file with where it came from.
+@Suite struct NarrowingReportTests {
+    @Test func everyWideningIsListedNotJustTheFirst() {
+        let text = """
+            extends = "restricted"
+            [limits]
+            memory_mb = 1024
+            timeout_s = 60
+            max_fds = 1000
+            [sandbox]
+            readonly_paths = ["/srv/data"]
+            [capabilities.env]
+            names = ["HOME"]
+            """
+        let narrow = "a policy that extends `restricted` may only narrow it"
+        #expect(parseError(text)?.all.map(\.description) == [
+            "p.toml:3: `limits.memory_mb`: 1024 is more than the 512 it allows; \(narrow)",
+            "p.toml:4: `limits.timeout_s`: 60 is more than the 30 it allows; \(narrow)",
+            "p.toml:5: `limits.max_fds`: 1000 is more than the 100 it allows; \(narrow)",
+            "p.toml:7: `sandbox.readonly_paths`: `/srv/data` is not under a path it allows; \(narrow)",
+            "p.toml:8: `capabilities.env`: it does not grant this capability; \(narrow)",
+        ])
+    }
+
+    @Test func wideningsAreListedWithOtherProblems() {
+        // A bad value does not hide a widening elsewhere, and a key is reported once.
+        let text = "extends = \"sandbox\"\n[limits]\nmemory_mb = \"lots\"\ntimeout_s = 60\n[capabilities.input]\n"
+        #expect(parseError(text)?.all.map(\.description) == [
+            "p.toml:3: `limits.memory_mb`: must be a whole number from 64 to 1048576, not \"lots\"",
+            "p.toml:4: `limits.timeout_s`: 60 is more than the 30 it allows; a policy that extends `sandbox` may only narrow it",
+            "p.toml:5: `capabilities.input`: needs level `restricted` or higher; this policy is `sandbox`",
+        ])
+    }
+
+    @Test func aCapabilityTheBaseLacksIsOneProblem() {
+        // Its own keys are not compared with a grant that does not exist.
+        let text = "extends = \"restricted\"\n[capabilities.env]\nnames = [\"HOME\"]\nrate_per_minute = 5\n"
+        #expect(parseError(text)?.all.count == 1)
+    }
+
+    @Test func anInheritedGrantAboveALowerLevelNamesTheLevelLineAndTheBase() {
+        let text = "extends = \"restricted\"\nlevel = \"sandbox\"\n"
+        #expect(parseError(text)?.all.map(\.description) == [
+            "p.toml:2: `capabilities.input`: needs level `restricted` or higher; this policy is `sandbox`, but it inherits "
+                + "the grant from `restricted`, which it extends (line 1): turn it off with enabled = false in "
+                + "[capabilities.input], or leave `level` out to keep the level of `restricted`",
+            "p.toml:2: `capabilities.time`: needs level `restricted` or higher; this policy is `sandbox`, but it inherits "
+                + "the grant from `restricted`, which it extends (line 1): turn it off with enabled = false in "
+                + "[capabilities.time], or leave `level` out to keep the level of `restricted`",
+        ])
+        #expect(parseError(text + "[capabilities.input]\nenabled = false\n[capabilities.time]\nenabled = false\n") == nil,
+                "turning them off, as the message says, works")
+    }
+
+    @Test func anInheritedKeySaysHowToDropIt() {
+        let network = parseError("extends = \"unrestricted\"\nlevel = \"trusted\"\n")
+        #expect(network?.all.map(\.description) == [
+            "p.toml:2: `sandbox.network`: needs level `unrestricted` or higher; this policy is `trusted`, but it inherits "
+                + "the grant from `unrestricted`, which it extends (line 1): set network = \"none\" in [sandbox], "
+                + "or leave `level` out to keep the level of `unrestricted`",
+        ])
+        #expect(parseError("extends = \"unrestricted\"\nlevel = \"trusted\"\n[sandbox]\nnetwork = \"none\"\n") == nil)
+    }
+
+    @Test func anInheritedGrantFromAFileNamesTheFile() throws {
+        try withTemporaryDirectory("inherited-grant") { dir in
+            dir.write("base.toml", "level = \"standard\"\n[capabilities.file]\nread = [\"/srv\"]\nwrite = [\"/srv/out\"]\n")
+            let child = dir.write("child.toml", "# narrower\nextends = \"base.toml\"\nlevel = \"restricted\"\n")
+            #expect(loadError(child)?.all.map(\.description) == [
+                "\(child):3: `capabilities.file.write`: needs level `standard` or higher; this policy is `restricted`, but it "
+                    + "inherits the grant from `\(dir.path)/base.toml`, which it extends (line 2): set write = [] in "
+                    + "[capabilities.file], or leave `level` out to keep the level of `\(dir.path)/base.toml`",
+            ])
+        }
+    }
+}
