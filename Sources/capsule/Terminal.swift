@@ -16,6 +16,17 @@ struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Write the outcome as JSON to this file.",
                                discussion: "Unlike the reason line on stderr, the code's own output cannot forge it."))
     var report: String?
+
+    /// A report that cannot be written is refused before anything runs, in one sentence.
+    func validate() throws {
+        guard let report else { return }
+        switch openReport(report, creating: false) {
+        case .success(let fd): OS.close(fd)
+        case .failure(let problem):
+            printError("capsule: \(problem.message)")
+            throw ExitCode(ExitStatus.capsuleError)
+        }
+    }
 }
 
 func printError(_ text: String) {
@@ -168,21 +179,47 @@ extension ExitStatus {
 @discardableResult
 func report(_ status: ExitStatus, to path: String?) -> Int32 {
     guard let path else { return status.code }
-    if OS.fileExists(path) && !OS.isRegularFile(path) {
-        printError("capsule: the report \(path) is not a regular file")
-        return ExitStatus.capsuleError
-    }
     let json: JSONValue = [
         "exit_code": .number(Double(status.code)),
         "kind": .string(status.kind),
         "reason": status.reason.map(JSONValue.string) ?? .null,
     ]
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
-    guard fd >= 0 else {
-        printError("capsule: cannot write the report \(path): \(OS.errorText(errno))")
+    switch openReport(path, creating: true) {
+    case .success(let fd):
+        defer { OS.close(fd) }
+        try? OS.writeAll(fd, json.serialized() + [UInt8(ascii: "\n")])
+        return status.code
+    case .failure(let problem):
+        printError("capsule: \(problem.message)")
         return ExitStatus.capsuleError
     }
-    defer { close(fd) }
-    try? OS.writeAll(fd, json.serialized() + [UInt8(ascii: "\n")])
-    return status.code
+}
+
+/// The report file opened for writing (truncated when `creating`; only checked otherwise), or why
+/// it cannot be: it must be a regular file named directly, never a link, a device or a pipe.
+private func openReport(_ path: String, creating: Bool) -> Result<Int32, SourceError> {
+    if path.isEmpty { return .failure(SourceError("--report needs a file name")) }
+    if let target = OS.linkTarget(path) {
+        // /dev/stdout, /dev/fd/1, /proc/self/fd/2: the code's own output could forge the report there.
+        if target.hasPrefix("/proc/self/fd/") || path.hasPrefix("/dev/fd/") || path.hasPrefix("/proc/self/fd/") {
+            return .failure(SourceError("the report cannot go to \(path), where the code's own output goes and could forge it; give a file name"))
+        }
+        return .failure(SourceError("the report \(path) is a symbolic link (to \(target)); capsule writes a report only to a regular file named directly, so give that path"))
+    }
+    if OS.fileExists(path) && !OS.isRegularFile(path) {
+        return .failure(SourceError("the report \(path) is not a regular file"))
+    }
+    do {
+        return .success(try OS.open(path, flags: O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | (creating ? O_TRUNC : 0)))
+    } catch {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        switch error.errno {
+        case ENOENT:
+            return .failure(SourceError("cannot write the report \(path): the directory \(directory.isEmpty ? "/" : directory) does not exist"))
+        case ENOTDIR:
+            return .failure(SourceError("cannot write the report \(path): a part of \(directory) is not a directory"))
+        default:
+            return .failure(SourceError("cannot write the report \(path): \(OS.errorText(error.errno))"))
+        }
+    }
 }

@@ -1,0 +1,53 @@
+// What a new user hits first: failures that must never be silent or misreported. Each test runs
+// the real `capsule` binary (or a real session) and asserts what the user sees.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import CapsuleOS
+import CapsulePolicy
+import CapsuleRuntime
+
+@Suite("Newcomer failures: the report file") struct ReportPathTests {
+    /// A script that leaves a trace when it runs, so a test can tell that it did not.
+    func script(in scratch: CLITests.Scratch) throws -> String {
+        try scratch.file("trace.py", "print('RAN')\nimport sys\nsys.exit(3)\n")
+    }
+
+    func expectRefusedBeforeRunning(_ run: CLIRun, _ line: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(run.status == ExitStatus.capsuleError, "\(run)", sourceLocation: sourceLocation)
+        #expect(run.stdout.isEmpty, "the code must not run\n\(run)", sourceLocation: sourceLocation)
+        #expect(run.stderrLines == [line], "one clear sentence, once\n\(run)", sourceLocation: sourceLocation)
+    }
+
+    @Test func aMissingDirectory() throws {
+        let scratch = try CLITests.Scratch()
+        let run = try CLI.run(["run", "--report", "\(scratch.path)/no/such/report.json", try script(in: scratch)])
+        expectRefusedBeforeRunning(run, "capsule: cannot write the report \(scratch.path)/no/such/report.json: the directory \(scratch.path)/no/such does not exist")
+    }
+
+    @Test(arguments: ["/dev/stdout", "/dev/stderr", "/dev/fd/1"])
+    func theCodesOwnOutputStreams(_ path: String) throws {
+        let run = try CLI.run(["exec", "--report", path, "-c", "print('RAN')"])
+        expectRefusedBeforeRunning(run, "capsule: the report cannot go to \(path), where the code's own output goes and could forge it; give a file name")
+    }
+
+    @Test func aSymbolicLink() throws {
+        let scratch = try CLITests.Scratch()
+        let target = "\(scratch.path)/real.json"
+        #expect(symlink(target, "\(scratch.path)/link.json") == 0)
+        let run = try CLI.run(["run", "--report", "\(scratch.path)/link.json", try script(in: scratch)])
+        expectRefusedBeforeRunning(run, "capsule: the report \(scratch.path)/link.json is a symbolic link (to \(target)); capsule writes a report only to a regular file named directly, so give that path")
+        #expect(!OS.fileExists(target), "nothing was written through the link")
+        unlink("\(scratch.path)/link.json")
+    }
+
+    @Test func aWritableReportKeepsTheCodesStatus() throws {
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["run", "--report", report, try script(in: scratch)])
+        #expect(run.status == 3, "\(run)")
+        #expect(run.stdout == "RAN\n", "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"exit\",\"reason\":null}\n")
+    }
+}
