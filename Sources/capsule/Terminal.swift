@@ -98,24 +98,32 @@ private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> 
     }
 }
 
-/// The write end of the self-pipe that turns ^C into an interrupt of the running code.
+/// The write end of the self-pipe that turns ^C, SIGTERM and SIGHUP into an interrupt of the
+/// running code, and the first of those signals (0 before any), which the outcome names.
 nonisolated(unsafe) private var interruptWriter: Int32 = -1
+nonisolated(unsafe) private var stopSignal: Int32 = 0
 
 private func installInterruptHandler() -> Int32? {
     guard let (reader, writer) = try? OS.socketPair() else { return nil }
     try? OS.setNonBlocking(writer)
     interruptWriter = writer
-    signal(SIGINT) { _ in
-        var byte: UInt8 = 1
-        _ = write(interruptWriter, &byte, 1)
-    }
-    // Asked to stop: interrupt twice, which kills the code at once and still reports the outcome.
-    for stop in [SIGTERM, SIGHUP] {
-        signal(stop) { _ in
-            var bytes: [UInt8] = [1, 1]
-            _ = write(interruptWriter, &bytes, 2)
+    // Each one interrupts, as ^C does: the code gets KeyboardInterrupt and the same grace; a
+    // second signal kills it at once. One ignored at start stays ignored (nohup, `&` in a script).
+    var handled = sigset_t()
+    sigemptyset(&handled)
+    for stop in [SIGINT, SIGTERM, SIGHUP] {
+        let previous = signal(stop) { signal in
+            if stopSignal == 0 { stopSignal = signal }
+            var byte: UInt8 = 1
+            _ = write(interruptWriter, &byte, 1)
+        }
+        if previous.map({ unsafeBitCast($0, to: Int.self) }) == unsafeBitCast(SIG_IGN, to: Int.self) {
+            signal(stop, SIG_IGN)
+        } else {
+            sigaddset(&handled, stop)
         }
     }
+    pthread_sigmask(SIG_UNBLOCK, &handled, nil) // a parent that blocked them would make capsule deaf
     return reader
 }
 
@@ -164,7 +172,8 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     out.finish()
     err.finish()
     session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
-    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent)
+    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent,
+                            interruptSignal: stopSignal == 0 ? SIGINT : stopSignal)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return report(status, to: options.report)
 }

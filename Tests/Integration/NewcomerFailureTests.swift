@@ -51,3 +51,31 @@ import CapsuleRuntime
         #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"exit\",\"reason\":null}\n")
     }
 }
+
+@Suite("Newcomer failures: signals to capsule") struct StopSignalTests {
+    static let waitsInTry = "import time\ntry:\n    print('READY', flush=True)\n    time.sleep(30)\nfinally:\n    print('FINALLY', flush=True)\n"
+
+    @Test(arguments: [(SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")])
+    func aStopSignalGivesTheCodeTheGraceOfAFirstInterrupt(_ signal: Int32, _ name: String) throws {
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c", Self.waitsInTry], signal: (signal, "READY\n"))
+        #expect(run.status == 128 + signal, "as timeout(1) and a shell report a process ended by \(name)\n\(run)")
+        #expect(run.stdout == "READY\nFINALLY\n", "the code's finally block ran\n\(run)")
+        let reason = "terminated by \(name) (the code got KeyboardInterrupt, as for ^C)"
+        #expect(run.stderrLines.last == "capsule: \(reason)", "\(run)")
+        #expect(!run.stderr.contains("twice"), "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":\(128 + signal),\"kind\":\"terminated\",\"reason\":\"\(reason)\"}\n")
+    }
+
+    @Test func aKeyboardInterruptTheCodeRaisesIsItsOwn() throws {
+        // CPython prints the traceback and exits 130 (it re-raises SIGINT); capsule interrupted nothing.
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c", "raise KeyboardInterrupt"])
+        #expect(run.status == 130, "\(run)")
+        #expect(run.stderrLines.last == "KeyboardInterrupt", "the traceback is the whole story\n\(run)")
+        #expect(!run.stderrLines.contains { $0.hasPrefix("capsule:") && !$0.hasPrefix("capsule: note:") }, "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":130,\"kind\":\"exit\",\"reason\":null}\n")
+    }
+}
