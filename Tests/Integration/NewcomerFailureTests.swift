@@ -79,3 +79,48 @@ import CapsuleRuntime
         #expect(try Host.readFile(report) == "{\"exit_code\":130,\"kind\":\"exit\",\"reason\":null}\n")
     }
 }
+
+@Suite("Newcomer failures: clipped text is marked") struct ClipMarkerTests {
+    /// The events of one execution in a fresh session.
+    static func events(_ code: String, wantResult: Bool = false) throws -> [SessionEvent] {
+        var events: [SessionEvent] = []
+        _ = try Sandboxed.withSession { session in
+            session.execute(code, wantResult: wantResult) { event in
+                events.append(event)
+                return nil
+            }
+        }
+        return events
+    }
+
+    @Test func aHugeExceptionMessageKeepsItsStartAndSaysWhatWasCut() throws {
+        let events = try Self.events(#"raise ValueError("a" * 3_000_000 + "END")"#)
+        guard case .error(let ename, let evalue, let traceback)? = events.last else {
+            Issue.record("expected an error, got \(events)")
+            return
+        }
+        #expect(ename == "ValueError")
+        // The message alone: its first 256 Ki characters, then the marker with the exact count.
+        #expect(evalue.hasPrefix("aaaa") && evalue.hasSuffix("a\n[truncated: \(3_000_003 - (256 << 10)) characters omitted]\n"),
+                "\(evalue.suffix(80))")
+        // The traceback: the last line is cut the same way, and keeps the exception's name.
+        let last = try #require(traceback.last)
+        #expect(last.hasPrefix("ValueError: aaaa"), "\(last.prefix(40))")
+        let marker = try #require(last.split(separator: "\n").last.map(String.init))
+        #expect(marker.hasPrefix("[truncated: ") && marker.hasSuffix(" characters omitted]"), "\(marker)")
+        let omitted = Int(marker.dropFirst("[truncated: ".count).prefix { $0.isNumber }) ?? 0
+        let kept = last.utf8.count - marker.utf8.count - 2 // two newlines: before and after the marker
+        #expect(kept + omitted == "ValueError: ".count + 3_000_003, "every character is kept or counted")
+        #expect(traceback.joined().count < 600 << 10)
+    }
+
+    @Test func aHugeResultIsMarkedTheSameWay() throws {
+        let events = try Self.events(#""b" * 3_000_000"#, wantResult: true)
+        guard case .result(let bundle)? = events.last, let text = bundle["text/plain"] else {
+            Issue.record("expected a result, got \(events.count) events")
+            return
+        }
+        #expect(text.hasPrefix("'bbb"))
+        #expect(text.hasSuffix("b\n[truncated: \(3_000_002 - (1 << 20)) characters omitted]\n"), "\(text.suffix(80))")
+    }
+}

@@ -99,9 +99,19 @@ def fail(why):
 
 # -- writing ---------------------------------------------------------------------------------------
 
+def truncated(count, unit):
+    """The one marker of a cut the worker made: what follows it, or stood in its place, is gone."""
+    return f"[truncated: {count} {unit} omitted]"
+
+
+def clip(text, limit):
+    """text, or its first `limit` characters and the marker on a line of its own."""
+    return text if len(text) <= limit else f"{text[:limit]}\n{truncated(len(text) - limit, 'characters')}\n"
+
+
 def _encode(v):
     if isinstance(v, str):
-        return _quote(v if len(v) <= CLIP else v[:CLIP] + "\n[truncated]\n")
+        return _quote(v if len(v) <= CLIP else clip(v, CLIP))
     if v is None or v is True or v is False:
         return "null" if v is None else "true" if v else "false"
     if isinstance(v, int):
