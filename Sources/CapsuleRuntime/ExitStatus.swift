@@ -72,6 +72,11 @@ public struct ExitStatus: Sendable, Equatable {
                       reason: seconds == 0 ? stop.again
                           : "\(stop.cause): the code did not stop within \(Self.format(seconds)) s and was killed",
                       kind: stop.kind)
+        case .codeTooLarge(let filename, let bytes, let encoded, let limit):
+            let what = filename.hasPrefix("<") ? "the code" : filename
+            self.init(code: Self.capsuleError,
+                      reason: "\(what) is \(bytes) bytes (\(encoded) as sent to the sandbox), more than the \(limit) that limits.max_frame_bytes allows; raise max_frame_bytes under [limits] in a policy file (at most 1073741824)",
+                      kind: "capsule-error")
         case .protocolError(let text):
             // The text may quote what the code wrote on its channel: short and harmless it must be.
             self.init(code: Self.capsuleError,

@@ -124,3 +124,29 @@ import CapsuleRuntime
         #expect(text.hasSuffix("b\n[truncated: \(3_000_002 - (1 << 20)) characters omitted]\n"), "\(text.suffix(80))")
     }
 }
+
+@Suite("Newcomer failures: a script over the frame limit") struct FrameLimitTests {
+    @Test func isRefusedInTheUsersTerms() throws {
+        let scratch = try CLITests.Scratch()
+        // 17 MiB of a string literal: more than the default 16 MiB frame once encoded.
+        let source = "data = '" + String(repeating: "a", count: 17 << 20) + "'\nprint(len(data))\n"
+        let script = try scratch.file("big.py", source)
+        let run = try CLI.run(["run", script])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stdout.isEmpty, "\(run)")
+        let line = try #require(run.stderrLines.last, "\(run)")
+        #expect(line.hasPrefix("capsule: \(script) is \(source.utf8.count) bytes ("), "the file's size\n\(line)")
+        #expect(line.hasSuffix(" as sent to the sandbox), more than the 16777216 that limits.max_frame_bytes allows; raise max_frame_bytes under [limits] in a policy file (at most 1073741824)"),
+                "the limit and the key that raises it\n\(line)")
+        #expect(!line.contains("protocol error"), "\(line)")
+    }
+
+    @Test func runsOnceThePolicyRaisesTheLimit() throws {
+        var limits = Limits()
+        limits.maxFrameBytes = 32 << 20
+        let code = "data = '" + String(repeating: "a", count: 17 << 20) + "'\nprint('LENGTH', len(data))\n"
+        let t = try Sandboxed.runFresh(code, policy: Policy(level: .sandbox, limits: limits))
+        t.expectLine("LENGTH \(17 << 20)")
+        t.expectFinishedCleanly()
+    }
+}
