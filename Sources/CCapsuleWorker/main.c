@@ -44,7 +44,8 @@ static void append(char ***list, size_t *count, char *item) {
 
 static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
     *cfg = (struct cw_config){.memory_mb = 512, .cpu_seconds = 30, .max_fds = 100, .max_processes = 64,
-                              .max_file_bytes = 64 << 20, .workspace_mb = 64, .python_home = "/usr"};
+                              .max_file_bytes = 64 << 20, .workspace_mb = 64, .max_frame_bytes = 16 << 20,
+                              .python_home = "/usr"};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (i + 1 >= argc) cw_fail("arguments", EINVAL, flag);
@@ -56,6 +57,7 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         else if (!strcmp(flag, "--max-file-bytes")) cfg->max_file_bytes = parse_number(flag, value, 1, 1UL << 40);
         else if (!strcmp(flag, "--cpus")) cfg->cpus = value;
         else if (!strcmp(flag, "--workspace-mb")) cfg->workspace_mb = parse_number(flag, value, 1, 1 << 20);
+        else if (!strcmp(flag, "--max-frame-bytes")) cfg->max_frame_bytes = parse_number(flag, value, 8 << 20, 1 << 30);
         else if (!strcmp(flag, "--network")) cfg->host_network = !strcmp(value, "host");
         else if (!strcmp(flag, "--worker-path")) cfg->worker_path = value;
         else if (!strcmp(flag, "--python-home")) cfg->python_home = value;

@@ -72,9 +72,9 @@ pid_t cw_python_fork(void) {
     return pid;
 }
 
-_Noreturn void cw_python_serve(void *module) {
+_Noreturn void cw_python_serve(void *module, unsigned long max_frame_bytes) {
     close(CW_STATUS_FD); // user code must not be able to forge status lines
-    PyObject *result = PyObject_CallMethod((PyObject *)module, "serve", "i", CW_CHANNEL_FD);
+    PyObject *result = PyObject_CallMethod((PyObject *)module, "serve", "ik", CW_CHANNEL_FD, max_frame_bytes);
     if (!result) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)) PyErr_Print(); // exits with the code
         _exit(1);

@@ -78,7 +78,7 @@ static _Noreturn void run_init(const struct cw_config *cfg, int go_fd) {
     if (python < 0) cw_fail("fork-python", errno, "fork");
     if (python == 0) {
         sigprocmask(SIG_SETMASK, &none, NULL);
-        cw_python_serve(module);
+        cw_python_serve(module, cfg->max_frame_bytes);
     }
     for (size_t i = 0; i < CW_N_HANDLED_SIGNALS; i++) signal(cw_handled_signals[i], on_signal);
     for (;;) {

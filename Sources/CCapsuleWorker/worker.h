@@ -31,7 +31,7 @@ extern const int cw_handled_signals[5];
 #define CW_N_HANDLED_SIGNALS 5
 
 struct cw_config {
-    unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb;
+    unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb, max_frame_bytes;
     const char *cpus;          // "0,2,3": the cores the code may run on, or NULL for all
     bool host_network;
     const char *worker_path;   // host directory holding the capsule_worker package
@@ -83,4 +83,4 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd);
 // python.c
 void *cw_python_start(const struct cw_config *cfg); // initialize and import capsule_worker.main
 pid_t cw_python_fork(void);
-_Noreturn void cw_python_serve(void *module);
+_Noreturn void cw_python_serve(void *module, unsigned long max_frame_bytes);

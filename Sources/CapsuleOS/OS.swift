@@ -158,7 +158,7 @@ public enum OS {
 
     /// The whole file, refusing anything larger than `limit` bytes.
     public static func readFile(_ path: String, limit: Int) throws(SystemError) -> [UInt8] {
-        let fd = try retrying("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
+        let fd = try open(path, flags: O_RDONLY)
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -201,11 +201,19 @@ public enum OS {
     public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     /// The absolute path of the running executable.
-    public static func executablePath() -> String? {
+    public static func executablePath() -> String? { linkTarget("/proc/self/exe") }
+
+    /// What the symbolic link at `path` points to; nil when `path` is not a symbolic link.
+    public static func linkTarget(_ path: String) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
         guard count > 0 else { return nil }
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Opens `path`; the descriptor is close-on-exec.
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(SystemError) -> Int32 {
+        try retrying("open \(path)") { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
     public static func environment(_ name: String) -> String? {

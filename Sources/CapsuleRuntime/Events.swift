@@ -31,6 +31,9 @@ public enum ExecutionOutcome: Sendable, Equatable {
     case protocolError(String)
     /// The code was interrupted, did not stop within the grace period, and was killed.
     case killedAfterInterrupt(graceSeconds: Double)
+    /// The code was not sent: as a frame (`encodedBytes`) it is over the policy's
+    /// `limits.max_frame_bytes`. The session is unchanged.
+    case codeTooLarge(filename: String, bytes: Int, encodedBytes: Int, limit: Int)
 }
 
 /// Why a session could not start.

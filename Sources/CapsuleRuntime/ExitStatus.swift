@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CapsuleOS
 import CapsulePolicy
 
@@ -17,8 +20,9 @@ public struct ExitStatus: Sendable, Equatable {
     /// What ended the run, for machines, from what the supervisor itself saw: "exit" (the code's
     /// own status, including a MemoryError or KeyboardInterrupt it raised or reported), "timeout",
     /// "output-limit", "memory-limit" (the cgroup killed it), "cpu-limit" (pid 1 confirmed the CPU
-    /// time), "interrupted" (the supervisor interrupted it), "signal", "protocol-error" or
-    /// "capsule-error". Unlike a line on stderr, the code cannot forge it.
+    /// time), "interrupted" (the supervisor interrupted it at ^C), "terminated" (at SIGTERM or
+    /// SIGHUP), "signal", "protocol-error" or "capsule-error". Unlike a line on stderr, the code
+    /// cannot forge it.
     public let kind: String
 
     public init(code: Int32, reason: String? = nil, kind: String? = nil) {
@@ -27,15 +31,22 @@ public struct ExitStatus: Sendable, Equatable {
         self.kind = kind ?? (code == Self.capsuleError && reason != nil ? "capsule-error" : "exit")
     }
 
-    public init(_ outcome: ExecutionOutcome, policy: Policy, interruptSent: Bool = false) {
+    /// `interruptSent`: the supervisor interrupted the code, because capsule got `interruptSignal`
+    /// (SIGINT for ^C, or SIGTERM or SIGHUP); the status is 128 + that signal, as a shell reports
+    /// a process it ended.
+    public init(_ outcome: ExecutionOutcome, policy: Policy, interruptSent: Bool = false, interruptSignal: Int32 = SIGINT) {
         let limits = policy.limits
         switch outcome {
         case .finished(_, let exitCode?, _, _):
             self.init(code: Int32(truncatingIfNeeded: exitCode) & 0xff) // as the shell sees sys.exit(n)
         case .finished(_, nil, _, "MemoryError"):
             self.init(code: Self.memoryLimit, reason: Self.memoryReason(limits.memoryMB, killed: false), kind: "exit")
+        case .finished(.interrupted, nil, _, _) where interruptSent:
+            let stop = Stop(interruptSignal)
+            self.init(code: stop.code, reason: stop.cause + stop.detail, kind: stop.kind)
         case .finished(.interrupted, nil, _, _):
-            self.init(code: Self.interrupted, reason: "interrupted", kind: interruptSent ? "interrupted" : "exit")
+            // The code's own uncaught KeyboardInterrupt: 130, as CPython exits (it re-raises SIGINT).
+            self.init(code: Self.interrupted)
         case .finished(.error, nil, _, _):
             self.init(code: 1)
         case .finished(.ok, nil, _, _):
@@ -56,15 +67,39 @@ public struct ExitStatus: Sendable, Equatable {
         case .workerEnded(let exitCode, nil):
             self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
         case .killedAfterInterrupt(let seconds):
-            self.init(code: Self.interrupted,
-                      reason: seconds == 0 ? "interrupted twice: the code was killed"
-                          : "interrupted: the code did not stop within \(Self.format(seconds)) s and was killed",
-                      kind: "interrupted")
+            let stop = Stop(interruptSignal)
+            self.init(code: stop.code,
+                      reason: seconds == 0 ? stop.again
+                          : "\(stop.cause): the code did not stop within \(Self.format(seconds)) s and was killed",
+                      kind: stop.kind)
+        case .codeTooLarge(let filename, let bytes, let encoded, let limit):
+            let what = filename.hasPrefix("<") ? "the code" : filename
+            self.init(code: Self.capsuleError,
+                      reason: "\(what) is \(bytes) bytes (\(encoded) as sent to the sandbox), more than the \(limit) that limits.max_frame_bytes allows; raise max_frame_bytes under [limits] in a policy file (at most 1073741824)",
+                      kind: "capsule-error")
         case .protocolError(let text):
             // The text may quote what the code wrote on its channel: short and harmless it must be.
             self.init(code: Self.capsuleError,
                       reason: "protocol error: \(text.clipped(to: 300).escapingControlCharacters); the session was ended",
                       kind: "protocol-error")
+        }
+    }
+
+    /// How a signal to capsule that stopped the code is reported.
+    private struct Stop {
+        let code: Int32, kind: String, cause: String, detail: String, again: String
+
+        init(_ signal: Int32) {
+            code = 128 + signal
+            if signal == SIGINT {
+                (kind, cause, detail, again) = ("interrupted", "interrupted", "", "interrupted twice: the code was killed")
+            } else {
+                let name = signal == SIGTERM ? "SIGTERM" : signal == SIGHUP ? "SIGHUP" : "signal \(signal)"
+                kind = "terminated"
+                cause = "terminated by \(name)"
+                detail = " (the code got KeyboardInterrupt, as for ^C)"
+                again = "terminated by \(name), then signalled again: the code was killed"
+            }
         }
     }
 

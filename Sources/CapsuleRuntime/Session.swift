@@ -107,12 +107,13 @@ public final class Session {
         interruptedTwice = false
         defer { executionDeadline = nil }
         let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
-        // The worker reads frames of at most 16 MiB (worker/capsule_worker/frames.py).
-        let size = execute.encoded.count
-        guard size <= FrameDecoder.defaultMaxFrameBytes else {
-            return .protocolError("the code is \(size) bytes encoded, more than the \(FrameDecoder.defaultMaxFrameBytes) the worker accepts")
+        // The worker accepts frames up to the policy's limit, as the supervisor does.
+        let frame = execute.encoded
+        guard frame.count <= policy.limits.maxFrameBytes else {
+            return .codeTooLarge(filename: filename, bytes: code.utf8.count, encodedBytes: frame.count,
+                                 limit: policy.limits.maxFrameBytes)
         }
-        if let ended = send(execute) { return ended }
+        if let ended = send(frame) { return ended }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?
@@ -354,8 +355,12 @@ public final class Session {
     /// Sends a message, giving up at the execution's deadline or `until` (a worker that stops
     /// reading is out of time).
     private func send(_ message: SupervisorMessage, until limit: UInt64? = nil) -> ExecutionOutcome? {
+        send(message.encoded, until: limit)
+    }
+
+    private func send(_ frame: [UInt8], until limit: UInt64? = nil) -> ExecutionOutcome? {
         do {
-            if try OS.sendAll(channel, message.encoded, deadline: limit ?? deadline ?? OS.now()) { return nil }
+            if try OS.sendAll(channel, frame, deadline: limit ?? deadline ?? OS.now()) { return nil }
             return expired()
         } catch {
             reap()

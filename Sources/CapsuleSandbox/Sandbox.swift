@@ -46,6 +46,7 @@ public enum Sandbox {
             "--max-processes", String(limits.maxProcesses),
             "--max-file-bytes", String(limits.maxFileBytes),
             "--workspace-mb", String(limits.workspaceMB),
+            "--max-frame-bytes", String(limits.maxFrameBytes),
             "--network", policy.network.rawValue,
             "--worker-path", location.pythonPackageDirectory,
         ]

@@ -8,7 +8,8 @@ struct Run: ParsableCommand {
         discussion: """
             Output streams as it is produced. Exit status: the script's own (sys.exit(n) gives n, an \
             uncaught exception 1), or 124 timeout, 125 capsule could not run it, 126 output limit, \
-            130 interrupted, 137 memory limit, 152 CPU time limit. See docs/exit-status.md.
+            130 interrupted (143 SIGTERM, 129 SIGHUP), 137 memory limit, 152 CPU time limit. See \
+            docs/exit-status.md.
             """
     )
 

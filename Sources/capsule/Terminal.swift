@@ -28,6 +28,17 @@ struct SessionOptions: ParsableArguments {
             help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
                                discussion: "Without it, only the text/plain part of a display is printed."))
     var displayDir: String?
+
+    /// A report that cannot be written is refused before anything runs, in one sentence.
+    func validate() throws {
+        guard let report else { return }
+        switch openReport(report, creating: false) {
+        case .success(let fd): OS.close(fd)
+        case .failure(let problem):
+            printError("capsule: \(problem.message)")
+            throw ExitCode(ExitStatus.capsuleError)
+        }
+    }
 }
 
 func printError(_ text: String) {
@@ -99,24 +110,32 @@ private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> 
     }
 }
 
-/// The write end of the self-pipe that turns ^C into an interrupt of the running code.
+/// The write end of the self-pipe that turns ^C, SIGTERM and SIGHUP into an interrupt of the
+/// running code, and the first of those signals (0 before any), which the outcome names.
 nonisolated(unsafe) private var interruptWriter: Int32 = -1
+nonisolated(unsafe) private var stopSignal: Int32 = 0
 
 private func installInterruptHandler() -> Int32? {
     guard let (reader, writer) = try? OS.socketPair() else { return nil }
     try? OS.setNonBlocking(writer)
     interruptWriter = writer
-    signal(SIGINT) { _ in
-        var byte: UInt8 = 1
-        _ = write(interruptWriter, &byte, 1)
-    }
-    // Asked to stop: interrupt twice, which kills the code at once and still reports the outcome.
-    for stop in [SIGTERM, SIGHUP] {
-        signal(stop) { _ in
-            var bytes: [UInt8] = [1, 1]
-            _ = write(interruptWriter, &bytes, 2)
+    // Each one interrupts, as ^C does: the code gets KeyboardInterrupt and the same grace; a
+    // second signal kills it at once. One ignored at start stays ignored (nohup, `&` in a script).
+    var handled = sigset_t()
+    sigemptyset(&handled)
+    for stop in [SIGINT, SIGTERM, SIGHUP] {
+        let previous = signal(stop) { signal in
+            if stopSignal == 0 { stopSignal = signal }
+            var byte: UInt8 = 1
+            _ = write(interruptWriter, &byte, 1)
+        }
+        if previous.map({ unsafeBitCast($0, to: Int.self) }) == unsafeBitCast(SIG_IGN, to: Int.self) {
+            signal(stop, SIG_IGN)
+        } else {
+            sigaddset(&handled, stop)
         }
     }
+    pthread_sigmask(SIG_UNBLOCK, &handled, nil) // a parent that blocked them would make capsule deaf
     return reader
 }
 
@@ -173,7 +192,8 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     out.finish()
     err.finish()
     session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
-    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent)
+    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent,
+                            interruptSignal: stopSignal == 0 ? SIGINT : stopSignal)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return report(status, to: options.report)
 }
@@ -188,21 +208,47 @@ extension ExitStatus {
 @discardableResult
 func report(_ status: ExitStatus, to path: String?) -> Int32 {
     guard let path else { return status.code }
-    if OS.fileExists(path) && !OS.isRegularFile(path) {
-        printError("capsule: the report \(path) is not a regular file")
-        return ExitStatus.capsuleError
-    }
     let json: JSONValue = [
         "exit_code": .number(Double(status.code)),
         "kind": .string(status.kind),
         "reason": status.reason.map(JSONValue.string) ?? .null,
     ]
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
-    guard fd >= 0 else {
-        printError("capsule: cannot write the report \(path): \(OS.errorText(errno))")
+    switch openReport(path, creating: true) {
+    case .success(let fd):
+        defer { OS.close(fd) }
+        try? OS.writeAll(fd, json.serialized() + [UInt8(ascii: "\n")])
+        return status.code
+    case .failure(let problem):
+        printError("capsule: \(problem.message)")
         return ExitStatus.capsuleError
     }
-    defer { close(fd) }
-    try? OS.writeAll(fd, json.serialized() + [UInt8(ascii: "\n")])
-    return status.code
+}
+
+/// The report file opened for writing (truncated when `creating`; only checked otherwise), or why
+/// it cannot be: it must be a regular file named directly, never a link, a device or a pipe.
+private func openReport(_ path: String, creating: Bool) -> Result<Int32, SourceError> {
+    if path.isEmpty { return .failure(SourceError("--report needs a file name")) }
+    if let target = OS.linkTarget(path) {
+        // /dev/stdout, /dev/fd/1, /proc/self/fd/2: the code's own output could forge the report there.
+        if target.hasPrefix("/proc/self/fd/") || path.hasPrefix("/dev/fd/") || path.hasPrefix("/proc/self/fd/") {
+            return .failure(SourceError("the report cannot go to \(path), where the code's own output goes and could forge it; give a file name"))
+        }
+        return .failure(SourceError("the report \(path) is a symbolic link (to \(target)); capsule writes a report only to a regular file named directly, so give that path"))
+    }
+    if OS.fileExists(path) && !OS.isRegularFile(path) {
+        return .failure(SourceError("the report \(path) is not a regular file"))
+    }
+    do {
+        return .success(try OS.open(path, flags: O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | (creating ? O_TRUNC : 0)))
+    } catch {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        switch error.errno {
+        case ENOENT:
+            return .failure(SourceError("cannot write the report \(path): the directory \(directory.isEmpty ? "/" : directory) does not exist"))
+        case ENOTDIR:
+            return .failure(SourceError("cannot write the report \(path): a part of \(directory) is not a directory"))
+        default:
+            return .failure(SourceError("cannot write the report \(path): \(OS.errorText(error.errno))"))
+        }
+    }
 }

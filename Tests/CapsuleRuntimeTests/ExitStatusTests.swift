@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CapsulePolicy
 import CapsuleProtocol
 import Testing
@@ -13,7 +16,8 @@ import Testing
         (.finished(status: .error, exitCode: 3, duration: 0, errorName: nil), 3, nil),
         (.finished(status: .error, exitCode: 256 + 5, duration: 0, errorName: nil), 5, nil),
         (.finished(status: .error, exitCode: -1, duration: 0, errorName: nil), 255, nil),
-        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt"), 130, "interrupted"),
+        // The code's own KeyboardInterrupt: CPython's 130, and the traceback says it all.
+        (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt"), 130, nil),
         (.finished(status: .error, exitCode: nil, duration: 0, errorName: "MemoryError"), 137,
          "memory limit: the code needed more than its 512 MiB (limits.memory_mb in the policy)"),
         (.limitExceeded(.timeout(seconds: 30)), 124,
@@ -57,6 +61,23 @@ import Testing
         let outcome = ExecutionOutcome.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt")
         #expect(ExitStatus(outcome, policy: policy, interruptSent: true).kind == "interrupted")
         #expect(ExitStatus(outcome, policy: policy, interruptSent: false).kind == "exit")
+    }
+
+    @Test(arguments: [(SIGINT, Int32(130), "interrupted", "interrupted", "interrupted: the code did not stop within 2 s and was killed",
+                       "interrupted twice: the code was killed"),
+                      (SIGTERM, 143, "terminated", "terminated by SIGTERM (the code got KeyboardInterrupt, as for ^C)",
+                       "terminated by SIGTERM: the code did not stop within 2 s and was killed",
+                       "terminated by SIGTERM, then signalled again: the code was killed"),
+                      (SIGHUP, 129, "terminated", "terminated by SIGHUP (the code got KeyboardInterrupt, as for ^C)",
+                       "terminated by SIGHUP: the code did not stop within 2 s and was killed",
+                       "terminated by SIGHUP, then signalled again: the code was killed")])
+    func namesTheSignalThatStoppedTheCode(signal: Int32, code: Int32, kind: String, stopped: String, killed: String, twice: String) {
+        let interrupted = ExecutionOutcome.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: "KeyboardInterrupt")
+        for (outcome, reason) in [(interrupted, stopped), (.killedAfterInterrupt(graceSeconds: 2), killed),
+                                  (.killedAfterInterrupt(graceSeconds: 0), twice)] {
+            let status = ExitStatus(outcome, policy: policy, interruptSent: true, interruptSignal: signal)
+            #expect(status.code == code && status.kind == kind && status.reason == reason, "\(status)")
+        }
     }
 
     @Test func protocolErrorsQuoteTheSandboxHarmlessly() {

@@ -80,11 +80,13 @@ import Testing
         limits.maxFileBytes = 2048
         limits.cpus = [0, 1]
         limits.workspaceMB = 16
+        limits.maxFrameBytes = 32 << 20
         let policy = Policy(level: .sandbox, limits: limits, environment: ["B": "2", "A": "1"], readonlyPaths: ["/srv/a"])
         let location = WorkerLocation(executable: "/w", pythonPackageDirectory: "/p")
         #expect(Sandbox.arguments(for: policy, location: location) == [
             "--memory-mb", "256", "--cpu-seconds", "5", "--max-fds", "50", "--max-processes", "8",
-            "--max-file-bytes", "2048", "--workspace-mb", "16", "--network", "none", "--worker-path", "/p",
+            "--max-file-bytes", "2048", "--workspace-mb", "16", "--max-frame-bytes", "33554432",
+            "--network", "none", "--worker-path", "/p",
             "--cpus", "0,1", "--readonly", "/srv/a", "--env", "A=1", "--env", "B=2",
         ])
     }

@@ -83,7 +83,7 @@ import CapsuleRuntime
             Issue.record("expected an uncaught ValueError, got \(outcome)")
             return
         }
-        #expect(traceback.contains { $0.hasPrefix("[... ") && $0.hasSuffix(" lines omitted ...]\n") }, "\(traceback.prefix(5))")
+        #expect(traceback.contains { $0.hasPrefix("[truncated: ") && $0.hasSuffix(" lines omitted]\n") }, "\(traceback.prefix(5))")
         #expect(traceback.count <= 4096)
     }
 

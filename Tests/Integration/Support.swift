@@ -390,9 +390,18 @@ enum CLI {
     static var executable: String { "\(Host.buildDirectory)/capsule" }
 
     /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
-    /// such as setpriv to run it as another user; `stdin` is the file its standard input reads.
-    static func run(_ arguments: [String], via wrapper: [String] = [], stdin: String = "/dev/null",
-                    timeout: Double = 60) throws -> CLIRun {
+    /// such as setpriv to run it as another user. Standard input is /dev/null, or `stdin` (a
+    /// descriptor the caller keeps); `signal` is sent to capsule once stdout shows its text.
+    /// With standard input read from the file at `stdin`.
+    static func run(_ arguments: [String], stdin path: String, timeout: Double = 60) throws -> CLIRun {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+        defer { close(fd) }
+        return try run(arguments, timeout: timeout, stdin: fd)
+    }
+
+    static func run(_ arguments: [String], via wrapper: [String] = [], timeout: Double = 60,
+                    stdin: Int32? = nil, signal: (number: Int32, when: String)? = nil) throws -> CLIRun {
         // Socket pairs rather than pipes: created close-on-exec atomically, so no other test's child
         // inherits a write end (which would hold our reads open).
         let (outRead, outWrite) = try OS.socketPair()
@@ -403,7 +412,9 @@ enum CLI {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
+        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, err[1], 2)
         let path = wrapper.first ?? executable
@@ -414,7 +425,17 @@ enum CLI {
         defer { free(environment[0]) }
         var pid: pid_t = 0
         let started = OS.now()
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environment)
+        // As a shell starts it: no signal blocked or ignored (the test runner's threads block most).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        posix_spawnattr_setsigmask(&attributes, &signals)
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&signals, number) }
+        posix_spawnattr_setsigdefault(&attributes, &signals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, environment)
         close(out[1])
         close(err[1])
         defer { close(out[0]); close(err[0]) }
@@ -427,6 +448,7 @@ enum CLI {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         let deadline = started + UInt64(timeout * 1e9)
         var killed = false
+        var signalled = signal == nil
         while !open.isEmpty {
             if !killed && OS.now() > deadline {
                 kill(pid, SIGKILL)
@@ -442,6 +464,10 @@ enum CLI {
                 } else if entry.fd == out[0] {
                     run.stdoutBytes += count
                     if stdoutBytes.count < 1 << 16 { stdoutBytes += buffer[0..<min(count, (1 << 16) - stdoutBytes.count)] }
+                    if !signalled, let signal, String(decoding: stdoutBytes, as: UTF8.self).contains(signal.when) {
+                        kill(pid, signal.number)
+                        signalled = true
+                    }
                 } else {
                     if stderrBytes.count < 1 << 20 { stderrBytes += buffer[0..<count] }
                 }

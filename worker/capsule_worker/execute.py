@@ -144,7 +144,7 @@ def _error_frame(exc, rid, cells):
     kind = type(exc)
     ename = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:
-        evalue = _clip(str(exc), ERROR_TEXT_BUDGET // 2)
+        evalue = frames.clip(str(exc), ERROR_TEXT_BUDGET // 2)
     except Exception:
         evalue = f"<unprintable {ename} object>"
     try:
@@ -155,17 +155,13 @@ def _error_frame(exc, rid, cells):
         tb = _fit([line + "\n" for line in lines[:-1]] + ([lines[-1] + "\n"] if lines[-1] else []), ERROR_TEXT_BUDGET)
     except Exception:  # e.g. MemoryError again: the name and message are still worth sending
         tb = []
-    return {"type": "error", "id": rid, "ename": _clip(ename, 1024), "evalue": evalue, "traceback": tb}
+    return {"type": "error", "id": rid, "ename": frames.clip(ename, 1024), "evalue": evalue, "traceback": tb}
 
 
 # An error frame carries at most this many characters of traceback (and half as many of message),
 # so it fits the smallest frame limit a policy may set (8 MiB) even when every character needs a
 # six-byte JSON escape.
 ERROR_TEXT_BUDGET = 512 << 10
-
-
-def _clip(text, limit):
-    return text if len(text) <= limit else text[:limit] + "\n[truncated]"
 
 
 # ... and at most this many lines (the supervisor reads at most 65536 JSON values a frame).
@@ -188,10 +184,10 @@ def _fit(lines, budget):
             break
         tail.append(line)
         used += len(line)
+    if not tail:  # the last line alone is over budget: its start names the exception
+        tail = [frames.clip(lines[-1].removesuffix("\n"), budget - used)]
     omitted = len(lines) - len(head) - len(tail)
-    if not tail:  # one enormous line: keep its end
-        tail = [_clip(lines[-1][-(budget - used):], budget - used)]
-    return head + [f"[... {omitted} lines omitted ...]\n"] + tail[::-1]
+    return head + ([frames.truncated(omitted, "lines") + "\n"] if omitted else []) + tail[::-1]
 
 
 def _send_or(make_msg, fallback):

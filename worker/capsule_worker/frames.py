@@ -16,9 +16,10 @@ import posix as os  # the functions `os` re-exports; importing `os` itself costs
 from _thread import allocate_lock, get_ident
 
 MAX_FRAME = 16 << 20  # docs/protocol.md: limits.max_frame_bytes default
-CLIP = 1 << 20  # longest string member sent, so a huge repr or message cannot exceed MAX_FRAME
+CLIP = 1 << 20  # longest string member sent, so a huge repr or message fits the smallest frame limit (8 MiB)
 
 _fd = -1
+_max_frame = MAX_FRAME  # the largest frame accepted: the policy's limits.max_frame_bytes
 _main = None  # ident of the thread that serves; Python signal handlers only run there
 _masked = True  # worker code runs masked; user code unmasked (see call_user)
 _pending = False  # a SIGINT arrived while masked
@@ -65,11 +66,11 @@ _MEMBERS = {
 }
 
 
-def start(fd):
+def start(fd, max_frame=MAX_FRAME):
     """Adopt fd as the supervisor socket and take over SIGINT (the embedding may not install handlers)."""
-    global _fd, _main
+    global _fd, _main, _max_frame
     import _signal
-    _fd, _main = fd, get_ident()
+    _fd, _main, _max_frame = fd, get_ident(), max_frame
     _signal.signal(_signal.SIGINT, _on_sigint)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a vanished supervisor is an EPIPE, handled in _write
 
@@ -112,9 +113,19 @@ def fail(why):
 
 # -- writing ---------------------------------------------------------------------------------------
 
+def truncated(count, unit):
+    """The one marker of a cut the worker made: what follows it, or stood in its place, is gone."""
+    return f"[truncated: {count} {unit} omitted]"
+
+
+def clip(text, limit):
+    """text, or its first `limit` characters and the marker on a line of its own."""
+    return text if len(text) <= limit else f"{text[:limit]}\n{truncated(len(text) - limit, 'characters')}\n"
+
+
 def _encode(v):
     if isinstance(v, str):
-        return _quote(v if len(v) <= CLIP else v[:CLIP] + "\n[truncated]\n")
+        return _quote(v if len(v) <= CLIP else clip(v, CLIP))
     if v is None or v is True or v is False:
         return "null" if v is None else "true" if v else "false"
     if isinstance(v, int):
@@ -271,7 +282,7 @@ def _recv(idle):
         os._exit(0)
     head += _read_exact(4 - len(head))
     size = int.from_bytes(head, "big")
-    if not 0 < size <= MAX_FRAME:
+    if not 0 < size <= _max_frame:
         fail(f"frame length {size}")
     try:
         msg = _loads(_read_exact(size).decode("utf-8"))

@@ -16,9 +16,10 @@ def preload() -> None:
     from . import execute  # noqa: F401
 
 
-def serve(fd: int) -> None:
-    """Speak docs/protocol.md on fd until `shutdown` or EOF, which end the process (frames.recv)."""
-    frames.start(fd)
+def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
+    """Speak docs/protocol.md on fd until `shutdown` or EOF, which end the process (frames.recv);
+    frames up to max_frame bytes (the policy's limits.max_frame_bytes) are accepted."""
+    frames.start(fd, max_frame)
     frames.send({"type": "ready", "pid": posix.getpid(), "python": sys.version.split()[0]})
     session = None
     granted = []  # the `configure` message's capabilities, sent once before the first execute

@@ -1,0 +1,152 @@
+// What a new user hits first: failures that must never be silent or misreported. Each test runs
+// the real `capsule` binary (or a real session) and asserts what the user sees.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import CapsuleOS
+import CapsulePolicy
+import CapsuleRuntime
+
+@Suite("Newcomer failures: the report file") struct ReportPathTests {
+    /// A script that leaves a trace when it runs, so a test can tell that it did not.
+    func script(in scratch: CLITests.Scratch) throws -> String {
+        try scratch.file("trace.py", "print('RAN')\nimport sys\nsys.exit(3)\n")
+    }
+
+    func expectRefusedBeforeRunning(_ run: CLIRun, _ line: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(run.status == ExitStatus.capsuleError, "\(run)", sourceLocation: sourceLocation)
+        #expect(run.stdout.isEmpty, "the code must not run\n\(run)", sourceLocation: sourceLocation)
+        #expect(run.stderrLines == [line], "one clear sentence, once\n\(run)", sourceLocation: sourceLocation)
+    }
+
+    @Test func aMissingDirectory() throws {
+        let scratch = try CLITests.Scratch()
+        let run = try CLI.run(["run", "--report", "\(scratch.path)/no/such/report.json", try script(in: scratch)])
+        expectRefusedBeforeRunning(run, "capsule: cannot write the report \(scratch.path)/no/such/report.json: the directory \(scratch.path)/no/such does not exist")
+    }
+
+    @Test(arguments: ["/dev/stdout", "/dev/stderr", "/dev/fd/1"])
+    func theCodesOwnOutputStreams(_ path: String) throws {
+        let run = try CLI.run(["exec", "--report", path, "-c", "print('RAN')"])
+        expectRefusedBeforeRunning(run, "capsule: the report cannot go to \(path), where the code's own output goes and could forge it; give a file name")
+    }
+
+    @Test func aSymbolicLink() throws {
+        let scratch = try CLITests.Scratch()
+        let target = "\(scratch.path)/real.json"
+        #expect(symlink(target, "\(scratch.path)/link.json") == 0)
+        let run = try CLI.run(["run", "--report", "\(scratch.path)/link.json", try script(in: scratch)])
+        expectRefusedBeforeRunning(run, "capsule: the report \(scratch.path)/link.json is a symbolic link (to \(target)); capsule writes a report only to a regular file named directly, so give that path")
+        #expect(!OS.fileExists(target), "nothing was written through the link")
+        unlink("\(scratch.path)/link.json")
+    }
+
+    @Test func aWritableReportKeepsTheCodesStatus() throws {
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["run", "--report", report, try script(in: scratch)])
+        #expect(run.status == 3, "\(run)")
+        #expect(run.stdout == "RAN\n", "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"exit\",\"reason\":null}\n")
+    }
+}
+
+@Suite("Newcomer failures: signals to capsule") struct StopSignalTests {
+    static let waitsInTry = "import time\ntry:\n    print('READY', flush=True)\n    time.sleep(30)\nfinally:\n    print('FINALLY', flush=True)\n"
+
+    @Test(arguments: [(SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")])
+    func aStopSignalGivesTheCodeTheGraceOfAFirstInterrupt(_ signal: Int32, _ name: String) throws {
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c", Self.waitsInTry], signal: (signal, "READY\n"))
+        #expect(run.status == 128 + signal, "as timeout(1) and a shell report a process ended by \(name)\n\(run)")
+        #expect(run.stdout == "READY\nFINALLY\n", "the code's finally block ran\n\(run)")
+        let reason = "terminated by \(name) (the code got KeyboardInterrupt, as for ^C)"
+        #expect(run.stderrLines.last == "capsule: \(reason)", "\(run)")
+        #expect(!run.stderr.contains("twice"), "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":\(128 + signal),\"kind\":\"terminated\",\"reason\":\"\(reason)\"}\n")
+    }
+
+    @Test func aKeyboardInterruptTheCodeRaisesIsItsOwn() throws {
+        // CPython prints the traceback and exits 130 (it re-raises SIGINT); capsule interrupted nothing.
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c", "raise KeyboardInterrupt"])
+        #expect(run.status == 130, "\(run)")
+        #expect(run.stderrLines.last == "KeyboardInterrupt", "the traceback is the whole story\n\(run)")
+        #expect(!run.stderrLines.contains { $0.hasPrefix("capsule:") && !$0.hasPrefix("capsule: note:") }, "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":130,\"kind\":\"exit\",\"reason\":null}\n")
+    }
+}
+
+@Suite("Newcomer failures: clipped text is marked") struct ClipMarkerTests {
+    /// The events of one execution in a fresh session.
+    static func events(_ code: String, wantResult: Bool = false) throws -> [SessionEvent] {
+        var events: [SessionEvent] = []
+        _ = try Sandboxed.withSession { session in
+            session.execute(code, wantResult: wantResult) { event in
+                events.append(event)
+                return nil
+            }
+        }
+        return events
+    }
+
+    @Test func aHugeExceptionMessageKeepsItsStartAndSaysWhatWasCut() throws {
+        let events = try Self.events(#"raise ValueError("a" * 3_000_000 + "END")"#)
+        guard case .error(let ename, let evalue, let traceback)? = events.last else {
+            Issue.record("expected an error, got \(events)")
+            return
+        }
+        #expect(ename == "ValueError")
+        // The message alone: its first 256 Ki characters, then the marker with the exact count.
+        #expect(evalue.hasPrefix("aaaa") && evalue.hasSuffix("a\n[truncated: \(3_000_003 - (256 << 10)) characters omitted]\n"),
+                "\(evalue.suffix(80))")
+        // The traceback: the last line is cut the same way, and keeps the exception's name.
+        let last = try #require(traceback.last)
+        #expect(last.hasPrefix("ValueError: aaaa"), "\(last.prefix(40))")
+        let marker = try #require(last.split(separator: "\n").last.map(String.init))
+        #expect(marker.hasPrefix("[truncated: ") && marker.hasSuffix(" characters omitted]"), "\(marker)")
+        let omitted = Int(marker.dropFirst("[truncated: ".count).prefix { $0.isNumber }) ?? 0
+        let kept = last.utf8.count - marker.utf8.count - 2 // two newlines: before and after the marker
+        #expect(kept + omitted == "ValueError: ".count + 3_000_003, "every character is kept or counted")
+        #expect(traceback.joined().count < 600 << 10)
+    }
+
+    @Test func aHugeResultIsMarkedTheSameWay() throws {
+        let events = try Self.events(#""b" * 3_000_000"#, wantResult: true)
+        guard case .result(let bundle)? = events.last, let text = bundle["text/plain"] else {
+            Issue.record("expected a result, got \(events.count) events")
+            return
+        }
+        #expect(text.hasPrefix("'bbb"))
+        #expect(text.hasSuffix("b\n[truncated: \(3_000_002 - (1 << 20)) characters omitted]\n"), "\(text.suffix(80))")
+    }
+}
+
+@Suite("Newcomer failures: a script over the frame limit") struct FrameLimitTests {
+    @Test func isRefusedInTheUsersTerms() throws {
+        let scratch = try CLITests.Scratch()
+        // 17 MiB of a string literal: more than the default 16 MiB frame once encoded.
+        let source = "data = '" + String(repeating: "a", count: 17 << 20) + "'\nprint(len(data))\n"
+        let script = try scratch.file("big.py", source)
+        let run = try CLI.run(["run", script])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stdout.isEmpty, "\(run)")
+        let line = try #require(run.stderrLines.last, "\(run)")
+        #expect(line.hasPrefix("capsule: \(script) is \(source.utf8.count) bytes ("), "the file's size\n\(line)")
+        #expect(line.hasSuffix(" as sent to the sandbox), more than the 16777216 that limits.max_frame_bytes allows; raise max_frame_bytes under [limits] in a policy file (at most 1073741824)"),
+                "the limit and the key that raises it\n\(line)")
+        #expect(!line.contains("protocol error"), "\(line)")
+    }
+
+    @Test func runsOnceThePolicyRaisesTheLimit() throws {
+        var limits = Limits()
+        limits.maxFrameBytes = 32 << 20
+        let code = "data = '" + String(repeating: "a", count: 17 << 20) + "'\nprint('LENGTH', len(data))\n"
+        let t = try Sandboxed.runFresh(code, policy: Policy(level: .sandbox, limits: limits))
+        t.expectLine("LENGTH \(17 << 20)")
+        t.expectFinishedCleanly()
+    }
+}
