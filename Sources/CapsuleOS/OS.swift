@@ -158,18 +158,9 @@ public enum OS {
 
     /// The whole file, refusing anything larger than `limit` bytes.
     public static func readFile(_ path: String, limit: Int) throws(SystemError) -> [UInt8] {
-        let fd = try open(path, flags: O_RDONLY)
+        let fd = try retrying("open \(path)") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = try chunk.withUnsafeMutableBytes { raw in
-                capture { () throws(SystemError) in try read(fd, into: raw) }
-            }.get()
-            if count == 0 { return bytes }
-            if bytes.count + count > limit { throw SystemError("read \(path)", errno: EFBIG) }
-            bytes.append(contentsOf: chunk[0..<count])
-        }
+        do throws(SystemError) { return try readAll(fd, limit: limit) } catch { throw SystemError("read \(path)", errno: error.errno) }
     }
 
     /// Drops `.` and resolves `..` textually (no file system access), so one file reached two ways
