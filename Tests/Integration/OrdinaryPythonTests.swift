@@ -95,3 +95,85 @@ import CapsuleRuntime
         }
     }
 }
+
+@Suite("Ordinary Python: starting programs says why it cannot") struct StartingProgramsTests {
+    let shared = SharedSession.misc
+    static let why = "capsule: programs cannot be started inside the sandbox (execve is not allowed)"
+
+    @Test func subprocessRaisesAClearPermissionError() throws {
+        let t = try shared.run(#"""
+            import subprocess
+            try:
+                subprocess.run(["echo", "hi"])
+            except PermissionError as e:
+                print("ERRNO", e.errno, e.filename)
+                print("MESSAGE", e.strerror)
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("ERRNO 1 echo")
+        t.expectLine("MESSAGE \(Self.why); do the work in Python (os.fork() and multiprocessing's 'fork' start method work)")
+    }
+
+    @Test func osSystemSaysWhyAndReturnsWhatAShellWould() throws {
+        let t = try shared.run(#"""
+            import os
+            print("STATUS", os.system("echo hi"))
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("STATUS 32512")
+        #expect(t.stderr.hasPrefix("\(Self.why): os.system('echo hi') returns exit status 127 (32512) without running anything;"), "\(t)")
+    }
+
+    @Test func multiprocessingSpawnSaysToUseFork() throws {
+        let t = try shared.run(#"""
+            import multiprocessing
+            try:
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    pool.map(abs, [-1])
+            except PermissionError as e:
+                print("SPAWN", e.strerror)
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                print("FORK", pool.map(abs, [-1, -2]))
+            """#)
+        t.expectFinishedCleanly()
+        #expect(t.line("SPAWN")?.hasPrefix("SPAWN \(Self.why); multiprocessing's 'spawn' and 'forkserver' start methods start a new Python: use the 'fork' start method") == true, "\(t)")
+        t.expectLine("FORK [1, 2]")
+    }
+
+    @Test func sharedMemoryWorksWithoutTheResourceTracker() throws {
+        let t = try shared.run(#"""
+            import os
+            from multiprocessing import shared_memory
+            block = shared_memory.SharedMemory(create=True, size=16)
+            pid = os.fork()
+            if pid == 0:
+                child = shared_memory.SharedMemory(block.name)
+                child.buf[0] = 42
+                child.close()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print("SHARED", block.buf[0])
+            block.close()
+            block.unlink()
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("SHARED 42")
+        #expect(t.stderr.isEmpty, "no warning about a dead resource tracker\n\(t)")
+    }
+
+    @Test func theMessageIsNoBoundaryTheKernelStillRefuses() throws {
+        // Code can switch the worker's explanation off (in a session of its own); execve still
+        // fails, now with the kernel's own words.
+        let t = try Sandboxed.runFresh(Python.prelude + #"""
+            import capsule_worker.programs as programs
+            programs._EVENTS = frozenset()
+            try:
+                os.execv("/bin/sh", ["sh", "-c", "echo ESCAPED"])
+            except OSError as e:
+                print("KERNEL", e.errno, e.strerror)
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("KERNEL 1 Operation not permitted")
+        #expect(!t.stdout.contains("ESCAPED"), "\(t)")
+    }
+}
