@@ -207,6 +207,7 @@ void cw_collect_runtime(struct cw_config *cfg) {
     closedir(dir);
 
     cw_add_entry(cfg, CW_BIND_DIR, "/usr/lib/capsule", cfg->worker_path);
+    cw_collect_host_files(cfg);
     // Paths the policy names are taken literally: a symlink in one could point anywhere, so that a
     // policy narrowing another's readonly_paths by text would widen them in fact.
     for (size_t i = 0; i < cfg->n_readonly; i++) {

@@ -1,5 +1,5 @@
 // Landlock, where the kernel has it: reads anywhere in the (already minimal) root, writes only
-// under /workspace, /dev/shm and the device nodes; no TCP unless the policy grants the host
+// under /workspace, /tmp, /dev/shm and the device nodes; no TCP unless the policy grants the host
 // network (ABI 4); no signals or abstract unix sockets leaving the sandbox (ABI 6).
 // Constants are spelled out because Debian 12's headers stop at ABI 3.
 #include "worker.h"
@@ -83,6 +83,7 @@ void cw_apply_landlock(const struct cw_config *cfg) {
     const uint64_t write = fs & ~(LL_FS_EXECUTE | LL_FS_MAKE_CHAR | LL_FS_MAKE_BLOCK | LL_FS_IOCTL_DEV);
     allow_beneath(ruleset, "/", read);
     allow_beneath(ruleset, "/workspace", write);
+    allow_beneath(ruleset, "/tmp", write);
     allow_beneath(ruleset, "/dev/shm", write);
     for (size_t i = 0; i < CW_N_DEVICES; i++)
         allow_beneath(ruleset, cw_device_nodes[i], LL_FS_READ_FILE | LL_FS_WRITE_FILE | (abi >= 3 ? LL_FS_TRUNCATE : 0));

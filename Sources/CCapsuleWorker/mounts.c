@@ -1,10 +1,13 @@
 // The sandbox's root: a small tmpfs holding read-only binds of exactly what the embedded
-// interpreter needs, a writable tmpfs /workspace, a minimal /dev and /proc of the new pid
+// interpreter needs (and a few host data files ordinary code expects, see cw_collect_host_files),
+// a writable /workspace and /tmp sharing one tmpfs, a minimal /dev and /proc of the new pid
 // namespace. The host root is detached after pivot_root and the new root is made read-only.
 #include "worker.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -13,8 +16,53 @@
 #include <unistd.h>
 
 #define NEW_ROOT "/tmp" // any directory works as the mount point; /tmp exists everywhere
+#define SCRATCH NEW_ROOT "/.scratch" // where the workspace tmpfs is mounted before its directories are bound
 
 static int device_fds[CW_N_DEVICES];
+
+// Whether `path` lies in a directory already bound at its own host path (its contents are there).
+static bool bound_within(const struct cw_config *cfg, const char *path) {
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        const struct cw_entry *e = &cfg->entries[i];
+        size_t n = strlen(e->path);
+        if (e->kind == CW_BIND_DIR && !strcmp(e->path, e->source) && !strncmp(path, e->path, n) && path[n] == '/')
+            return true;
+    }
+    return false;
+}
+
+// A host path placed at the same path inside, if the host has it: a file or directory is bound;
+// a symlink is recreated and what it points to is added too, so that links such as
+// /usr/lib/ssl/cert.pem -> /etc/ssl/certs/ca-certificates.crt resolve inside.
+static void add_host_path(struct cw_config *cfg, const char *path, int depth) {
+    struct stat st;
+    char target[PATH_MAX], real[PATH_MAX];
+    if (depth > 8 || bound_within(cfg, path) || lstat(path, &st) < 0) return;
+    if (!S_ISLNK(st.st_mode)) {
+        if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, path, path);
+        return;
+    }
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n <= 0 || !realpath(path, real)) return; // dangling on the host too
+    target[n] = 0;
+    cw_add_entry(cfg, CW_SYMLINK, path, target);
+    add_host_path(cfg, real, depth + 1);
+}
+
+// Host data that ordinary code expects and that tells nothing about the host beyond what the
+// runtime already does: the time-zone database always; with the host network, name resolution
+// (hosts, resolv.conf, nsswitch.conf) and the CA certificates, where OpenSSL looks for them
+// (<OPENSSLDIR>/cert.pem and certs; Debian's, Fedora's and Arch's directories).
+void cw_collect_host_files(struct cw_config *cfg) {
+    add_host_path(cfg, "/usr/share/zoneinfo", 0);
+    if (!cfg->host_network) return;
+    static const char *const network[] = {
+        "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/ssl/certs", "/etc/ssl/certs/ca-certificates.crt",
+        "/usr/share/ca-certificates", "/usr/local/share/ca-certificates", // where Debian's /etc/ssl/certs links point
+        "/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs", "/etc/pki/tls/cert.pem", "/etc/pki/tls/certs",
+        "/etc/ssl/cert.pem"};
+    for (size_t i = 0; i < sizeof network / sizeof network[0]; i++) add_host_path(cfg, network[i], 0);
+}
 
 // Opened while this process still walks the host's directories with its original credentials,
 // so a worker package under a private directory (say /root) can still be bound.
@@ -83,6 +131,24 @@ static void mount_tmpfs(const char *target, unsigned long mb, unsigned long extr
         cw_fail("mount-tmpfs", errno, target);
 }
 
+// /workspace and /tmp are two directories of one tmpfs, so together they hold at most
+// workspace_mb. The tmpfs is mounted at a scratch point, its directories are bound into place,
+// and the scratch point is detached and removed before the root becomes read-only.
+static void mount_scratch_space(unsigned long mb) {
+    static const struct { const char *name; mode_t mode; } spaces[] = {{"/workspace", 0755}, {"/tmp", 01777}};
+    char inner[64], target[64];
+    mount_tmpfs(SCRATCH, mb, 0, "0755");
+    for (size_t i = 0; i < sizeof spaces / sizeof spaces[0]; i++) {
+        snprintf(inner, sizeof inner, SCRATCH "%s", spaces[i].name);
+        snprintf(target, sizeof target, NEW_ROOT "%s", spaces[i].name);
+        if (mkdir(inner, 0700) < 0 || chmod(inner, spaces[i].mode) < 0) cw_fail("make-root", errno, inner);
+        make_node(target, true);
+        if (mount(inner, target, NULL, MS_BIND, NULL) < 0) cw_fail("bind-mount", errno, target);
+    }
+    CW_TRY("mount-tmpfs", umount2(SCRATCH, MNT_DETACH));
+    CW_TRY("make-root", rmdir(SCRATCH));
+}
+
 void cw_build_root(const struct cw_config *cfg) {
     char path[4096];
     // Nothing we mount from here on propagates back to the host.
@@ -111,7 +177,7 @@ void cw_build_root(const struct cw_config *cfg) {
         {"/proc/self/fd/1", NEW_ROOT "/dev/stdout"}, {"/proc/self/fd/2", NEW_ROOT "/dev/stderr"}};
     for (size_t i = 0; i < 4; i++) CW_TRY("dev", symlink(dev_links[i][0], dev_links[i][1]));
     mount_tmpfs(NEW_ROOT "/dev/shm", cfg->workspace_mb < 64 ? cfg->workspace_mb : 64, MS_NOEXEC, "1777");
-    mount_tmpfs(NEW_ROOT "/workspace", cfg->workspace_mb, 0, "0755");
+    mount_scratch_space(cfg->workspace_mb);
 
     write_small_file(NEW_ROOT "/etc/passwd", "sandbox:x:0:0:capsule sandbox:/workspace:/nonexistent\n");
     write_small_file(NEW_ROOT "/etc/group", "sandbox:x:0:\n");

@@ -66,6 +66,7 @@ long cw_cgroup_oom_kills(const struct cw_cgroup *cg);
 void cw_cgroup_remove(const struct cw_cgroup *cg);
 
 // mounts.c
+void cw_collect_host_files(struct cw_config *cfg); // the time-zone database; network files with the host network
 void cw_open_sources(struct cw_config *cfg);
 void cw_build_root(const struct cw_config *cfg);
 

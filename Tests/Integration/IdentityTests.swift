@@ -171,7 +171,7 @@ import CapsuleRuntime
         t.expectFinishedCleanly()
         let writable = Set(t.lines.filter { $0.hasPrefix("WRITABLE ") })
         // Only the scratch space and the four device nodes take writes.
-        #expect(writable == ["WRITABLE /workspace", "WRITABLE /dev/shm", "WRITABLE /dev/null", "WRITABLE /dev/zero",
+        #expect(writable == ["WRITABLE /workspace", "WRITABLE /tmp", "WRITABLE /dev/shm", "WRITABLE /dev/null", "WRITABLE /dev/zero",
                              "WRITABLE /dev/random", "WRITABLE /dev/urandom"], "\(t)")
     }
 }

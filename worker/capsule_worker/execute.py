@@ -4,7 +4,7 @@ import io
 import sys
 from time import perf_counter
 
-from . import capabilities, frames, streams
+from . import capabilities, frames, programs, streams
 
 # compile() flags, hard-coded because `import ast` costs ~5 ms (same values as ast.PyCF_* / inspect.CO_*)
 ONLY_AST = 0x400
@@ -26,7 +26,9 @@ class Session:
         streams.install()
         _install_site_builtins()
         capabilities.install(granted, self.ns)
-        sys.meta_path.insert(0, _SeedLinecache)
+        programs.install()
+        _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack})
+        sys.meta_path.insert(0, _AfterImport)
 
     def run(self, msg):
         start = perf_counter()
@@ -247,29 +249,36 @@ def _remember(filename, source):
         linecache.cache.update(_sources)  # also restores entries a linecache.clearcache() dropped
 
 
-class _SeedLinecache:
-    """Meta-path finder that hands our sources to linecache when user code first imports it.
+def _seed_linecache(linecache):
+    linecache.cache.update(_sources)
 
-    Importing linecache ourselves would cost ~5 ms (it pulls in tokenize and re) on every session.
-    """
 
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != "linecache":
+class _AfterImport:
+    """Meta-path finder that runs a function on a module right after it first loads: seeding
+    linecache with our sources when user code imports it (importing it ourselves would cost ~5 ms on
+    every session: it pulls in tokenize and re), quieting multiprocessing's resource tracker."""
+
+    hooks = {}  # module name -> function(module); the finder leaves sys.meta_path once all have run
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        hook = cls.hooks.get(name)
+        if hook is None:
             return None
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)
-            spec = find(name, path, target) if finder is not _SeedLinecache and find else None
+            spec = find(name, path, target) if finder is not cls and find else None
             if spec is not None:
                 break
         else:
             return None
-        exec_module = spec.loader.exec_module
+        exec_module = spec.loader.exec_module  # a source loader of this module alone, so it can be wrapped
 
-        def seed(module):
+        def run_hook(module):
             exec_module(module)
-            module.cache.update(_sources)
-            if _SeedLinecache in sys.meta_path:
-                sys.meta_path.remove(_SeedLinecache)
-        spec.loader.exec_module = seed
+            if cls.hooks.pop(name, None) is not None:
+                hook(module)
+            if not cls.hooks and cls in sys.meta_path:
+                sys.meta_path.remove(cls)
+        spec.loader.exec_module = run_hook
         return spec

@@ -345,6 +345,31 @@ class WorkerTest(unittest.TestCase):
         self.assertOk(self.w.run("del hog"))
         self.assertEqual(self.w.run("sum(range(10))").results, ["45"])
 
+    def test_programs_cannot_start_and_say_why(self):
+        why = "capsule: programs cannot be started inside the sandbox (execve is not allowed)"
+        for code, program in (("import subprocess\nsubprocess.run(['echo', 'hi'])", "'echo'"),
+                              ("import os\nos.execv('/bin/true', ['true'])", "'/bin/true'"),
+                              ("import os\nos.posix_spawn('/bin/true', ['true'], {})", "'/bin/true'")):
+            with self.subTest(code=code):
+                run = self.w.run(code)
+                self.assertEqual(run.error["ename"], "PermissionError")
+                self.assertTrue(run.error["evalue"].startswith(f"[Errno 1] {why}; "), run.error["evalue"])
+                self.assertTrue(run.error["evalue"].endswith(program), run.error["evalue"])
+        run = self.w.run("import multiprocessing\nmultiprocessing.get_context('spawn').Process(target=print).start()")
+        self.assertEqual(run.error["ename"], "PermissionError")
+        self.assertIn("use the 'fork' start method", run.error["evalue"])
+        run = self.w.run("import os\nos.system('exit 3') >> 8", result=True)  # outside the sandbox it runs
+        self.assertEqual(run.stderr, f"{why}: os.system('exit 3') returns exit status 127 (32512) without running "
+                                     "anything; do the work in Python (os.fork() and multiprocessing's 'fork' start "
+                                     "method work)\n")
+
+    def test_shared_memory_without_the_resource_tracker(self):
+        run = self.w.run("from multiprocessing import shared_memory\n"
+                         "s = shared_memory.SharedMemory(create=True, size=8)\ns.buf[0] = 7\n"
+                         "t = shared_memory.SharedMemory(s.name)\nprint(t.buf[0])\nt.close(); s.close(); s.unlink()")
+        self.assertOk(run)
+        self.assertEqual((run.stdout, run.stderr), ("7\n", ""))
+
     def test_shutdown(self):
         self.w.send({"type": "shutdown"})
         self.assertEqual(self.w.proc.wait(TIMEOUT), 0)
