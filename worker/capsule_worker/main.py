@@ -23,10 +23,17 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
     frames.send({"type": "ready", "pid": posix.getpid(), "python": sys.version.split()[0]})
     session = None
     while True:
-        msg = frames.recv()
-        if msg["type"] == "execute":
-            if session is None:
-                from .execute import Session
-                session = Session()
-            session.run(msg)
+        try:
+            msg = frames.recv()
+            if msg["type"] == "execute":
+                if session is None:
+                    from .execute import Session
+                    session = Session()
+                session.run(msg)
+        except BaseException as exc:  # the worker's own code failed (user code's errors are caught in run)
+            why = "the worker failed"
+            try:
+                why = f"{why}: {type(exc).__name__}: {exc}"[:2000]
+            finally:
+                frames.die(why, 1)
         # an input_reply while idle answers an input() that was interrupted: dropped
