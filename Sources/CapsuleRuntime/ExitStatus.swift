@@ -21,8 +21,8 @@ public struct ExitStatus: Sendable, Equatable {
     /// own status, including a MemoryError or KeyboardInterrupt it raised or reported), "timeout",
     /// "output-limit", "memory-limit" (the cgroup killed it), "cpu-limit" (pid 1 confirmed the CPU
     /// time), "interrupted" (the supervisor interrupted it at ^C), "terminated" (at SIGTERM or
-    /// SIGHUP), "signal", "protocol-error" or "capsule-error". Unlike a line on stderr, the code
-    /// cannot forge it.
+    /// SIGHUP), "early-exit" (the code's process exited before the run finished), "signal",
+    /// "protocol-error" or "capsule-error". Unlike a line on stderr, the code cannot forge it.
     public let kind: String
 
     public init(code: Int32, reason: String? = nil, kind: String? = nil) {
@@ -64,8 +64,13 @@ public struct ExitStatus: Sendable, Equatable {
                       reason: "CPU time limit: the code used more than \(seconds) s of CPU and was killed (limits.cpu_seconds in the policy)", kind: "cpu-limit")
         case .workerEnded(_, let signal?):
             self.init(code: 128 + signal, reason: "the code was killed by signal \(signal)", kind: "signal")
-        case .workerEnded(let exitCode, nil):
-            self.init(code: exitCode ?? Self.capsuleError, reason: exitCode == nil ? "the sandbox ended unexpectedly" : nil)
+        case .workerEnded(let exitCode?, nil):
+            // Its own status, as CPython's os._exit(n), but never unexplained: the run did not finish.
+            self.init(code: exitCode,
+                      reason: "the code's process exited with status \(exitCode) before the run finished: it called os._exit or closed its channel, or capsule's worker failed (its message, if any, is above)",
+                      kind: "early-exit")
+        case .workerEnded(nil, nil):
+            self.init(code: Self.capsuleError, reason: "the sandbox ended unexpectedly")
         case .killedAfterInterrupt(let seconds):
             let stop = Stop(interruptSignal)
             self.init(code: stop.code,

@@ -173,8 +173,9 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             err.write(text)
         case .result(let bundle):
             if let text = bundle["text/plain"] { out.write(text + "\n") }
-        case .error(_, _, let traceback):
-            err.write(traceback.joined())
+        case .error(let ename, let evalue, let traceback):
+            // Without a traceback (the worker could not format one) CPython's last line still says it.
+            err.write(traceback.isEmpty ? (evalue.isEmpty ? ename : "\(ename): \(evalue)") + "\n" : traceback.joined())
         case .display(let bundle):
             displays.show(bundle, out: { out.write($0) }, err: { err.write($0) })
         case .inputRequest(let prompt, _):

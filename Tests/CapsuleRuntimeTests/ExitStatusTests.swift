@@ -30,7 +30,8 @@ import Testing
          "memory limit: the code needed more than its 64 MiB and was killed (limits.memory_mb in the policy)"),
         (.limitExceeded(.cpu(seconds: 2)), 152,
          "CPU time limit: the code used more than 2 s of CPU and was killed (limits.cpu_seconds in the policy)"),
-        (.workerEnded(exitCode: 4, signal: nil), 4, nil),
+        (.workerEnded(exitCode: 4, signal: nil), 4,
+         "the code's process exited with status 4 before the run finished: it called os._exit or closed its channel, or capsule's worker failed (its message, if any, is above)"),
         (.workerEnded(exitCode: nil, signal: 11), 139, "the code was killed by signal 11"),
         (.workerEnded(exitCode: nil, signal: nil), 125, "the sandbox ended unexpectedly"),
         (.protocolError("frame too big"), 125, "protocol error: frame too big; the session was ended"),
@@ -49,7 +50,7 @@ import Testing
         (.finished(status: .interrupted, exitCode: nil, duration: 0, errorName: nil), "exit"),
         (.limitExceeded(.timeout(seconds: 1)), "timeout"), (.limitExceeded(.output(bytes: 1)), "output-limit"),
         (.limitExceeded(.memory(megabytes: 1)), "memory-limit"), (.limitExceeded(.cpu(seconds: 1)), "cpu-limit"),
-        (.workerEnded(exitCode: nil, signal: 9), "signal"), (.workerEnded(exitCode: 3, signal: nil), "exit"),
+        (.workerEnded(exitCode: nil, signal: 9), "signal"), (.workerEnded(exitCode: 3, signal: nil), "early-exit"),
         (.workerEnded(exitCode: nil, signal: nil), "capsule-error"), (.protocolError("x"), "protocol-error"),
         (.killedAfterInterrupt(graceSeconds: 2), "interrupted"),
     ])

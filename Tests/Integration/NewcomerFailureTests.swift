@@ -150,3 +150,53 @@ import CapsuleRuntime
         t.expectFinishedCleanly()
     }
 }
+
+@Suite("Newcomer failures: never silent") struct NeverSilentTests {
+    static func earlyExit(_ status: Int) -> String {
+        "the code's process exited with status \(status) before the run finished: it called os._exit or closed its channel, or capsule's worker failed (its message, if any, is above)"
+    }
+
+    @Test func anExceptionWhoseTracebackCannotBeFormattedStillSaysWhatItWas() throws {
+        // As under memory pressure: with the address space used up, the worker cannot import
+        // `traceback`; stderr still names the exception (CPython's last line), never nothing.
+        let run = try CLI.run(["exec", "-c", #"""
+            import resource
+            size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()
+            resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+            hog = []
+            try:
+                while True:
+                    hog.append(bytearray(1 << 16))
+            except MemoryError:
+                pass
+            raise RuntimeError("can't start new thread")
+            """#])
+        #expect(run.status == 1, "\(run)")
+        #expect(run.stderrLines.last == "RuntimeError: can't start new thread", "\(run)")
+    }
+
+    @Test func aProcessThatEndsBeforeTheRunFinishesIsExplained() throws {
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c", "import os\nprint('BYE', flush=True)\nos._exit(3)"])
+        #expect(run.status == 3, "os._exit's status, as in CPython\n\(run)")
+        let reason = Self.earlyExit(3)
+        #expect(run.stderrLines.last == "capsule: \(reason)", "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
+    }
+
+    @Test func aFailureOfTheWorkerItselfIsNamed() throws {
+        // The worker's own code fails after the user's has finished (here the code broke it on
+        // purpose): the worker says what failed, and capsule says the run did not finish.
+        let scratch = try CLITests.Scratch()
+        let report = "\(scratch.path)/report.json"
+        let run = try CLI.run(["exec", "--report", report, "-c",
+                               "import capsule_worker.execute as e\ne._send_or = None\nprint('SABOTAGED')"])
+        #expect(run.status == 1, "\(run)")
+        #expect(run.stdout == "SABOTAGED\n", "\(run)")
+        let reason = Self.earlyExit(1)
+        #expect(run.stderrLines.suffix(2) == ["capsule_worker: the worker failed: TypeError: 'NoneType' object is not callable",
+                                              "capsule: \(reason)"], "\(run)")
+        #expect(try Host.readFile(report) == "{\"exit_code\":1,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
+    }
+}

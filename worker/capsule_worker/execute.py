@@ -155,8 +155,8 @@ def _error_frame(exc, rid, cells):
         sys.last_type, sys.last_value, sys.last_traceback = kind, exc, exc.__traceback__  # for pdb.pm()
         lines = "".join(traceback.format_exception(exc)).split("\n")
         tb = _fit([line + "\n" for line in lines[:-1]] + ([lines[-1] + "\n"] if lines[-1] else []), ERROR_TEXT_BUDGET)
-    except Exception:  # e.g. MemoryError again: the name and message are still worth sending
-        tb = []
+    except Exception:  # e.g. MemoryError again: CPython's last line still says what was raised
+        tb = [f"{ename}: {evalue}\n" if evalue else f"{ename}\n"]
     return {"type": "error", "id": rid, "ename": frames.clip(ename, 1024), "evalue": evalue, "traceback": tb}
 
 
@@ -210,7 +210,7 @@ def _send_or(make_msg, fallback):
 
 
 def _oom_frames(rid):
-    error = {"type": "error", "id": rid, "ename": "MemoryError", "evalue": "", "traceback": []}
+    error = {"type": "error", "id": rid, "ename": "MemoryError", "evalue": "", "traceback": ["MemoryError\n"]}
     return frames.encode(error), frames.encode({"type": "done", "id": rid, "status": "error", "duration": 0.0})
 
 

@@ -103,12 +103,26 @@ def call_user(fn, *args):
 
 
 def fail(why):
-    """Protocol error from the supervisor: short note on fd 2 (often /dev/null), exit status 2."""
+    """Protocol error from the supervisor (or code that read the channel itself): exit status 2."""
+    die(f"protocol error: {why}", 2)
+
+
+def die(why, status):
+    """End the worker, saying why on the running execution's stderr (and on fd 2, often /dev/null):
+    the supervisor then reports an early exit, and this line is what names its cause."""
+    text = f"capsule_worker: {why}\n"
     try:
-        os.write(2, f"capsule_worker: protocol error: {why}\n".encode("utf-8", "replace"))
+        os.write(2, text.encode("utf-8", "replace"))
     except OSError:
         pass
-    os._exit(2)
+    try:
+        from .streams import current_id
+        # A user thread may be mid-frame: wait for it a little, never interleave with it.
+        if current_id is not None and _lock.acquire(timeout=1):
+            _write_all(encode({"type": "stream", "id": current_id, "name": "stderr", "text": text}))
+    except BaseException:  # nothing is left to try: the exit status still tells
+        pass
+    os._exit(status)
 
 
 # -- writing ---------------------------------------------------------------------------------------

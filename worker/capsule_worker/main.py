@@ -24,12 +24,19 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
     session = None
     granted = []  # the `configure` message's capabilities, sent once before the first execute
     while True:
-        msg = frames.recv()
-        if msg["type"] == "configure":
-            granted = msg["capabilities"]
-        elif msg["type"] == "execute":
-            if session is None:
-                from .execute import Session
-                session = Session(granted)
-            session.run(msg)
+        try:
+            msg = frames.recv()
+            if msg["type"] == "configure":
+                granted = msg["capabilities"]
+            elif msg["type"] == "execute":
+                if session is None:
+                    from .execute import Session
+                    session = Session(granted)
+                session.run(msg)
+        except BaseException as exc:  # the worker's own code failed (user code's errors are caught in run)
+            why = "the worker failed"
+            try:
+                why = f"{why}: {type(exc).__name__}: {exc}"[:2000]
+            finally:
+                frames.die(why, 1)
         # an input_reply while idle answers an input() that was interrupted: dropped
