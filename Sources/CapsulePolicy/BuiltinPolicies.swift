@@ -24,7 +24,7 @@ enum BuiltinPolicies {
             """#
         case .restricted: return #"""
             level = "restricted"
-            description = "As sandbox, plus input and time. No file roots: a policy of your own lists them."
+            description = "As sandbox, plus input. No file roots: a policy of your own lists them."
             [limits]
             memory_mb = 512
             cpu_seconds = 60
@@ -43,9 +43,6 @@ enum BuiltinPolicies {
             enabled = true
             ask = false
             [capabilities.input]
-            enabled = true
-            ask = false
-            [capabilities.time]
             enabled = true
             ask = false
             """#
@@ -72,9 +69,6 @@ enum BuiltinPolicies {
             [capabilities.input]
             enabled = true
             ask = false
-            [capabilities.time]
-            enabled = true
-            ask = false
             [capabilities.net]
             enabled = true
             ask = false
@@ -83,7 +77,7 @@ enum BuiltinPolicies {
             """#
         case .trusted: return #"""
             level = "trusted"
-            description = "Display, input and time; a policy of this level may grant any HTTP method, database writes and plugins."
+            description = "Display and input; a policy of this level may grant any HTTP method, database writes and plugins."
             [limits]
             memory_mb = 512
             cpu_seconds = 60
@@ -102,9 +96,6 @@ enum BuiltinPolicies {
             enabled = true
             ask = false
             [capabilities.input]
-            enabled = true
-            ask = false
-            [capabilities.time]
             enabled = true
             ask = false
             """#
@@ -129,9 +120,6 @@ enum BuiltinPolicies {
             enabled = true
             ask = false
             [capabilities.input]
-            enabled = true
-            ask = false
-            [capabilities.time]
             enabled = true
             ask = false
             """#

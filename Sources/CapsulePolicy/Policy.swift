@@ -82,7 +82,6 @@ public struct CustomCapability: Sendable, Equatable {
 public struct Capabilities: Sendable, Equatable {
     public var display: CapabilityGrant? = CapabilityGrant()
     public var input: CapabilityGrant?
-    public var time: CapabilityGrant?
     public var env: EnvCapability?
     public var file: FileCapability?
     public var net: NetCapability?

@@ -8,11 +8,18 @@ struct PolicyDecoder {
     var lines: [String: Int] = [:]
     /// Every bad table or key, in file order; the decoder carries on past each one.
     var errors: [PolicyError] = []
+    /// Removed capabilities this file names, reported once however many keys their table has.
+    var removedNamed: Set<String> = []
 
-    static let capabilityNames = ["display", "input", "time", "env", "file", "net", "db"]
+    static let capabilityNames = ["display", "input", "env", "file", "net", "db"]
+    /// Capabilities the schema no longer has, and why: a file that names one is told, not offered a spelling.
+    static let removedCapabilities = [
+        "time": "there is no `time` capability: code in the sandbox can always read the clock (the vDSO answers "
+            + "clock_gettime without a system call, so no policy can withhold or fake it); delete [capabilities.time] and its keys",
+    ]
     static let grantKeys = ["enabled", "rate_per_minute", "max_bytes", "ask"]
     static let capabilityKeys: [String: [String]] = [
-        "display": [], "input": [], "time": [], "env": ["names"],
+        "display": [], "input": [], "env": ["names"],
         "file": ["read", "write", "include", "exclude"],
         "net": ["urls", "methods", "websocket", "timeout_s"],
         "db": ["databases", "write", "max_rows"],
@@ -52,6 +59,7 @@ struct PolicyDecoder {
 
     private mutating func open(_ path: String, line: Int) throws(PolicyError) {
         let parts = path.split(separator: ".").map(String.init)
+        try refuseRemoved(parts, path: path, line: line)
         switch parts.count {
         case 1 where ["limits", "sandbox", "capabilities"].contains(parts[0]): return
         case 2 where path == "sandbox.env": return
@@ -73,6 +81,14 @@ struct PolicyDecoder {
         }
     }
 
+    /// The first table or key of a removed capability is an error with the reason; the rest are skipped.
+    private mutating func refuseRemoved(_ parts: [String], path: String, line: Int) throws(PolicyError) {
+        guard parts.count > 1, parts[0] == "capabilities", let reason = Self.removedCapabilities[parts[1]],
+              !removedNamed.contains(parts[1]) else { return }
+        removedNamed.insert(parts[1])
+        throw PolicyError(file: file, line: line, key: "capabilities.\(parts[1])", reason)
+    }
+
     /// A capability named by a table or a key is granted with its defaults until keys say more.
     private mutating func grant(_ name: String, line: Int) {
         if lines["capabilities.\(name)"] == nil { lines["capabilities.\(name)"] = line }
@@ -80,7 +96,6 @@ struct PolicyDecoder {
         switch name {
         case "display": if caps.display == nil { policy.capabilities.display = CapabilityGrant() }
         case "input": if caps.input == nil { policy.capabilities.input = CapabilityGrant() }
-        case "time": if caps.time == nil { policy.capabilities.time = CapabilityGrant() }
         case "env": if caps.env == nil { policy.capabilities.env = EnvCapability() }
         case "file": if caps.file == nil { policy.capabilities.file = FileCapability() }
         case "net": if caps.net == nil { policy.capabilities.net = NetCapability() }
@@ -106,6 +121,8 @@ struct PolicyDecoder {
     private mutating func set(_ entry: TOMLDocument.Entry) throws(PolicyError) {
         lines[entry.path] = entry.line
         let parts = entry.path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        try refuseRemoved(parts, path: entry.path, line: entry.line)
+        if parts.count > 1, removedNamed.contains(parts[1]) { return } // its table was refused already
         var value = Value(entry: entry, file: file)
         switch parts[0] {
         case "level", "extends":
@@ -211,7 +228,6 @@ struct PolicyDecoder {
         switch name {
         case "display": return try Self.setGrant(&caps.display!, key, &value)
         case "input": return try Self.setGrant(&caps.input!, key, &value)
-        case "time": return try Self.setGrant(&caps.time!, key, &value)
         case "env":
             if key == "names" {
                 caps.env!.names = try value.strings()

@@ -27,7 +27,6 @@ extension Policy {
         let c = capabilities
         if let g = c.display { rows += grant("capabilities.display", g) }
         if let g = c.input { rows += grant("capabilities.input", g) }
-        if let g = c.time { rows += grant("capabilities.time", g) }
         if let env = c.env { rows += grant("capabilities.env", env.grant) + [("capabilities.env", "names", list(env.names))] }
         if let f = c.file {
             rows += grant("capabilities.file", f.grant)
@@ -85,7 +84,6 @@ extension Policy {
         }
         if let g = c.display, g.enabled { uses.append("show rich output (display)\(terms(g))") }
         if let g = c.input, g.enabled { uses.append("ask the person at the keyboard for input (input)\(terms(g))") }
-        if let g = c.time, g.enabled { uses.append("read the real time (time)\(terms(g))") }
         if let e = c.env, e.grant.enabled {
             uses.append("read the host environment variables \(e.names.isEmpty ? "(none listed)" : e.names.joined(separator: ", ")) (env)\(terms(e.grant))")
         }

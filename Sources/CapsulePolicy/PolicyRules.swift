@@ -8,7 +8,6 @@ enum PolicyRules {
         if !policy.readonlyPaths.isEmpty { needs.append(("sandbox.readonly_paths", .restricted)) }
         let caps = policy.capabilities
         if caps.input?.enabled == true { needs.append(("capabilities.input", .restricted)) }
-        if caps.time?.enabled == true { needs.append(("capabilities.time", .restricted)) }
         if caps.env?.grant.enabled == true { needs.append(("capabilities.env", .restricted)) }
         if let file = caps.file, file.grant.enabled {
             needs.append(("capabilities.file", .restricted))
@@ -123,7 +122,6 @@ enum PolicyRules {
     private static func checkCapabilities(_ caps: Capabilities, _ base: Capabilities, fail: (String, String) -> Void) {
         checkGrant("display", caps.display, base.display, fail: fail)
         checkGrant("input", caps.input, base.input, fail: fail)
-        checkGrant("time", caps.time, base.time, fail: fail)
         if checkGrant("env", caps.env?.grant, base.env?.grant, fail: fail), let env = caps.env,
            let name = env.names.first(where: { !(base.env?.names ?? []).contains($0) }) {
             fail("capabilities.env.names", "`\(name)` is not among the names it allows")

@@ -25,8 +25,6 @@ private let escalations: [Rejected] = [
              "p.toml:3: `sandbox.env.A`: must not contain a NUL character"),
     Rejected("input at sandbox", "level = \"sandbox\"\n[capabilities.input]",
              "p.toml:2: `capabilities.input`: needs level `restricted` or higher; this policy is `sandbox`"),
-    Rejected("time at sandbox", "level = \"sandbox\"\ncapabilities.time.enabled = true",
-             "p.toml:2: `capabilities.time`: needs level `restricted` or higher; this policy is `sandbox`"),
     Rejected("env capability at sandbox", "level = \"sandbox\"\n[capabilities.env]\nnames = [\"HOME\"]",
              "p.toml:2: `capabilities.env`: needs level `restricted` or higher; this policy is `sandbox`"),
     Rejected("file read at sandbox", "level = \"sandbox\"\n[capabilities.file]\nread = [\"/srv\"]",
@@ -185,7 +183,7 @@ private let escalations: [Rejected] = [
         #expect(policy.level == .standard)
         #expect(policy.limits.memoryMB == 128)
         #expect(policy.capabilities.input?.enabled == false)
-        #expect(policy.capabilities.time == (try PolicyLoader.load("standard")).capabilities.time)
+        #expect(policy.capabilities.display == (try PolicyLoader.load("standard")).capabilities.display)
     }
 
     @Test(arguments: [

@@ -48,12 +48,8 @@ import Testing
             "p.toml:2: `capabilities.input`: needs level `restricted` or higher; this policy is `sandbox`, but it inherits "
                 + "the grant from `restricted`, which it extends (line 1): turn it off with enabled = false in "
                 + "[capabilities.input], or leave `level` out to keep the level of `restricted`",
-            "p.toml:2: `capabilities.time`: needs level `restricted` or higher; this policy is `sandbox`, but it inherits "
-                + "the grant from `restricted`, which it extends (line 1): turn it off with enabled = false in "
-                + "[capabilities.time], or leave `level` out to keep the level of `restricted`",
         ])
-        #expect(parseError(text + "[capabilities.input]\nenabled = false\n[capabilities.time]\nenabled = false\n") == nil,
-                "turning them off, as the message says, works")
+        #expect(parseError(text + "[capabilities.input]\nenabled = false\n") == nil, "turning it off, as the message says, works")
     }
 
     @Test func anInheritedKeySaysHowToDropIt() {
@@ -75,6 +71,32 @@ import Testing
                     + "inherits the grant from `\(dir.path)/base.toml`, which it extends (line 2): set write = [] in "
                     + "[capabilities.file], or leave `level` out to keep the level of `\(dir.path)/base.toml`",
             ])
+        }
+    }
+}
+
+/// There is no `time` capability (docs/policy.md says why): a policy that names one is told so, once.
+@Suite struct RemovedTimeCapabilityTests {
+    static let reason = "there is no `time` capability: code in the sandbox can always read the clock (the vDSO answers "
+        + "clock_gettime without a system call, so no policy can withhold or fake it); delete [capabilities.time] and its keys"
+
+    @Test(arguments: [
+        ("[capabilities.time]\nenabled = true\nask = false\nrate_per_minute = 5", 2),
+        ("capabilities.time.enabled = true", 2),
+        ("[capabilities]\n\ntime = { enabled = true }", 4),
+        ("capabilities.time = true", 2),
+        ("[capabilities.time.sub]", 2),
+    ])
+    func aTimeTableSaysThereIsNoTimeCapability(table: String, line: Int) {
+        #expect(parseError("level = \"restricted\"\n" + table)?.all.map(\.description)
+            == ["p.toml:\(line): `capabilities.time`: \(Self.reason)"])
+    }
+
+    @Test func noBuiltInPolicyGrantsOrMentionsTime() throws {
+        for level in Level.allCases {
+            let policy = try PolicyLoader.builtin(level)
+            #expect(!policy.tomlText.contains("time]"), "\(level)")
+            #expect(!policy.explanation.contains("(time)"), "\(level)")
         }
     }
 }
