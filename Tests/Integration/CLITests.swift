@@ -75,9 +75,8 @@ import CapsuleRuntime
     @Test func gigabyteOfOutput() throws {
         // The supervisor streams output and kills at the cap: its own memory stays bounded.
         try requireBinary()
-        let run = try CLI.run(["exec", "--policy", "sandbox", "-c",
-                               "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\nprint('FINISHED', file=sys.stderr)\n"],
-                              timeout: 120)
+        let run = try CLI.runMeasuringMemory(["exec", "--policy", "sandbox", "-c",
+                                              "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\nprint('FINISHED', file=sys.stderr)\n"])
         #expect(run.status == ExitStatus.outputLimit, "\(run)")
         #expect(run.stderrLines.last?.hasPrefix("capsule: output limit:") == true, "\(run)")
         #expect(!run.stderr.contains("FINISHED"), "\(run)")
@@ -195,7 +194,7 @@ import CapsuleRuntime
             body = b'{"type":"stream","id":"1","name":"stdout","text":"x","junk":[' + unit * ((16 << 20) // len(unit) - 16) + b'0]}'
             os.write(3, len(body).to_bytes(4, "big") + body)
             """#)
-        let run = try CLI.run(["run", script])
+        let run = try CLI.runMeasuringMemory(["run", script])
         #expect(run.status == ExitStatus.capsuleError, "\(run)")
         #expect(run.stderrLines.last?.contains("more than 65536 values") == true, "\(run)")
         #expect(run.maxResidentMB < 120, "the supervisor's peak RSS was \(run.maxResidentMB) MB")

@@ -392,6 +392,23 @@ enum CLI {
     /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
     /// such as setpriv to run it as another user. Standard input is /dev/null, or `stdin` (a
     /// descriptor the caller keeps); `signal` is sent to capsule once stdout shows its text.
+    /// Through /usr/bin/time, whose report is capsule's own peak RSS: the rusage of a process
+    /// posix_spawn'ed from here starts from this test runner's peak (the child shares our memory
+    /// until it execs, and Linux keeps that high-water mark).
+    static func runMeasuringMemory(_ arguments: [String]) throws -> CLIRun {
+        var run = try run(arguments, via: ["/usr/bin/time", "-f", "capsule-peak-rss-kb %M"])
+        var lines = run.stderr.split(separator: "\n", omittingEmptySubsequences: false)
+        if let index = lines.lastIndex(where: { $0.hasPrefix("capsule-peak-rss-kb ") }) {
+            run.maxResidentMB = (Double(lines[index].dropFirst("capsule-peak-rss-kb ".count)) ?? .infinity) / 1024
+            lines.remove(at: index)
+            lines.removeAll { $0.hasPrefix("Command exited with non-zero status") || $0.hasPrefix("Command terminated by signal") }
+            run.stderr = lines.joined(separator: "\n")
+        } else {
+            run.maxResidentMB = .infinity
+        }
+        return run
+    }
+
     /// With standard input read from the file at `stdin`.
     static func run(_ arguments: [String], stdin path: String, timeout: Double = 60) throws -> CLIRun {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
