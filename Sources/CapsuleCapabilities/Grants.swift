@@ -32,8 +32,9 @@ enum Grants {
     static func whyNotGranted(_ name: String, in policy: Policy) -> String {
         let this = "this policy (\(policy.origin), level \(policy.level.rawValue))"
         if let level = builtinLevels.first(where: { $0.name == name })?.level {
-            if grant(name, in: policy) != nil {
-                return "`\(name)` is not granted: \(this) sets enabled = false in \(table(name))"
+            if let grant = grant(name, in: policy) {
+                return grant.enabled ? "`\(name)` is not available: this build of capsule does not provide \(table(name)) yet"
+                    : "`\(name)` is not granted: \(this) sets enabled = false in \(table(name))"
             }
             let allow = level <= policy.level ? "add \(table(name)) to the policy"
                 : "it needs a policy of level \(level.rawValue) or above with \(table(name))"

@@ -10,6 +10,13 @@ import Synchronization
 /// whose answers come back through a mailbox the session polls beside the channel, so a slow call
 /// never holds the session and several may be outstanding at once. The session stays the only
 /// writer of the channel.
+/// A call's answer, as the session delivers it.
+struct CapabilityAnswer: Sendable {
+    let id: String
+    let capability: String
+    let reply: CapabilityReply
+}
+
 final class CallDispatcher: Sendable {
     let broker: Broker
     /// Readable when answers are waiting (one end of a socket pair; tasks write to the other).
@@ -18,7 +25,7 @@ final class CallDispatcher: Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var answers: [(id: String, reply: CapabilityReply)] = []
+        var answers: [CapabilityAnswer] = []
         var running: [String: Task<Void, Never>] = [:]
         var closed = false
     }
@@ -47,17 +54,17 @@ final class CallDispatcher: Sendable {
                 guard !state.closed else { return }
                 state.running[call.id] = Task { [broker] in
                     let reply = await broker.perform(admitted)
-                    self.post(call.id, reply)
+                    self.post(CapabilityAnswer(id: call.id, capability: call.capability, reply: reply))
                 }
             }
             return nil
         }
     }
 
-    private func post(_ id: String, _ reply: CapabilityReply) {
+    private func post(_ answer: CapabilityAnswer) {
         let posted = state.withLock { state in
-            guard state.running.removeValue(forKey: id) != nil, !state.closed else { return false }
-            state.answers.append((id, reply))
+            guard state.running.removeValue(forKey: answer.id) != nil, !state.closed else { return false }
+            state.answers.append(answer)
             return true
         }
         var byte: UInt8 = 1
@@ -65,7 +72,7 @@ final class CallDispatcher: Sendable {
     }
 
     /// The answers that arrived, in order.
-    func takeAnswers() -> [(id: String, reply: CapabilityReply)] {
+    func takeAnswers() -> [CapabilityAnswer] {
         var bytes = [UInt8](repeating: 0, count: 256)
         while read(descriptor, &bytes, bytes.count) > 0 {}
         return state.withLock { state in

@@ -64,7 +64,7 @@ public final class Session {
         decoder = FrameDecoder(maxFrameBytes: policy.limits.maxFrameBytes)
 
         var ready = false
-        let end = pump(deadline: OS.now() + UInt64(startTimeout * 1e9)) { message in
+        let end = pump(deadline: OS.now() + UInt64(startTimeout * 1e9), answer: sendAnswer) { message in
             guard case .ready(_, let python) = message else {
                 return .failure("expected `ready` first, got \(message.typeName)")
             }
@@ -120,20 +120,23 @@ public final class Session {
         var finalReported = false
 
         let overLimit = Step.limit(.output(bytes: policy.limits.maxOutputBytes))
-        let end = pump(deadline: deadline) { message in
+        // Everything the code makes the supervisor print counts against the output limit,
+        // including results, errors, prompts and displays (user code can write frames on its channel).
+        func admit(_ count: Int) -> Bool {
+            outputBytes += count
+            return outputBytes <= self.policy.limits.maxOutputBytes
+        }
+        func answer(_ answer: CapabilityAnswer) -> Step {
+            deliver(answer, admit: admit, overLimit: overLimit, onEvent: onEvent)
+        }
+        let end = pump(deadline: deadline, answer: answer) { message in
             if case .capCall(let callID, let capability, let method, let arguments) = message {
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
-                return self.startCall(call, admit: admit, overLimit: overLimit, onEvent: onEvent)
+                return self.startCall(call, answer: answer)
             }
             guard message.executionID == id else {
                 let other = (message.executionID ?? "none").clipped(to: 64).escapingControlCharacters
                 return .failure("\(message.typeName) for execution \(other) while \(id) runs")
-            }
-            // Everything the code makes the supervisor print counts against the output limit,
-            // including results, errors and prompts (user code can write frames on its channel).
-            func admit(_ count: Int) -> Bool {
-                outputBytes += count
-                return outputBytes <= self.policy.limits.maxOutputBytes
             }
             // An execution ends in at most one `result` or `error`.
             func secondFinal() -> Bool {
@@ -216,7 +219,7 @@ public final class Session {
             return
         }
         if send(.shutdown, until: graceDeadline) == nil {
-            _ = pump(deadline: graceDeadline) { _ in .continue }
+            _ = pump(deadline: graceDeadline, answer: sendAnswer) { _ in .continue }
         }
         if isAlive { kill() }
     }
@@ -228,24 +231,37 @@ public final class Session {
         reap()
     }
 
-    /// Hands a capability call to the broker. Display bundles are shown here, in order with the
-    /// output and counted against the output limit; every other answer is sent as it comes.
-    private func startCall(_ call: CapabilityCall, admit: (Int) -> Bool, overLimit: Step,
-                           onEvent: (SessionEvent) -> String?) -> Step {
-        guard var reply = calls.start(call) else { return .continue }
-        if call.capability == "display", case .value(let value) = reply, let bundle = DisplayCapability.bundle(value) {
+    /// Hands a capability call to the broker; its answer comes now or later through `answer`.
+    private func startCall(_ call: CapabilityCall, answer: (CapabilityAnswer) -> Step) -> Step {
+        guard let reply = calls.start(call) else { return .continue }
+        return answer(CapabilityAnswer(id: call.id, capability: call.capability, reply: reply))
+    }
+
+    /// Sends a call's answer. A display bundle is shown here first, in order with the output and
+    /// counted against the output limit; an answer too big for one frame becomes an error saying so.
+    private func deliver(_ answer: CapabilityAnswer, admit: (Int) -> Bool, overLimit: Step,
+                         onEvent: (SessionEvent) -> String?) -> Step {
+        var reply = answer.reply
+        if answer.capability == "display", case .value(let value) = reply, let bundle = DisplayCapability.bundle(value) {
             guard admit(bundle.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
             _ = onEvent(.display(bundle))
             reply = .value(.null)
         }
-        return send(.capReply(id: call.id, reply: reply)) == nil ? .continue : .stop
+        return sendReply(answer.id, reply)
     }
 
-    /// Sends the answers of finished calls.
-    private func sendAnswers() {
-        for answer in calls.takeAnswers() where isAlive {
-            if send(.capReply(id: answer.id, reply: answer.reply)) != nil { return }
+    private func sendAnswer(_ answer: CapabilityAnswer) -> Step { sendReply(answer.id, answer.reply) }
+
+    private func sendReply(_ id: String, _ reply: CapabilityReply) -> Step {
+        var frame = SupervisorMessage.capReply(id: id, reply: reply).encoded
+        let limit = policy.limits.maxFrameBytes
+        if frame.count > limit {
+            frame = SupervisorMessage.capReply(id: id, reply: .failure(
+                exception: "ValueError",
+                message: "the answer is \(frame.count) bytes as sent, more than the \(limit) one frame may carry "
+                    + "(limits.max_frame_bytes in the policy); ask for less at a time", errno: nil)).encoded
         }
+        return send(frame) == nil ? .continue : .stop
     }
 
     // MARK: Internals
@@ -263,7 +279,10 @@ public final class Session {
     }
 
     /// Reads frames and status lines until `handle` says stop, the channel closes, or the deadline.
-    private func pump(deadline: UInt64, handle: (WorkerMessage) -> Step) -> PumpEnd {
+    /// `answer` delivers the answers of calls that ran on tasks (outside an execution, they are
+    /// just sent).
+    private func pump(deadline: UInt64, answer: (CapabilityAnswer) -> Step,
+                      handle: (WorkerMessage) -> Step) -> PumpEnd {
         while true {
             // Frames already buffered first, unless time is up (a flood keeps the buffer full).
             do {
@@ -293,7 +312,15 @@ public final class Session {
             for entry in fds.dropFirst() where entry.revents != 0 {
                 switch entry.fd {
                 case status: readStatus()
-                case calls.descriptor: sendAnswers()
+                case calls.descriptor:
+                    for finished in calls.takeAnswers() where isAlive {
+                        switch answer(finished) {
+                        case .continue: continue
+                        case .stop: return .stopped
+                        case .failure(let text): return .protocolError(text)
+                        case .limit(let kind): return .limit(kind)
+                        }
+                    }
                 default: drainInterrupt()
                 }
             }

@@ -8,6 +8,7 @@ import Testing
 import CapsuleCapabilities
 import CapsulePolicy
 import CapsuleRuntime
+import CapsuleOS
 
 /// A host tree: root/in (readable), root/out (writable), root/secret.txt outside both.
 final class HostTree {
@@ -219,6 +220,62 @@ final class SlowApprover: Approver {
         for _ in 0..<100 where !approver.cancelled.withLock({ $0 }) { Host.sleep(seconds: 0.05) }
         #expect(approver.cancelled.withLock { $0 }, "the approval task was cancelled with the session")
         Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func bigCallsArriveWholeOrAreRefusedClearly() throws {
+        let tree = try HostTree()
+        let transcript = try Sandboxed.runFresh("""
+            from capsule import file
+            text = "x" * 3_000_000
+            file.write_text("\(tree.path)/out/big.txt", text)
+            file.append("\(tree.path)/out/big.txt", "y" * 2_000_000)
+            print(len(file.read_text("\(tree.path)/out/big.txt")))
+            for attempt in [lambda: file.write_bytes("\(tree.path)/out/huge", b"z" * (20 << 20)),
+                            lambda: display({"text/plain": float("nan")}, raw=True)]:
+                try:
+                    attempt()
+                except (ValueError, TypeError) as e:
+                    print(type(e).__name__, str(e)[:40])
+            print("still here")
+            """, policy: tree.policy())
+        #expect(transcript.lines.first == "5000000", "\(transcript)")
+        #expect(transcript.lines.dropFirst().prefix(2) == ["ValueError the call is 27962175 bytes as sent, more", "ValueError capability arguments cannot carry nan"],
+                "\(transcript)")
+        #expect((try? OS.readFile("\(tree.path)/out/big.txt", limit: 8 << 20))?.count == 5_000_000, "nothing was clipped on the way")
+        #expect(transcript.lines.last == "still here", "\(transcript)")
+        #expect(transcript.finishedCleanly, "\(transcript)")
+    }
+
+    @Test func anAnswerTooBigForAFrameIsAnError() throws {
+        let tree = try HostTree()
+        let fd = open("\(tree.path)/in/large.bin", O_WRONLY | O_CREAT, 0o644)
+        ftruncate(fd, 14 << 20)
+        close(fd)
+        let transcript = try Sandboxed.runFresh("""
+            from capsule import file
+            try:
+                file.read_bytes("\(tree.path)/in/large.bin")
+            except ValueError as e:
+                print(e)
+            print("still here")
+            """, policy: tree.policy())
+        #expect(transcript.lines.first?.contains("more than the 16777216 one frame may carry (limits.max_frame_bytes in the policy)") == true,
+                "\(transcript)")
+        #expect(transcript.lines.last == "still here", "\(transcript)")
+    }
+
+    @Test func anApprovedDisplayIsShown() throws {
+        var policy = Policy(level: .sandbox)
+        policy.capabilities.display?.ask = true
+        let session = try Session(policy: policy, location: try Sandboxed.location(),
+                                  broker: Broker(policy: policy, approver: SlowApprover(seconds: 0)))
+        defer { session.shutdown(grace: 1) }
+        var events: [SessionEvent] = []
+        _ = session.execute("display({'text/plain': 'approved'}, raw=True)", wantResult: false) { event in
+            events.append(event)
+            return nil
+        }
+        #expect(events == [.display(["text/plain": "approved"])])
     }
 
     @Test func bytesTravelIntact() throws {

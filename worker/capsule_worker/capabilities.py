@@ -37,7 +37,11 @@ def call(capability, method, args):
     cid = f"c{next(_ids)}"
     frames.expect_reply(cid)
     streams.flush()  # output before the call reaches the client before what the call shows
-    frames.send({"type": "cap_call", "id": cid, "capability": capability, "method": method, "args": _encode(args)})
+    try:
+        frames.send_whole({"type": "cap_call", "id": cid, "capability": capability, "method": method, "args": _encode(args)})
+    except BaseException:
+        frames.forget_reply(cid)
+        raise
     msg = frames.reply(cid)
     if msg["ok"]:
         return _decode(msg.get("value"))
@@ -61,6 +65,8 @@ def _encode(value):
         return out
     if isinstance(value, (list, tuple)):
         return [_encode(item) for item in value]
+    if isinstance(value, float) and value - value != 0:  # NaN and infinities are not JSON
+        raise ValueError(f"capability arguments cannot carry {value!r}")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     raise TypeError(f"capability arguments cannot carry {type(value).__name__} objects (str, bytes, numbers, lists and dicts can)")

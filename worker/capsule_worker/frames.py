@@ -137,9 +137,9 @@ def clip(text, limit):
     return text if len(text) <= limit else f"{text[:limit]}\n{truncated(len(text) - limit, 'characters')}\n"
 
 
-def _encode(v):
+def _encode(v, limit=CLIP):
     if isinstance(v, str):
-        return _quote(v if len(v) <= CLIP else clip(v, CLIP))
+        return _quote(v if limit is None or len(v) <= limit else clip(v, limit))
     if v is None or v is True or v is False:
         return "null" if v is None else "true" if v else "false"
     if isinstance(v, int):
@@ -147,14 +147,24 @@ def _encode(v):
     if isinstance(v, float):
         return float.__repr__(v)  # only finite values (durations) are ever sent
     if isinstance(v, dict):
-        return "{" + ",".join(_quote(k) + ":" + _encode(x) for k, x in v.items()) + "}"
-    return "[" + ",".join(map(_encode, v)) + "]"
+        return "{" + ",".join(_quote(k) + ":" + _encode(x, limit) for k, x in v.items()) + "}"
+    return "[" + ",".join(_encode(x, limit) for x in v) + "]"
 
 
 def encode(msg):
     """Frame bytes for msg; lone surrogates (surrogateescape'd data) become '?' so the JSON is valid UTF-8."""
     body = _encode(msg).encode("utf-8", "replace")
     return len(body).to_bytes(4, "big") + body
+
+
+def send_whole(msg):
+    """Send msg with no string clipped (a capability call's data must arrive intact), or raise
+    ValueError when it does not fit one frame."""
+    body = _encode(msg, None).encode("utf-8", "replace")
+    if len(body) > _max_frame:
+        raise ValueError(f"the call is {len(body)} bytes as sent, more than the {_max_frame} one frame may carry "
+                         "(limits.max_frame_bytes in the policy)")
+    write(len(body).to_bytes(4, "big") + body)
 
 
 def send(msg):
@@ -216,6 +226,11 @@ def recv():
 def expect_reply(cid):
     """Register cap_call cid before sending it, so a quick reply finds its caller."""
     _replies[cid] = None
+
+
+def forget_reply(cid):
+    """The call was never sent: stop expecting its reply."""
+    _replies.pop(cid, None)
 
 
 def reply(cid):
