@@ -50,6 +50,33 @@ extension Policy {
         return rows
     }
 
+    /// One sentence for each grant that has no effect in this build (`Capabilities.enforcedCapabilities`):
+    /// an enabled table it does not enforce, or a common key set on a table it does.
+    public var notes: [String] {
+        let c = capabilities
+        var grants: [(name: String, table: String, grant: CapabilityGrant?)] = [
+            ("display", "capabilities.display", c.display), ("input", "capabilities.input", c.input),
+            ("env", "capabilities.env", c.env?.grant), ("file", "capabilities.file", c.file?.grant),
+            ("net", "capabilities.net", c.net?.grant), ("db", "capabilities.db", c.db?.grant),
+        ]
+        grants += c.custom.sorted { $0.key < $1.key }.map { ("custom", "capabilities.custom.\($0.key)", $0.value.grant) }
+        let enforced = Capabilities.enforcedCapabilities
+        var notes: [String] = []
+        for (name, table, grant) in grants {
+            guard let grant, grant.enabled else { continue }
+            guard enforced.contains(name) else {
+                notes.append("[\(table)] has no effect yet: this build of capsule does not enforce it (nothing it grants is reachable)")
+                continue
+            }
+            let terms = [("ask", grant.ask ? "true" : nil), ("rate_per_minute", grant.ratePerMinute.map(String.init)),
+                         ("max_bytes", grant.maxBytes.map(String.init))]
+            for case let (key, value?) in terms where !enforced.contains("\(name).\(key)") {
+                notes.append("`\(key) = \(value)` in [\(table)] has no effect yet: this build of capsule does not enforce it")
+            }
+        }
+        return notes
+    }
+
     /// The effective policy as TOML that `policy check` accepts.
     public var tomlText: String {
         var out = "# Effective policy from \(origin)\n"
@@ -105,6 +132,7 @@ extension Policy {
             uses.append("call the custom capability \(name), served by \(custom.command.joined(separator: " "))\(terms(custom.grant))")
         }
         out += uses.map { "  - \($0)" }
+        if !notes.isEmpty { out += [""] + notes.map { "note: \($0)" } }
         let l = limits
         out += ["", "Limits:",
                 "  - memory \(l.memoryMB) MiB, CPU \(l.cpuSeconds) s per process, \(l.timeoutSeconds.shortText) s of wall-clock time per execution",

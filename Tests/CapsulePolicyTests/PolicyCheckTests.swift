@@ -100,3 +100,50 @@ import Testing
         }
     }
 }
+
+/// Grants this build does not enforce are named, from the one list of what it enforces.
+@Suite struct UnenforcedGrantTests {
+    static let everything = """
+        level = "trusted"
+        [capabilities.input]
+        [capabilities.env]
+        names = ["LANG"]
+        [capabilities.file]
+        read = ["/srv"]
+        [capabilities.net]
+        urls = ["https://example.com/"]
+        [capabilities.db]
+        databases = { app = "/srv/app.sqlite" }
+        [capabilities.custom.ocr]
+        command = ["/usr/bin/ocr"]
+        """
+
+    @Test func everyTableOutsideTheEnforcedSetGetsANote() throws {
+        let policy = try PolicyLoader.parse(Self.everything, file: "p.toml")
+        let tables = ["display", "input", "env", "file", "net", "db", "custom.ocr"]
+        let unenforced = tables.filter { !Capabilities.enforcedCapabilities.contains(String($0.prefix { $0 != "." })) }
+        #expect(policy.notes == unenforced.map {
+            "[capabilities.\($0)] has no effect yet: this build of capsule does not enforce it (nothing it grants is reachable)"
+        })
+        #expect(policy.explanation.contains("\n\n" + policy.notes.map { "note: \($0)\n" }.joined() + "\nLimits:\n"), "\(policy.explanation)")
+    }
+
+    @Test func todayOnlyInputIsEnforced() throws {
+        // input() is answered only where `input` is granted (Tests/Integration prove it); nothing else is served yet.
+        #expect(Capabilities.enforcedCapabilities == ["input"])
+        let agent = try PolicyLoader.load(repositoryRoot + "/examples/policies/agent.toml")
+        #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.display]", "[capabilities.file]", "[capabilities.net]"])
+    }
+
+    @Test func keysOfAnEnforcedTableThatDoNothingAreNamed() throws {
+        let policy = try PolicyLoader.parse("level = \"restricted\"\n[capabilities.display]\nenabled = false\n"
+                                            + "[capabilities.input]\nask = true\nrate_per_minute = 5\nmax_bytes = 10\n", file: "p.toml")
+        #expect(policy.notes == ["ask = true", "rate_per_minute = 5", "max_bytes = 10"].map {
+            "`\($0)` in [capabilities.input] has no effect yet: this build of capsule does not enforce it"
+        })
+        let quiet = try PolicyLoader.parse("level = \"restricted\"\n[capabilities.display]\nenabled = false\n[capabilities.input]\n",
+                                           file: "p.toml")
+        #expect(quiet.notes.isEmpty)
+        #expect(!quiet.explanation.contains("note:"))
+    }
+}
