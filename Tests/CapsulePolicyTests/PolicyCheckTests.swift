@@ -147,3 +147,16 @@ import Testing
         #expect(!quiet.explanation.contains("note:"))
     }
 }
+
+/// docs/policy.md names every path `readonly_paths` refuses, and the loader refuses each.
+@Suite struct ReadonlyPathDocsTests {
+    @Test func theDocsListEveryRefusedDirectory() throws {
+        let docs = try #require(readText(repositoryRoot + "/docs/policy.md"))
+        let section = try #require(docs.firstRange(of: "`readonly_paths` refuses").map { docs[$0.lowerBound...].prefix(1500) })
+        for path in Validate.socketDirectories + Validate.reservedPaths {
+            #expect(section.contains("`\(path)`"), "docs/policy.md does not name \(path) where it lists refused read-only paths")
+            let error = parseError("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"\(path)/x\"]")
+            #expect(error?.description.contains("`\(path)/x` overlaps /") == true, "\(path): \(String(describing: error))")
+        }
+    }
+}
