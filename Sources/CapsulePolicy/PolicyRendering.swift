@@ -105,7 +105,7 @@ extension Policy {
         func terms(_ g: CapabilityGrant) -> String {
             var t: [String] = []
             if let rate = g.ratePerMinute { t.append("at most \(rate) calls a minute") }
-            if let bytes = g.maxBytes { t.append("at most \(bytes) bytes a call") }
+            if let bytes = g.maxBytes { t.append("at most \(byteText(bytes)) a call") }
             if g.ask { t.append("each call approved by a person") }
             return t.isEmpty ? "" : " (\(t.joined(separator: ", ")))"
         }
@@ -136,8 +136,8 @@ extension Policy {
         let l = limits
         out += ["", "Limits:",
                 "  - memory \(l.memoryMB) MiB, CPU \(l.cpuSeconds) s per process, \(l.timeoutSeconds.shortText) s of wall-clock time per execution",
-                "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(l.maxFileBytes) bytes",
-                "  - output up to \(l.maxOutputBytes) bytes per execution, messages up to \(l.maxFrameBytes) bytes",
+                "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(byteText(l.maxFileBytes))",
+                "  - output up to \(byteText(l.maxOutputBytes)) per execution, messages up to \(byteText(l.maxFrameBytes))",
                 "  - CPU cores: \(l.cpus.map { $0.map(String.init).joined(separator: ", ") } ?? "all")"]
         return out.map(\.escapingControlCharacters).joined(separator: "\n") + "\n"
     }
@@ -163,6 +163,14 @@ extension Policy {
         }
         return lines
     }
+}
+
+/// A size in the largest binary unit it is a whole number of (16777216 is "16 MiB"), else exact.
+func byteText(_ bytes: Int) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        return "\(bytes >> shift) \(unit)"
+    }
+    return bytes == 1 ? "1 byte" : "\(bytes) bytes"
 }
 
 private func quoted(_ text: String) -> String {

@@ -160,3 +160,41 @@ import Testing
         }
     }
 }
+
+/// Messages and output that said one thing where the docs said another, or said it badly.
+@Suite struct PolicyWordingTests {
+    @Test(arguments: [
+        ("0x100000", "hexadecimal numbers such as 0x100000 are not used in policies; write 1048576"),
+        ("0x10_0000", "hexadecimal numbers such as 0x10_0000 are not used in policies; write 1048576"),
+        ("0o777", "octal numbers such as 0o777 are not used in policies; write 511"),
+        ("0b1010", "binary numbers such as 0b1010 are not used in policies; write 10"),
+        ("0xFFFFFFFFFFFFFFFFFFFF", "hexadecimal numbers such as 0xFFFFFFFFFFFFFFFFFFFF are not used in policies; write the number in decimal"),
+        ("0xZZ", "`0xZZ` is not a value; strings need quotes, like \"0xZZ\""),
+    ])
+    func numbersInOtherBasesGetTheirDecimal(value: String, message: String) {
+        #expect(parseError(limitsHeader + "max_output_bytes = \(value)")?.description == "p.toml:3: \(message)")
+    }
+
+    @Test func cpusSaysWhatIsExpected() {
+        #expect(parseError(limitsHeader + "cpus = [0, \"1\"]")?.description
+            == "p.toml:3: `limits.cpus`: must list core numbers from 0 to 1023, not \"1\"")
+        #expect(parseError(limitsHeader + "cpus = 1")?.description
+            == "p.toml:3: `limits.cpus`: must be an array of core numbers, like cpus = [0, 1], not 1")
+    }
+
+    @Test(arguments: [(16 << 20, "16 MiB"), (1 << 30, "1 GiB"), (3 << 10, "3 KiB"), ((16 << 20) + 1, "16777217 bytes"),
+                      (1000, "1000 bytes"), (1, "1 byte")])
+    func sizesReadInBinaryUnitsWhenExact(bytes: Int, text: String) {
+        #expect(byteText(bytes) == text)
+    }
+
+    @Test func explainShowsSizesInUnits() throws {
+        let policy = try PolicyLoader.parse(limitsHeader + "max_output_bytes = 1000001\nmax_file_bytes = 1048576\n"
+                                            + "[capabilities.display]\nmax_bytes = 2097152\n", file: "p.toml")
+        let text = policy.explanation
+        #expect(text.contains("files up to 1 MiB\n"), "\(text)")
+        #expect(text.contains("output up to 1000001 bytes per execution, messages up to 16 MiB\n"), "\(text)")
+        #expect(text.contains("(at most 2 MiB a call)"), "\(text)")
+        #expect(!text.contains("16777216"), "\(text)")
+    }
+}
