@@ -5,7 +5,7 @@ import Glibc
 import Testing
 import CapsulePolicy
 
-@Suite("capsule policy, end to end") struct PolicyCommandTests {
+@Suite("capsule policy: notes, and the docs' examples") struct PolicyCommandTests {
     func requireBinary() throws {
         try #require(access(CLI.executable, X_OK) == 0, "capsule was not built at \(CLI.executable)")
     }
