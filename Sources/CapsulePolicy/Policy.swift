@@ -91,6 +91,15 @@ public struct Capabilities: Sendable, Equatable {
     public init() {}
 }
 
+extension Capabilities {
+    /// What this build of capsule enforces: a capability's name (its table has effect) or
+    /// `name.key` for one of the keys every table takes (`input.ask`). Everything else a policy
+    /// grants is checked but has no effect yet, and `policy explain` and `check` say so. The
+    /// broker adds each name as it starts serving that capability. Today: `input()` answers only
+    /// where `input` is granted.
+    public static let enforcedCapabilities: Set<String> = ["input"]
+}
+
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.
 public struct Policy: Sendable, Equatable {
     public var level: Level

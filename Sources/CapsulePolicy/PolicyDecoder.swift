@@ -365,11 +365,14 @@ struct Value {
     }
 
     func cpus() throws(PolicyError) -> [Int] {
-        guard case .array(let items) = entry.value, !items.isEmpty else { throw expected("a non-empty array of core numbers") }
+        guard case .array(let items) = entry.value else { throw expected("an array of core numbers, like cpus = [0, 1]") }
+        guard !items.isEmpty else {
+            throw error("an empty list of cores is not allowed: list the cores the code may run on, like cpus = [0, 1], or leave cpus out for all of them")
+        }
         var cores: [Int] = []
         for item in items {
             guard case .integer(let core) = item, (0...1023).contains(core) else {
-                throw expected("an array of core numbers from 0 to 1023")
+                throw error("must list core numbers from 0 to 1023, not \(item.render)")
             }
             guard !cores.contains(core) else { throw error("lists core \(core) twice") }
             cores.append(core)

@@ -50,6 +50,33 @@ extension Policy {
         return rows
     }
 
+    /// One sentence for each grant that has no effect in this build (`Capabilities.enforcedCapabilities`):
+    /// an enabled table it does not enforce, or a common key set on a table it does.
+    public var notes: [String] {
+        let c = capabilities
+        var grants: [(name: String, table: String, grant: CapabilityGrant?)] = [
+            ("display", "capabilities.display", c.display), ("input", "capabilities.input", c.input),
+            ("env", "capabilities.env", c.env?.grant), ("file", "capabilities.file", c.file?.grant),
+            ("net", "capabilities.net", c.net?.grant), ("db", "capabilities.db", c.db?.grant),
+        ]
+        grants += c.custom.sorted { $0.key < $1.key }.map { ("custom", "capabilities.custom.\($0.key)", $0.value.grant) }
+        let enforced = Capabilities.enforcedCapabilities
+        var notes: [String] = []
+        for (name, table, grant) in grants {
+            guard let grant, grant.enabled else { continue }
+            guard enforced.contains(name) else {
+                notes.append("[\(table)] has no effect yet: this build of capsule does not enforce it (nothing it grants is reachable)")
+                continue
+            }
+            let terms = [("ask", grant.ask ? "true" : nil), ("rate_per_minute", grant.ratePerMinute.map(String.init)),
+                         ("max_bytes", grant.maxBytes.map(String.init))]
+            for case let (key, value?) in terms where !enforced.contains("\(name).\(key)") {
+                notes.append("`\(key) = \(value)` in [\(table)] has no effect yet: this build of capsule does not enforce it")
+            }
+        }
+        return notes
+    }
+
     /// The effective policy as TOML that `policy check` accepts.
     public var tomlText: String {
         var out = "# Effective policy from \(origin)\n"
@@ -78,7 +105,7 @@ extension Policy {
         func terms(_ g: CapabilityGrant) -> String {
             var t: [String] = []
             if let rate = g.ratePerMinute { t.append("at most \(rate) calls a minute") }
-            if let bytes = g.maxBytes { t.append("at most \(bytes) bytes a call") }
+            if let bytes = g.maxBytes { t.append("at most \(byteText(bytes)) a call") }
             if g.ask { t.append("each call approved by a person") }
             return t.isEmpty ? "" : " (\(t.joined(separator: ", ")))"
         }
@@ -105,11 +132,12 @@ extension Policy {
             uses.append("call the custom capability \(name), served by \(custom.command.joined(separator: " "))\(terms(custom.grant))")
         }
         out += uses.map { "  - \($0)" }
+        if !notes.isEmpty { out += [""] + notes.map { "note: \($0)" } }
         let l = limits
         out += ["", "Limits:",
                 "  - memory \(l.memoryMB) MiB, CPU \(l.cpuSeconds) s per process, \(l.timeoutSeconds.shortText) s of wall-clock time per execution",
-                "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(l.maxFileBytes) bytes",
-                "  - output up to \(l.maxOutputBytes) bytes per execution, messages up to \(l.maxFrameBytes) bytes",
+                "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(byteText(l.maxFileBytes))",
+                "  - output up to \(byteText(l.maxOutputBytes)) per execution, messages up to \(byteText(l.maxFrameBytes))",
                 "  - CPU cores: \(l.cpus.map { $0.map(String.init).joined(separator: ", ") } ?? "all")"]
         return out.map(\.escapingControlCharacters).joined(separator: "\n") + "\n"
     }
@@ -135,6 +163,14 @@ extension Policy {
         }
         return lines
     }
+}
+
+/// A size in the largest binary unit it is a whole number of (16777216 is "16 MiB"), else exact.
+func byteText(_ bytes: Int) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        return "\(bytes >> shift) \(unit)"
+    }
+    return bytes == 1 ? "1 byte" : "\(bytes) bytes"
 }
 
 private func quoted(_ text: String) -> String {

@@ -252,8 +252,22 @@ private struct Scanner {
             }
             return .float(value)
         case nil:
+            if let (base, value) = Self.radixInteger(text) {
+                let decimal = value.map { "write \($0)" } ?? "write the number in decimal"
+                throw PolicyError(file: file, line: line, "\(base) numbers such as \(text) are not used in policies; \(decimal)")
+            }
             throw PolicyError(file: file, line: line, "`\(text)` is not a value; strings need quotes, like \"\(text)\"")
         }
+    }
+
+    /// TOML's `0x`, `0o` and `0b` integers, which policies do not take: the name of the base and the
+    /// value (nil when it does not fit), so the error can give the decimal to write instead.
+    private static func radixInteger(_ text: String) -> (String, Int?)? {
+        let bases: [(String, String, Int)] = [("0x", "hexadecimal", 16), ("0o", "octal", 8), ("0b", "binary", 2)]
+        guard let (_, name, radix) = bases.first(where: { text.hasPrefix($0.0) }) else { return nil }
+        let digits = text.dropFirst(2).filter { $0 != "_" }
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isHexDigit && Int(String($0), radix: 16)! < radix }) else { return nil }
+        return (name, Int(digits, radix: radix))
     }
 
     private mutating func basicString() throws(PolicyError) -> String {

@@ -27,9 +27,10 @@ struct PolicyCommand: ParsableCommand {
             var failed = false
             for specifier in policies {
                 let problems = PolicyLoader.problems(specifier)
-                if problems.isEmpty {
-                    let level = (try? PolicyLoader.load(specifier))?.level.rawValue ?? "?"
-                    print("ok \(specifier) (level \(level))")
+                if problems.isEmpty, let policy = try? PolicyLoader.load(specifier) {
+                    // Unbuffered, like the notes on stderr, so a terminal shows each under its file.
+                    try? OS.writeAll(1, "ok \(specifier) (level \(policy.level.rawValue))\n")
+                    for note in policy.notes { printError("\(specifier): note: \(note)".escapingControlCharacters) }
                 } else {
                     failed = true
                     for problem in problems { printError(problem.description) }

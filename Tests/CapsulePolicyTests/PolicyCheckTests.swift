@@ -100,3 +100,101 @@ import Testing
         }
     }
 }
+
+/// Grants this build does not enforce are named, from the one list of what it enforces.
+@Suite struct UnenforcedGrantTests {
+    static let everything = """
+        level = "trusted"
+        [capabilities.input]
+        [capabilities.env]
+        names = ["LANG"]
+        [capabilities.file]
+        read = ["/srv"]
+        [capabilities.net]
+        urls = ["https://example.com/"]
+        [capabilities.db]
+        databases = { app = "/srv/app.sqlite" }
+        [capabilities.custom.ocr]
+        command = ["/usr/bin/ocr"]
+        """
+
+    @Test func everyTableOutsideTheEnforcedSetGetsANote() throws {
+        let policy = try PolicyLoader.parse(Self.everything, file: "p.toml")
+        let tables = ["display", "input", "env", "file", "net", "db", "custom.ocr"]
+        let unenforced = tables.filter { !Capabilities.enforcedCapabilities.contains(String($0.prefix { $0 != "." })) }
+        #expect(policy.notes == unenforced.map {
+            "[capabilities.\($0)] has no effect yet: this build of capsule does not enforce it (nothing it grants is reachable)"
+        })
+        #expect(policy.explanation.contains("\n\n" + policy.notes.map { "note: \($0)\n" }.joined() + "\nLimits:\n"), "\(policy.explanation)")
+    }
+
+    @Test func todayOnlyInputIsEnforced() throws {
+        // input() is answered only where `input` is granted (Tests/Integration prove it); nothing else is served yet.
+        #expect(Capabilities.enforcedCapabilities == ["input"])
+        let agent = try PolicyLoader.load(repositoryRoot + "/examples/policies/agent.toml")
+        #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.display]", "[capabilities.file]", "[capabilities.net]"])
+    }
+
+    @Test func keysOfAnEnforcedTableThatDoNothingAreNamed() throws {
+        let policy = try PolicyLoader.parse("level = \"restricted\"\n[capabilities.display]\nenabled = false\n"
+                                            + "[capabilities.input]\nask = true\nrate_per_minute = 5\nmax_bytes = 10\n", file: "p.toml")
+        #expect(policy.notes == ["ask = true", "rate_per_minute = 5", "max_bytes = 10"].map {
+            "`\($0)` in [capabilities.input] has no effect yet: this build of capsule does not enforce it"
+        })
+        let quiet = try PolicyLoader.parse("level = \"restricted\"\n[capabilities.display]\nenabled = false\n[capabilities.input]\n",
+                                           file: "p.toml")
+        #expect(quiet.notes.isEmpty)
+        #expect(!quiet.explanation.contains("note:"))
+    }
+}
+
+/// docs/policy.md names every path `readonly_paths` refuses, and the loader refuses each.
+@Suite struct ReadonlyPathDocsTests {
+    @Test func theDocsListEveryRefusedDirectory() throws {
+        let docs = try #require(readText(repositoryRoot + "/docs/policy.md"))
+        let section = try #require(docs.firstRange(of: "`readonly_paths` refuses").map { docs[$0.lowerBound...].prefix(1500) })
+        for path in Validate.socketDirectories + Validate.reservedPaths {
+            #expect(section.contains("`\(path)`"), "docs/policy.md does not name \(path) where it lists refused read-only paths")
+            let error = parseError("level = \"restricted\"\n[sandbox]\nreadonly_paths = [\"\(path)/x\"]")
+            #expect(error?.description.contains("`\(path)/x` overlaps /") == true, "\(path): \(String(describing: error))")
+        }
+    }
+}
+
+/// Messages and output that said one thing where the docs said another, or said it badly.
+@Suite struct PolicyWordingTests {
+    @Test(arguments: [
+        ("0x100000", "hexadecimal numbers such as 0x100000 are not used in policies; write 1048576"),
+        ("0x10_0000", "hexadecimal numbers such as 0x10_0000 are not used in policies; write 1048576"),
+        ("0o777", "octal numbers such as 0o777 are not used in policies; write 511"),
+        ("0b1010", "binary numbers such as 0b1010 are not used in policies; write 10"),
+        ("0xFFFFFFFFFFFFFFFFFFFF", "hexadecimal numbers such as 0xFFFFFFFFFFFFFFFFFFFF are not used in policies; write the number in decimal"),
+        ("0xZZ", "`0xZZ` is not a value; strings need quotes, like \"0xZZ\""),
+    ])
+    func numbersInOtherBasesGetTheirDecimal(value: String, message: String) {
+        #expect(parseError(limitsHeader + "max_output_bytes = \(value)")?.description == "p.toml:3: \(message)")
+    }
+
+    @Test func cpusSaysWhatIsExpected() {
+        #expect(parseError(limitsHeader + "cpus = [0, \"1\"]")?.description
+            == "p.toml:3: `limits.cpus`: must list core numbers from 0 to 1023, not \"1\"")
+        #expect(parseError(limitsHeader + "cpus = 1")?.description
+            == "p.toml:3: `limits.cpus`: must be an array of core numbers, like cpus = [0, 1], not 1")
+    }
+
+    @Test(arguments: [(16 << 20, "16 MiB"), (1 << 30, "1 GiB"), (3 << 10, "3 KiB"), ((16 << 20) + 1, "16777217 bytes"),
+                      (1000, "1000 bytes"), (1, "1 byte")])
+    func sizesReadInBinaryUnitsWhenExact(bytes: Int, text: String) {
+        #expect(byteText(bytes) == text)
+    }
+
+    @Test func explainShowsSizesInUnits() throws {
+        let policy = try PolicyLoader.parse(limitsHeader + "max_output_bytes = 1000001\nmax_file_bytes = 1048576\n"
+                                            + "[capabilities.display]\nmax_bytes = 2097152\n", file: "p.toml")
+        let text = policy.explanation
+        #expect(text.contains("files up to 1 MiB\n"), "\(text)")
+        #expect(text.contains("output up to 1000001 bytes per execution, messages up to 16 MiB\n"), "\(text)")
+        #expect(text.contains("(at most 2 MiB a call)"), "\(text)")
+        #expect(!text.contains("16777216"), "\(text)")
+    }
+}
