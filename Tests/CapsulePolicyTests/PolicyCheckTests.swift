@@ -128,11 +128,12 @@ import Testing
         #expect(policy.explanation.contains("\n\n" + policy.notes.map { "note: \($0)\n" }.joined() + "\nLimits:\n"), "\(policy.explanation)")
     }
 
-    @Test func todayOnlyInputIsEnforced() throws {
-        // input() is answered only where `input` is granted (Tests/Integration prove it); nothing else is served yet.
-        #expect(Capabilities.enforcedCapabilities == ["input"])
+    @Test func theBrokerServesDisplayEnvAndFile() throws {
+        // input() is answered only where `input` is granted; the broker serves display, env and file
+        // with every common key (Tests/Integration and Tests/CapsuleCapabilitiesTests prove them); net is not served yet.
+        #expect(Capabilities.enforcedCapabilities.filter { !$0.contains(".") } == ["input", "display", "env", "file"] as Set)
         let agent = try PolicyLoader.load(repositoryRoot + "/examples/policies/agent.toml")
-        #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.display]", "[capabilities.file]", "[capabilities.net]"])
+        #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.net]"])
     }
 
     @Test func keysOfAnEnforcedTableThatDoNothingAreNamed() throws {
