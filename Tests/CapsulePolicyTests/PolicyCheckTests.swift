@@ -131,7 +131,7 @@ import Testing
     @Test func theBrokerServesDisplayEnvAndFile() throws {
         // input() is answered only where `input` is granted; the broker serves display, env and file
         // with every common key (Tests/Integration and Tests/CapsuleCapabilitiesTests prove them); net is not served yet.
-        #expect(Capabilities.enforcedCapabilities.filter { !$0.contains(".") } == ["input", "display", "env", "file"] as Set)
+        #expect(Capabilities.enforcedCapabilities.filter { !$0.contains(".") } == ["input", "display", "env", "file", "custom"] as Set)
         let agent = try PolicyLoader.load(repositoryRoot + "/examples/policies/agent.toml")
         #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.net]"])
     }
