@@ -154,6 +154,7 @@ void cw_build_root(const struct cw_config *cfg) {
     // Nothing we mount from here on propagates back to the host.
     CW_TRY("mount-private", mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
     CW_TRY("mount-root", mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,nr_inodes=4096,mode=0755"));
+    mount_scratch_space(cfg->workspace_mb); // first, so that read-only paths beneath /tmp stay visible on top
 
     for (size_t i = 0; i < cfg->n_entries; i++) {
         const struct cw_entry *e = &cfg->entries[i];
@@ -177,7 +178,6 @@ void cw_build_root(const struct cw_config *cfg) {
         {"/proc/self/fd/1", NEW_ROOT "/dev/stdout"}, {"/proc/self/fd/2", NEW_ROOT "/dev/stderr"}};
     for (size_t i = 0; i < 4; i++) CW_TRY("dev", symlink(dev_links[i][0], dev_links[i][1]));
     mount_tmpfs(NEW_ROOT "/dev/shm", cfg->workspace_mb < 64 ? cfg->workspace_mb : 64, MS_NOEXEC, "1777");
-    mount_scratch_space(cfg->workspace_mb);
 
     write_small_file(NEW_ROOT "/etc/passwd", "sandbox:x:0:0:capsule sandbox:/workspace:/nonexistent\n");
     write_small_file(NEW_ROOT "/etc/group", "sandbox:x:0:\n");
