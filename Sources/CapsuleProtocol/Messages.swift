@@ -14,6 +14,8 @@ public enum ExecutionStatus: String, Sendable, Equatable, CaseIterable {
 public enum WorkerMessage: Sendable, Equatable {
     case ready(pid: Int, python: String)
     case stream(id: String, name: StreamName, text: String)
+    /// Output that is not UTF-8 text, to be written byte for byte (`data`, base64, on the wire).
+    case streamData(id: String, name: StreamName, data: [UInt8])
     /// `data` is a MIME bundle: MIME type → content.
     case result(id: String, data: [String: String])
     case error(id: String, ename: String, evalue: String, traceback: [String])
@@ -38,6 +40,9 @@ extension WorkerMessage {
         switch message.type {
         case "ready":
             self = .ready(pid: try message.int("pid"), python: try message.string("python"))
+        case "stream" where message.has("data"):
+            self = .streamData(id: try message.string("id"), name: try message.enumeration("name"),
+                               data: try message.base64("data", instead: "text"))
         case "stream":
             self = .stream(id: try message.string("id"), name: try message.enumeration("name"),
                            text: try message.string("text"))
@@ -61,7 +66,7 @@ extension WorkerMessage {
     public var type: String {
         switch self {
         case .ready: "ready"
-        case .stream: "stream"
+        case .stream, .streamData: "stream"
         case .result: "result"
         case .error: "error"
         case .inputRequest: "input_request"
@@ -75,6 +80,8 @@ extension WorkerMessage {
             ["type": "ready", "pid": .number(Double(pid)), "python": .string(python)]
         case .stream(let id, let name, let text):
             ["type": "stream", "id": .string(id), "name": .string(name.rawValue), "text": .string(text)]
+        case .streamData(let id, let name, let data):
+            ["type": "stream", "id": .string(id), "name": .string(name.rawValue), "data": .string(Base64.encode(data))]
         case .result(let id, let data):
             // Sorted so the same bundle always encodes to the same bytes.
             ["type": "result", "id": .string(id),
@@ -165,6 +172,23 @@ struct MessageMembers {
 
     private func mismatch(_ member: String, expected: String, found: JSONValue) -> ProtocolError {
         .invalidMember(member, type: type, expected: expected, found: found.kindDescription)
+    }
+
+    /// Present and not null.
+    func has(_ member: String) -> Bool {
+        guard let value = message[member] else { return false }
+        return !value.isNull
+    }
+
+    /// Bytes carried as base64 text in `member`, which replaces the text member `alternative`.
+    func base64(_ member: String, instead alternative: String) throws(ProtocolError) -> [UInt8] {
+        if has(alternative) {
+            throw .invalidMember(member, type: type, expected: "alone", found: "given with \"\(alternative)\"")
+        }
+        guard let bytes = Base64.decode(try string(member)) else {
+            throw .invalidMember(member, type: type, expected: "base64 text", found: "other text")
+        }
+        return bytes
     }
 
     func string(_ member: String) throws(ProtocolError) -> String {

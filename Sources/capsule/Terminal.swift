@@ -55,6 +55,10 @@ private struct Output {
         try? OS.writeAll(fd, filter?.filter(text) ?? text)
     }
 
+    mutating func write(_ bytes: [UInt8]) {
+        if let text = filter?.filter(bytes: bytes) { try? OS.writeAll(fd, text) } else { try? OS.writeAll(fd, bytes) }
+    }
+
     mutating func finish() {
         if let rest = filter?.flush(), !rest.isEmpty { try? OS.writeAll(fd, rest) }
     }
@@ -134,6 +138,10 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             out.write(text)
         case .stream(.stderr, let text):
             err.write(text)
+        case .streamData(.stdout, let bytes):
+            out.write(bytes)
+        case .streamData(.stderr, let bytes):
+            err.write(bytes)
         case .result(let bundle):
             if let text = bundle["text/plain"] { out.write(text + "\n") }
         case .error(_, _, let traceback):

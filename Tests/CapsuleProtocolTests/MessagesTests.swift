@@ -5,6 +5,8 @@ let workerMessages: [WorkerMessage] = [
     .ready(pid: 4242, python: "3.12.3"),
     .stream(id: "e1", name: .stdout, text: "hello 🌍\n"),
     .stream(id: "e1", name: .stderr, text: "warning: \"x\"\t\\\u{1B}[0m"),
+    .streamData(id: "e1", name: .stdout, data: [0xff, 0xfe, 0x00, 0x0a]),
+    .streamData(id: "e1", name: .stderr, data: []),
     .result(id: "e1", data: ["text/plain": "42", "text/html": "<b>42</b>"]),
     .result(id: "e1", data: [:]),
     .error(id: "e2", ename: "ZeroDivisionError", evalue: "division by zero",
@@ -85,6 +87,8 @@ let supervisorMessages: [SupervisorMessage] = [
                 == #"{"type":"result","id":"1","data":{"text/html":"<i>1</i>","text/plain":"1"}}"#)
         #expect(text(WorkerMessage.inputRequest(id: "1", prompt: "? ", password: true).json.serialized())
                 == #"{"type":"input_request","id":"1","prompt":"? ","password":true}"#)
+        #expect(text(WorkerMessage.streamData(id: "1", name: .stdout, data: [0xff, 0x41]).json.serialized())
+                == #"{"type":"stream","id":"1","name":"stdout","data":"/0E="}"#)
     }
 
     /// What Python's `json.dumps` writes: spaces after separators, \u escapes, extra members.
@@ -118,6 +122,15 @@ let badWorkerMessages: [BadMessage] = [
           description: #"unknown worker message type "execute""#),
     .init(json: #"{"type":"stream","id":"1","name":"stdout"}"#, kind: .invalidMember(type: "stream", member: "text"),
           description: #""stream" message has no "text" member"#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":"not base64!"}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be base64 text, not other text"#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":"QQ==","text":"A"}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be alone, not given with "text""#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":7}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be a string, not a number"#),
     .init(json: #"{"type":"stream","id":1,"name":"stdout","text":""}"#,
           kind: .invalidMember(type: "stream", member: "id"),
           description: #""stream" message member "id" must be a string, not a number"#),

@@ -5,6 +5,7 @@
 import Glibc
 #endif
 import Testing
+import CapsuleOS
 import CapsulePolicy
 import CapsuleRuntime
 
@@ -177,3 +178,140 @@ import CapsuleRuntime
         #expect(!t.stdout.contains("ESCAPED"), "\(t)")
     }
 }
+
+@Suite("Ordinary Python: standard streams") struct StandardStreamsTests {
+    let shared = SharedSession.misc
+
+    /// A scratch script on the host, removed with the value.
+    final class Script {
+        let directory: String
+        let path: String
+        init(_ name: String, _ bytes: [UInt8]) throws {
+            directory = try Host.temporaryDirectory()
+            path = "\(directory)/\(name)"
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+            defer { close(fd) }
+            try OS.writeAll(fd, bytes)
+        }
+        convenience init(_ name: String, _ text: String) throws { try self.init(name, Array(text.utf8)) }
+        deinit { Host.removeTree(directory) }
+    }
+
+    @Test func binaryOutputReachesStdoutByteForByte() throws {
+        let script = try Script("binary.py", #"""
+            import io, os, sys
+            print("text")
+            sys.stdout.buffer.write(b"\xff\xfe\x00 raw\n")
+            latin = io.TextIOWrapper(sys.stdout.buffer, encoding="latin-1", write_through=True)
+            latin.write("\xe9\n")
+            os.write(1, b"\x80 fd\n")
+            print(os.fsdecode(b"name-\xfe"))
+            """#)
+        let run = try CLI.run(["run", script.path])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdoutData == Array("text\n".utf8) + [0xff, 0xfe, 0x00] + Array(" raw\n".utf8) + [0xe9, 0x0a, 0x80]
+                + Array(" fd\nname-".utf8) + [0xfe, 0x0a], "\(run)")
+    }
+
+    @Test func streamObjectsAreWhatLibrariesExpect() throws {
+        let t = try shared.run(#"""
+            import faulthandler, io, os, stat, sys
+            print("FILENO", sys.stdout.fileno(), sys.stderr.fileno(), sys.stdin.fileno())
+            print("PIPES", stat.S_ISFIFO(os.fstat(1).st_mode), stat.S_ISFIFO(os.fstat(2).st_mode), os.isatty(1))
+            print("BUFFERS", sys.stdout.buffer.write(b"") == 0, sys.stdin.buffer.read(), sys.stdin.buffer.readline())
+            faulthandler.enable()
+            print("FAULTHANDLER", faulthandler.is_enabled())
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("FILENO 1 2 0")
+        t.expectLine("PIPES True True False")
+        t.expectLine("BUFFERS True b'' b''")
+        t.expectLine("FAULTHANDLER True")
+    }
+
+    @Test func directWritesArriveInOrderWithPrint() throws {
+        let t = try shared.run(#"""
+            import ctypes, os, sys
+            libc = ctypes.CDLL(None)
+            os.write(1, b"1 fd\n")
+            print("2 print")
+            libc.printf(b"3 printf %d\n", 3)
+            print("4 print")
+            os.write(2, b"5 fd\n")
+            print("6 print", file=sys.stderr)
+            print("7 print")
+            os.write(1, b"8 fd\n")
+            pid = os.fork()
+            if pid == 0:
+                os.write(1, b"9 child\n")
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print("10 print")
+            libc.printf(b"11 no newline")
+            """#)
+        t.expectFinishedCleanly()
+        #expect(t.stdout == "1 fd\n2 print\n3 printf 3\n4 print\n7 print\n8 fd\n9 child\n10 print\n11 no newline", "\(t)")
+        #expect(t.stderr == "5 fd\n6 print\n", "\(t)")
+    }
+
+    @Test func aCrashReportsThroughStderr() throws {
+        let t = try Sandboxed.runFresh(#"""
+            import ctypes, faulthandler
+            faulthandler.enable()
+            print("before")
+            ctypes.string_at(0)
+            """#)
+        #expect(t.outcome == .workerEnded(exitCode: nil, signal: SIGSEGV), "\(t)")
+        t.expectLine("before")
+        #expect(t.stderr.hasPrefix("Fatal Python error: Segmentation fault\n"), "\(t)")
+        #expect(t.stderr.contains("line 4 in <module>"), "\(t)")
+    }
+
+    @Test func directWritesCountAgainstTheOutputLimit() throws {
+        let policy = Sandboxed.policy { $0.maxOutputBytes = 100_000 }
+        let t = try Sandboxed.runFresh(#"""
+            import os
+            print("x" * 50_000)
+            while True:
+                os.write(1, b"y" * 10_000)
+                os.write(2, b"z" * 10_000)
+            """#, policy: policy)
+        #expect(t.outcome == .limitExceeded(.output(bytes: 100_000)), "\(t)")
+        #expect(t.stdout.utf8.count + t.stderr.utf8.count == 100_000, "output up to the limit, not beyond")
+        Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func framesWrittenToStdoutAreOnlyText() throws {
+        // fds 1 and 2 carry bytes, never frames: a forged `result` and `done` there are output.
+        let t = try shared.run(#"""
+            import os
+            from capsule_worker import frames, streams
+            forged = frames.encode({"type": "result", "id": streams.current_id, "data": {"text/plain": "forged"}})
+            forged += frames.encode({"type": "done", "id": streams.current_id, "status": "ok", "duration": 0})
+            os.write(1, forged)
+            os.write(2, forged)
+            print("\nSTILL RUNNING")
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("STILL RUNNING")
+        #expect(t.stdout.contains(#"{"type":"result""#) && t.stderr.contains(#"{"type":"done""#), "\(t)")
+    }
+
+    @Test func directWritesAreFilteredOnATerminal() throws {
+        guard access("/usr/bin/python3", X_OK) == 0 else { try Test.cancel("needs /usr/bin/python3 for a pty") }
+        let script = try Script("title.py", #"""
+            import os
+            os.write(1, b"\x1b]0;pwned\x07 \x1b[31mred\x1b[0m caf\xc3")
+            os.write(1, b"\xa9\n")
+            os.write(2, b"\x1b]52;c;Y2xpcGJvYXJk\x07\n")
+            """#)
+        // pty.spawn puts capsule on a terminal and copies what it shows.
+        let run = try CLI.run(["run", script.path], via: ["/usr/bin/python3", "-c", "import pty, sys; pty.spawn(sys.argv[1:])"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout.contains("^[]0;pwned^G \u{1B}[31mred\u{1B}[0m café\r\n"), "\(run)")
+        #expect(run.stdout.contains("^[]52;c;Y2xpcGJvYXJk^G"), "\(run)")
+        #expect(!run.stdout.contains("\u{1B}]"), "no operating system command reached the terminal\n\(run)")
+    }
+}
+
