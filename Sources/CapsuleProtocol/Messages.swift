@@ -27,6 +27,9 @@ public enum WorkerMessage: Sendable, Equatable {
 /// Supervisor → worker.
 public enum SupervisorMessage: Sendable, Equatable {
     case execute(id: String, code: String, filename: String, argv: [String], result: Bool)
+    /// A script file's bytes (`source`, base64, on the wire), which the worker decodes as CPython
+    /// decodes a script: a UTF-8 byte order mark or a PEP 263 coding line, else UTF-8.
+    case executeScript(id: String, source: [UInt8], filename: String, argv: [String])
     /// `value` nil means end of input (`eof: true` on the wire).
     case inputReply(id: String, value: String?)
     case shutdown
@@ -108,6 +111,9 @@ extension SupervisorMessage {
     public init(_ json: JSONValue) throws(ProtocolError) {
         let message = try MessageMembers(json)
         switch message.type {
+        case "execute" where message.has("source"):
+            self = .executeScript(id: try message.string("id"), source: try message.base64("source", instead: "code"),
+                                  filename: try message.string("filename"), argv: try message.strings("argv"))
         case "execute":
             self = .execute(id: try message.string("id"), code: try message.string("code"),
                             filename: try message.string("filename"), argv: try message.strings("argv"),
@@ -129,7 +135,7 @@ extension SupervisorMessage {
     /// The wire `type`.
     public var type: String {
         switch self {
-        case .execute: "execute"
+        case .execute, .executeScript: "execute"
         case .inputReply: "input_reply"
         case .shutdown: "shutdown"
         }
@@ -140,6 +146,9 @@ extension SupervisorMessage {
         case .execute(let id, let code, let filename, let argv, let result):
             ["type": "execute", "id": .string(id), "code": .string(code), "filename": .string(filename),
              "argv": .array(argv.map(JSONValue.string)), "result": .bool(result)]
+        case .executeScript(let id, let source, let filename, let argv):
+            ["type": "execute", "id": .string(id), "source": .string(Base64.encode(source)), "filename": .string(filename),
+             "argv": .array(argv.map(JSONValue.string)), "result": false]
         case .inputReply(let id, let value?):
             ["type": "input_reply", "id": .string(id), "value": .string(value)]
         case .inputReply(let id, nil):

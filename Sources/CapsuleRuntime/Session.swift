@@ -94,6 +94,19 @@ public final class Session {
     public func execute(_ code: String, filename: String = "<string>", argv: [String] = [""],
                         wantResult: Bool = true,
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
+        run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) }, onEvent: onEvent)
+    }
+
+    /// Runs a script file's bytes in the session's namespace, decoded as CPython decodes a script
+    /// (a UTF-8 byte order mark or a PEP 263 coding line, else UTF-8), and delivers what it
+    /// produces to `onEvent`.
+    public func execute(script source: [UInt8], filename: String, argv: [String],
+                        onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
+        run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) }, onEvent: onEvent)
+    }
+
+    /// Sends the execute message made for the next execution id and pumps until it is done.
+    private func run(_ makeExecute: (String) -> SupervisorMessage, onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
         guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
         let id = String(nextID)
         nextID += 1
@@ -103,7 +116,7 @@ public final class Session {
         interruptSent = false
         interruptedTwice = false
         defer { executionDeadline = nil }
-        let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
+        let execute = makeExecute(id)
         // The worker reads frames of at most 16 MiB (worker/capsule_worker/frames.py).
         let size = execute.encoded.count
         guard size <= FrameDecoder.defaultMaxFrameBytes else {

@@ -24,6 +24,7 @@ let supervisorMessages: [SupervisorMessage] = [
     .execute(id: "e1", code: "print('hi')\nx = 1\nx", filename: "<cell 1>", argv: ["script.py", "--flag", "é"],
              result: true),
     .execute(id: "e2", code: "", filename: "main.py", argv: [], result: false),
+    .executeScript(id: "e2", source: Array("\u{FEFF}print('é')\n".utf8) + [0xe9], filename: "lat.py", argv: ["lat.py"]),
     .inputReply(id: "e3", value: "Ada"),
     .inputReply(id: "e3", value: ""),
     .inputReply(id: "e3", value: nil),
@@ -76,6 +77,8 @@ let supervisorMessages: [SupervisorMessage] = [
         #expect(text(SupervisorMessage.inputReply(id: "7", value: nil).json.serialized())
                 == #"{"type":"input_reply","id":"7","eof":true}"#)
         #expect(SupervisorMessage.shutdown.encoded == rawFrame(#"{"type":"shutdown"}"#))
+        #expect(text(SupervisorMessage.executeScript(id: "1", source: Array("é\n".utf8), filename: "a.py", argv: []).json.serialized())
+                == #"{"type":"execute","id":"1","source":"w6kK","filename":"a.py","argv":[],"result":false}"#)
     }
 
     @Test func workerWireFormat() {
@@ -191,6 +194,12 @@ let badSupervisorMessages: [BadMessage] = [
     .init(json: #"{"type":"execute","id":"1","code":"x","filename":"f","argv":[],"result":"yes"}"#,
           kind: .invalidMember(type: "execute", member: "result"),
           description: #""execute" message member "result" must be a boolean, not a string"#),
+    .init(json: #"{"type":"execute","id":"1","source":"QQ=","filename":"f","argv":[],"result":false}"#,
+          kind: .invalidMember(type: "execute", member: "source"),
+          description: #""execute" message member "source" must be base64 text, not other text"#),
+    .init(json: #"{"type":"execute","id":"1","source":"QQ==","code":"A","filename":"f","argv":[],"result":false}"#,
+          kind: .invalidMember(type: "execute", member: "source"),
+          description: #""execute" message member "source" must be alone, not given with "code""#),
     .init(json: #"{"type":"input_reply","id":"1"}"#, kind: .invalidMember(type: "input_reply", member: "value"),
           description: #""input_reply" message has no "value" member"#),
     .init(json: #"{"type":"input_reply","id":"1","eof":"yes"}"#, kind: .invalidMember(type: "input_reply", member: "eof"),

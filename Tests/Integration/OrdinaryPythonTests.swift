@@ -315,3 +315,42 @@ import CapsuleRuntime
     }
 }
 
+@Suite("Ordinary Python: script encodings") struct ScriptEncodingTests {
+    typealias Script = StandardStreamsTests.Script
+
+    /// CPython's own run of `script`, to compare with.
+    func cpython(_ script: Script) throws -> CLIRun {
+        guard access("/usr/bin/python3", X_OK) == 0 else { try Test.cancel("needs /usr/bin/python3 to compare with") }
+        return try CLI.run([], via: ["/usr/bin/python3", "-I", "-S", script.path]) // runs python3 only; capsule is its argv[1]
+    }
+
+    static let accepted: [(String, [UInt8])] = {
+        let latin1: [UInt8] = Array("# -*- coding: latin-1 -*-\nx = '".utf8) + [0xe9] + Array("'\nprint(x, len(x), ascii(x))\n".utf8)
+        let bom: [UInt8] = [0xef, 0xbb, 0xbf] + Array("print('bom', ascii('é'))\n".utf8)
+        let cp1252: [UInt8] = Array("#!/usr/bin/env python3\n# vim: set fileencoding=cp1252 :\nprint(ascii('".utf8) + [0x80]
+            + Array("'))\n".utf8)
+        return [("latin1.py", latin1), ("bom.py", bom), ("cp1252.py", cp1252)]
+    }()
+
+    @Test(arguments: accepted)
+    func runsAsCPythonRunsIt(name: String, bytes: [UInt8]) throws {
+        let script = try Script(name, bytes)
+        let run = try CLI.run(["run", script.path])
+        let reference = try cpython(script)
+        #expect(reference.status == 0, "\(reference)")
+        #expect(run.status == 0 && run.stdoutData == reference.stdoutData, "capsule:\n\(run)\ncpython:\n\(reference)")
+    }
+
+    @Test func aScriptCPythonRefusesGetsItsSentence() throws {
+        let script = try Script("lat.py", Array("x = '".utf8) + [0xe9] + Array("'\nprint(x)\n".utf8))
+        let run = try CLI.run(["run", script.path])
+        #expect(run.status == 1, "\(run)")
+        let reference = try cpython(script)
+        #expect(run.stderrLines.last != nil && run.stderrLines.last == reference.stderrLines.last, "capsule:\n\(run)\ncpython:\n\(reference)")
+        #expect(run.stderrLines.last?.hasPrefix("SyntaxError: Non-UTF-8 code starting with '\\xe9' in file \(script.path) on line 1") == true, "\(run)")
+
+        let unknown = try Script("unknown.py", "# coding: no-such-codec\nprint(1)\n")
+        let refused = try CLI.run(["run", unknown.path])
+        #expect(refused.status == 1 && refused.stderrLines.last == "SyntaxError: unknown encoding: no-such-codec", "\(refused)")
+    }
+}

@@ -51,7 +51,7 @@ else:
 
 # members each supervisor message must carry (docs/protocol.md); anything else is a protocol error
 _MEMBERS = {
-    "execute": (("id", str), ("code", str), ("filename", str), ("argv", list), ("result", bool)),
+    "execute": (("id", str), ("filename", str), ("argv", list), ("result", bool)),  # and `code` or `source`
     "input_reply": (("id", str),),
     "shutdown": (),
 }
@@ -252,7 +252,7 @@ def _valid(msg):
     if members is None or not all(isinstance(msg.get(k), t) for k, t in members):
         return False
     if kind == "execute":
-        return all(isinstance(a, str) for a in msg["argv"])
+        return isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str) and all(isinstance(a, str) for a in msg["argv"])
     if kind == "input_reply":
         return isinstance(msg.get("value"), str) or msg.get("eof") is True
     return True

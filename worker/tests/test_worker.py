@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -189,6 +190,50 @@ class WorkerTest(unittest.TestCase):
         self.assertNotIn("capsule_worker", tb)
         run = self.w.run("import json\njson.loads('{')")
         self.assertEqual(run.error["ename"], "json.decoder.JSONDecodeError")
+
+    def run_script(self, data, filename):
+        self.w.count += 1
+        rid = f"r{self.w.count}"
+        self.w.send({"type": "execute", "id": rid, "source": base64.b64encode(data).decode(), "filename": filename,
+                     "argv": [filename], "result": False})
+        return Run(self.w.collect(rid))
+
+    def test_script_encodings_as_cpython_reads_them(self):
+        samples = {
+            "latin1.py": b"# -*- coding: latin-1 -*-\nx = '\xe9'\nprint(x, len(x), ascii(x))\n",
+            "second_line.py": b"#!/usr/bin/env python3\n# vim: set fileencoding=cp1252 :\nprint(ascii('\x80'))\n",
+            "bom.py": b"\xef\xbb\xbfprint('bom', ascii('\xc3\xa9'))\n",
+            "bom_utf8_cookie.py": b"\xef\xbb\xbf# coding: utf-8\nprint('ok')\n",
+            "cookie_late.py": b"x = 1\nprint(ascii('\xc3\xa9'))  # coding: latin-1\n",  # not line 1 or 2
+            "not_a_cookie.py": b"print('decoding \xc3\xa9')\n",
+        }
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, data in samples.items():
+                with self.subTest(name=name):
+                    path = os.path.join(scratch, name)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    cpython = subprocess.run([PYTHON, "-I", "-S", path], capture_output=True, timeout=TIMEOUT)
+                    self.assertEqual(cpython.returncode, 0, cpython.stderr)
+                    run = self.run_script(data, name)
+                    self.assertOk(run)
+                    self.assertEqual(run.stdout_bytes, cpython.stdout)
+
+    def test_script_encodings_cpython_refuses(self):
+        run = self.run_script(b"x = '\xe9'\nprint(x)\n", "lat.py")
+        self.assertEqual(run.error["ename"], "SyntaxError")
+        self.assertEqual(run.error["traceback"], [  # what `python3 lat.py` prints
+            "SyntaxError: Non-UTF-8 code starting with '\\xe9' in file lat.py on line 1, but no encoding declared; "
+            "see https://peps.python.org/pep-0263/ for details\n"])
+        for data, message in ((b"# coding: no-such-codec\nprint(1)\n", "unknown encoding: no-such-codec"),
+                              (b"\xef\xbb\xbf# coding: latin-1\nprint(1)\n", "encoding problem: iso-8859-1 with BOM")):
+            with self.subTest(message=message):
+                run = self.run_script(data, "bad.py")
+                self.assertEqual(run.error["ename"], "SyntaxError")
+                self.assertEqual(run.error["traceback"][-1], f"SyntaxError: {message}\n")
+        run = self.run_script(b"# coding: latin-1\nx = '\xe9'\n1 / 0\n", "tb.py")  # its lines, decoded, in the traceback
+        self.assertIn("    1 / 0\n", run.error["traceback"])
+        self.assertOk(self.w.run("1"))
 
     def test_syntax_error(self):
         run = self.w.run("x = 1\nif x\n    pass\n", filename="bad.py")
