@@ -74,6 +74,9 @@ pid_t cw_python_fork(void) {
 
 _Noreturn void cw_python_serve(void *module, unsigned long max_frame_bytes) {
     close(CW_STATUS_FD); // user code must not be able to forge status lines
+    // C's stdout is a pipe, so it would be fully buffered: C code's printf would arrive late, out
+    // of order with print, or never (the worker ends with _exit). Unbuffered, each printf is a write.
+    setvbuf(stdout, NULL, _IONBF, 0);
     PyObject *result = PyObject_CallMethod((PyObject *)module, "serve", "ik", CW_CHANNEL_FD, max_frame_bytes);
     if (!result) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit)) PyErr_Print(); // exits with the code

@@ -42,11 +42,13 @@ static void isolate_session(void) {
     CW_TRY("dumpable", prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
 }
 
+// stdin is /dev/null; stdout and stderr stay the pipes the supervisor reads (it counts and filters
+// what arrives there like any other output), so C code and os.write(1, ...) reach the user.
 static void keep_only_channel_fds(void) {
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null < 0) cw_fail("stdio", errno, "/dev/null");
-    for (int fd = 0; fd <= 2; fd++) CW_TRY("stdio", dup2(null, fd));
-    if (null > 2) close(null);
+    CW_TRY("stdio", dup2(null, 0));
+    if (null > 0) close(null);
     // Everything but the channel (3), the status pipe (4) and the launcher's go pipe (5) goes;
     // the last two are closed in the Python process before any user code runs.
     CW_TRY("close-fds", (int)syscall(SYS_close_range, CW_GO_FD + 1, ~0U, 0));
@@ -132,7 +134,7 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
     cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop
     cw_drop_capabilities();          // every set, bounding and ambient, securebits locked
     CW_TRY("no-new-privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
-    keep_only_channel_fds();         // stdio is /dev/null; only the channel, status and go pipes remain
+    keep_only_channel_fds();         // stdin /dev/null, output pipes; only the channel, status and go pipes besides
     set_environment(cfg);            // empty, plus what the policy lists
     cw_apply_seccomp(cfg);           // last: nothing after this needs a refused syscall
     run_init(cfg, CW_GO_FD);         // Python starts; user code waits for the cgroup

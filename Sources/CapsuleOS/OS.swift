@@ -76,6 +76,17 @@ public enum OS {
         return (fds[0], fds[1])
     }
 
+    /// A pipe, close-on-exec at both ends from the start (no other thread's child can inherit it).
+    public static func pipe() throws(SystemError) -> (read: Int32, write: Int32) {
+        // glibc's pipe2 is hidden behind _GNU_SOURCE in the Glibc module, so it is looked up.
+        typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "pipe2") else { throw SystemError("pipe2", errno: ENOSYS) }
+        let pipe2 = unsafeBitCast(symbol, to: Pipe2.self)
+        var fds: [Int32] = [-1, -1]
+        _ = try retrying("pipe2") { pipe2(&fds, O_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
     public static func setNonBlocking(_ fd: Int32) throws(SystemError) {
         let flags = try retrying("fcntl") { fcntl(fd, F_GETFL) }
         _ = try retrying("fcntl") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
@@ -111,8 +122,8 @@ public enum OS {
     }
 
     /// Starts `path` with exactly the descriptors in `descriptors` (child fd ← parent fd), stdin and
-    /// stdout on /dev/null unless mapped, stderr inherited, an empty environment (or this
-    /// process's, for a trusted helper), in a new session.
+    /// stdout on /dev/null and stderr inherited unless `descriptors` maps them, an empty
+    /// environment (or this process's, for a trusted helper), in a new session.
     public static func spawn(_ path: String, arguments: [String],
                              descriptors: [(child: Int32, parent: Int32)],
                              inheritEnvironment: Bool = false) throws(SystemError) -> pid_t {

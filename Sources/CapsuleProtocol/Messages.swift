@@ -14,6 +14,8 @@ public enum ExecutionStatus: String, Sendable, Equatable, CaseIterable {
 public enum WorkerMessage: Sendable, Equatable {
     case ready(pid: Int, python: String)
     case stream(id: String, name: StreamName, text: String)
+    /// Output that is not UTF-8 text, to be written byte for byte (`data`, base64, on the wire).
+    case streamData(id: String, name: StreamName, data: [UInt8])
     /// `data` is a MIME bundle: MIME type → content.
     case result(id: String, data: [String: String])
     case error(id: String, ename: String, evalue: String, traceback: [String])
@@ -28,6 +30,9 @@ public enum WorkerMessage: Sendable, Equatable {
 /// Supervisor → worker.
 public enum SupervisorMessage: Sendable, Equatable {
     case execute(id: String, code: String, filename: String, argv: [String], result: Bool)
+    /// A script file's bytes (`source`, base64, on the wire), which the worker decodes as CPython
+    /// decodes a script: a UTF-8 byte order mark or a PEP 263 coding line, else UTF-8.
+    case executeScript(id: String, source: [UInt8], filename: String, argv: [String])
     /// `value` nil means end of input (`eof: true` on the wire).
     case inputReply(id: String, value: String?)
     /// The answer to `cap_call` `id`.
@@ -54,6 +59,9 @@ extension WorkerMessage {
         switch message.type {
         case "ready":
             self = .ready(pid: try message.int("pid"), python: try message.string("python"))
+        case "stream" where message.has("data"):
+            self = .streamData(id: try message.string("id"), name: try message.enumeration("name"),
+                               data: try message.base64("data", instead: "text"))
         case "stream":
             self = .stream(id: try message.string("id"), name: try message.enumeration("name"),
                            text: try message.string("text"))
@@ -80,7 +88,7 @@ extension WorkerMessage {
     public var type: String {
         switch self {
         case .ready: "ready"
-        case .stream: "stream"
+        case .stream, .streamData: "stream"
         case .result: "result"
         case .error: "error"
         case .inputRequest: "input_request"
@@ -95,6 +103,8 @@ extension WorkerMessage {
             ["type": "ready", "pid": .number(Double(pid)), "python": .string(python)]
         case .stream(let id, let name, let text):
             ["type": "stream", "id": .string(id), "name": .string(name.rawValue), "text": .string(text)]
+        case .streamData(let id, let name, let data):
+            ["type": "stream", "id": .string(id), "name": .string(name.rawValue), "data": .string(Base64.encode(data))]
         case .result(let id, let data):
             // Sorted so the same bundle always encodes to the same bytes.
             ["type": "result", "id": .string(id),
@@ -124,6 +134,9 @@ extension SupervisorMessage {
     public init(_ json: JSONValue) throws(ProtocolError) {
         let message = try MessageMembers(json)
         switch message.type {
+        case "execute" where message.has("source"):
+            self = .executeScript(id: try message.string("id"), source: try message.base64("source", instead: "code"),
+                                  filename: try message.string("filename"), argv: try message.strings("argv"))
         case "execute":
             self = .execute(id: try message.string("id"), code: try message.string("code"),
                             filename: try message.string("filename"), argv: try message.strings("argv"),
@@ -157,7 +170,7 @@ extension SupervisorMessage {
     /// The wire `type`.
     public var type: String {
         switch self {
-        case .execute: "execute"
+        case .execute, .executeScript: "execute"
         case .inputReply: "input_reply"
         case .capReply: "cap_reply"
         case .configure: "configure"
@@ -170,6 +183,9 @@ extension SupervisorMessage {
         case .execute(let id, let code, let filename, let argv, let result):
             ["type": "execute", "id": .string(id), "code": .string(code), "filename": .string(filename),
              "argv": .array(argv.map(JSONValue.string)), "result": .bool(result)]
+        case .executeScript(let id, let source, let filename, let argv):
+            ["type": "execute", "id": .string(id), "source": .string(Base64.encode(source)), "filename": .string(filename),
+             "argv": .array(argv.map(JSONValue.string)), "result": false]
         case .inputReply(let id, let value?):
             ["type": "input_reply", "id": .string(id), "value": .string(value)]
         case .inputReply(let id, nil):
@@ -231,6 +247,23 @@ struct MessageMembers {
 
     private func mismatch(_ member: String, expected: String, found: JSONValue) -> ProtocolError {
         .invalidMember(member, type: type, expected: expected, found: found.kindDescription)
+    }
+
+    /// Present and not null.
+    func has(_ member: String) -> Bool {
+        guard let value = message[member] else { return false }
+        return !value.isNull
+    }
+
+    /// Bytes carried as base64 text in `member`, which replaces the text member `alternative`.
+    func base64(_ member: String, instead alternative: String) throws(ProtocolError) -> [UInt8] {
+        if has(alternative) {
+            throw .invalidMember(member, type: type, expected: "alone", found: "given with \"\(alternative)\"")
+        }
+        guard let bytes = Base64.decode(try string(member)) else {
+            throw .invalidMember(member, type: type, expected: "base64 text", found: "other text")
+        }
+        return bytes
     }
 
     func string(_ member: String) throws(ProtocolError) -> String {

@@ -3,6 +3,9 @@ import CapsuleProtocol
 /// Something an execution produced, in the order the worker sent it.
 public enum SessionEvent: Sendable, Equatable {
     case stream(StreamName, String)
+    /// Output to write byte for byte: what the code wrote to file descriptors 1 and 2 directly, or
+    /// bytes that are not UTF-8 text (`sys.stdout.buffer`).
+    case streamData(StreamName, [UInt8])
     case result([String: String])
     case error(ename: String, evalue: String, traceback: [String])
     /// The code called `input()`; the event handler answers with a line, or nil for end of input.

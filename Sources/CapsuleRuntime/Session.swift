@@ -39,6 +39,12 @@ public final class Session {
 
     private let channel: Int32
     private var status: Int32
+    /// The read ends of the sandbox's fds 1 and 2 (-1 once at end of file).
+    private var outputs: [(fd: Int32, name: StreamName)]
+    /// What was read from `outputs` and not yet delivered: read after the frames decoded so far,
+    /// it is delivered after them (see `pump`), at most one read per pipe. What is left when an
+    /// execution ends (written after its `done`) goes to the next one.
+    private var pendingOutput: [(name: StreamName, bytes: [UInt8])] = []
     private var decoder: FrameDecoder
     private var report = StatusReport()
     private var statusTail = ""
@@ -61,6 +67,7 @@ public final class Session {
         pid = process.pid
         channel = process.channel
         status = process.status
+        outputs = [(process.stdout, .stdout), (process.stderr, .stderr)]
         decoder = FrameDecoder(maxFrameBytes: policy.limits.maxFrameBytes)
 
         var ready = false
@@ -89,6 +96,7 @@ public final class Session {
         if isAlive { kill() }
         OS.close(channel)
         if status >= 0 { OS.close(status) }
+        for output in outputs where output.fd >= 0 { OS.close(output.fd) }
     }
 
     // MARK: Executing code
@@ -97,6 +105,22 @@ public final class Session {
     public func execute(_ code: String, filename: String = "<string>", argv: [String] = [""],
                         wantResult: Bool = true,
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
+        run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
+            filename: filename, sourceBytes: code.utf8.count, onEvent: onEvent)
+    }
+
+    /// Runs a script file's bytes in the session's namespace, decoded as CPython decodes a script
+    /// (a UTF-8 byte order mark or a PEP 263 coding line, else UTF-8), and delivers what it
+    /// produces to `onEvent`.
+    public func execute(script source: [UInt8], filename: String, argv: [String],
+                        onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
+        run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
+            filename: filename, sourceBytes: source.count, onEvent: onEvent)
+    }
+
+    /// Sends the execute message made for the next execution id and pumps until it is done.
+    private func run(_ makeExecute: (String) -> SupervisorMessage, filename: String, sourceBytes: Int,
+                     onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
         guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
         let id = String(nextID)
         nextID += 1
@@ -106,11 +130,11 @@ public final class Session {
         interruptSent = false
         interruptedTwice = false
         defer { executionDeadline = nil }
-        let execute = SupervisorMessage.execute(id: id, code: code, filename: filename, argv: argv, result: wantResult)
+        let execute = makeExecute(id)
         // The worker accepts frames up to the policy's limit, as the supervisor does.
         let frame = execute.encoded
         guard frame.count <= policy.limits.maxFrameBytes else {
-            return .codeTooLarge(filename: filename, bytes: code.utf8.count, encodedBytes: frame.count,
+            return .codeTooLarge(filename: filename, bytes: sourceBytes, encodedBytes: frame.count,
                                  limit: policy.limits.maxFrameBytes)
         }
         if let ended = send(frame) { return ended }
@@ -120,16 +144,30 @@ public final class Session {
         var finalReported = false
 
         let overLimit = Step.limit(.output(bytes: policy.limits.maxOutputBytes))
-        // Everything the code makes the supervisor print counts against the output limit,
-        // including results, errors, prompts and displays (user code can write frames on its channel).
+        // Everything the code makes the supervisor print counts against the output limit: output
+        // however it came (frames, fds 1 and 2), results, errors, prompts and displays (user code
+        // can write frames on its channel).
         func admit(_ count: Int) -> Bool {
             outputBytes += count
-            return outputBytes <= self.policy.limits.maxOutputBytes
+            return outputBytes <= policy.limits.maxOutputBytes
+        }
+        // Output past the limit is delivered up to it (`cut` to the room left), then the session ends.
+        func deliver(_ event: SessionEvent, bytes count: Int, cut: (Int) -> SessionEvent) -> Step {
+            guard admit(count) else {
+                let room = policy.limits.maxOutputBytes - (outputBytes - count)
+                if room > 0 { _ = onEvent(cut(room)) }
+                return overLimit
+            }
+            _ = onEvent(event)
+            return .continue
+        }
+        func deliverData(_ name: StreamName, _ data: [UInt8]) -> Step {
+            deliver(.streamData(name, data), bytes: data.count) { .streamData(name, Array(data.prefix($0))) }
         }
         func answer(_ answer: CapabilityAnswer) -> Step {
-            deliver(answer, admit: admit, overLimit: overLimit, onEvent: onEvent)
+            deliverAnswer(answer, admit: admit, overLimit: overLimit, onEvent: onEvent)
         }
-        let end = pump(deadline: deadline, answer: answer) { message in
+        let end = pump(deadline: deadline, output: deliverData, answer: answer) { message in
             if case .capCall(let callID, let capability, let method, let arguments) = message {
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
                 return self.startCall(call, answer: answer)
@@ -145,12 +183,11 @@ public final class Session {
             }
             switch message {
             case .stream(_, let name, let text):
-                if !admit(text.utf8.count) {
-                    let room = self.policy.limits.maxOutputBytes - (outputBytes - text.utf8.count)
-                    if room > 0 { _ = onEvent(.stream(name, String(decoding: text.utf8.prefix(room), as: UTF8.self))) }
-                    return overLimit
+                return deliver(.stream(name, text), bytes: text.utf8.count) {
+                    .stream(name, String(decoding: text.utf8.prefix($0), as: UTF8.self))
                 }
-                _ = onEvent(.stream(name, text))
+            case .streamData(_, let name, let data):
+                return deliverData(name, data)
             case .result(_, let data):
                 if secondFinal() { return .failure("a second `result` or `error` in execution \(id)") }
                 guard admit(data.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
@@ -239,7 +276,7 @@ public final class Session {
 
     /// Sends a call's answer. A display bundle is shown here first, in order with the output and
     /// counted against the output limit; an answer too big for one frame becomes an error saying so.
-    private func deliver(_ answer: CapabilityAnswer, admit: (Int) -> Bool, overLimit: Step,
+    private func deliverAnswer(_ answer: CapabilityAnswer, admit: (Int) -> Bool, overLimit: Step,
                          onEvent: (SessionEvent) -> String?) -> Step {
         var reply = answer.reply
         if answer.capability == "display", case .value(let value) = reply, let bundle = DisplayCapability.bundle(value) {
@@ -278,10 +315,14 @@ public final class Session {
         case limit(LimitKind)
     }
 
-    /// Reads frames and status lines until `handle` says stop, the channel closes, or the deadline.
+    /// Reads frames, output and status lines until `handle` says stop, the channel closes, or the
+    /// deadline. Output read from fds 1 and 2 goes to `output`, after the frames read before it
+    /// (the worker waits until earlier fd output is read before it sends a frame, so that order
+    /// is the order it was written in). Outside an execution nobody takes it: it is dropped.
     /// `answer` delivers the answers of calls that ran on tasks (outside an execution, they are
     /// just sent).
-    private func pump(deadline: UInt64, answer: (CapabilityAnswer) -> Step,
+    private func pump(deadline: UInt64, output: (StreamName, [UInt8]) -> Step = { _, _ in .continue },
+                      answer: (CapabilityAnswer) -> Step,
                       handle: (WorkerMessage) -> Step) -> PumpEnd {
         while true {
             // Frames already buffered first, unless time is up (a flood keeps the buffer full).
@@ -299,10 +340,12 @@ public final class Session {
             } catch {
                 return .protocolError(error.description)
             }
+            if case .limit(let kind) = deliverPendingOutput(to: output) { return .limit(kind) }
 
             let deadline = min(deadline, interruptDeadline ?? .max)
             if OS.now() >= deadline { return .deadline }
             var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
+            for entry in outputs where entry.fd >= 0 { fds.append(pollfd(fd: entry.fd, events: Int16(POLLIN), revents: 0)) }
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
             if let interruptDescriptor { fds.append(pollfd(fd: interruptDescriptor, events: Int16(POLLIN), revents: 0)) }
             fds.append(pollfd(fd: calls.descriptor, events: Int16(POLLIN), revents: 0))
@@ -310,9 +353,8 @@ public final class Session {
             do { _ = try OS.poll(&fds, timeoutMilliseconds: waitMilliseconds) } catch { continue }
 
             for entry in fds.dropFirst() where entry.revents != 0 {
-                switch entry.fd {
-                case status: readStatus()
-                case calls.descriptor:
+                if entry.fd == status { readStatus() } else if entry.fd == interruptDescriptor { drainInterrupt() }
+                if entry.fd == calls.descriptor {
                     for finished in calls.takeAnswers() where isAlive {
                         switch answer(finished) {
                         case .continue: continue
@@ -321,9 +363,9 @@ public final class Session {
                         case .limit(let kind): return .limit(kind)
                         }
                     }
-                default: drainInterrupt()
                 }
             }
+            var channelDrained = true
             if fds[0].revents != 0 {
                 let count = (try? readBuffer.withUnsafeMutableBytes { raw in
                     Result { try OS.read(channel, into: raw) } }.get()) ?? 0
@@ -331,11 +373,48 @@ public final class Session {
                     // The channel closed, but the code may still run (it can close fd 3 itself):
                     // the deadline holds until the launcher has really exited.
                     guard waitForExit(deadline: deadline) else { return .deadline }
+                    // Then what its processes wrote last (a crash's faulthandler dump) is all there.
+                    while readOutput(from: outputs.indices.filter { outputs[$0].fd >= 0 }) {
+                        if case .limit(let kind) = deliverPendingOutput(to: output) { return .limit(kind) }
+                    }
                     return .closed
                 }
                 readBuffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                channelDrained = count < readBuffer.count
+            }
+            // Pipe bytes that were there at the poll came after every frame then in the channel, so
+            // they are read once the channel's backlog is (and delivered after its frames).
+            if channelDrained {
+                _ = readOutput(from: outputs.indices.filter { index in
+                    fds.contains { $0.fd == outputs[index].fd && $0.revents != 0 }
+                })
             }
         }
+    }
+
+    /// One read from each of `outputs[indices]` into `pendingOutput`; false when none had anything.
+    private func readOutput(from indices: [Int]) -> Bool {
+        var readSome = false
+        for index in indices {
+            let count = (try? readBuffer.withUnsafeMutableBytes { raw in
+                Result { try OS.read(outputs[index].fd, into: raw) } }.get()) ?? -1
+            if count == 0 {
+                OS.close(outputs[index].fd)
+                outputs[index].fd = -1
+            }
+            guard count > 0 else { continue }
+            readSome = true
+            pendingOutput.append((outputs[index].name, Array(readBuffer[0..<count])))
+        }
+        return readSome
+    }
+
+    private func deliverPendingOutput(to output: (StreamName, [UInt8]) -> Step) -> Step {
+        while !pendingOutput.isEmpty {
+            let (name, bytes) = pendingOutput.removeFirst()
+            if case .limit(let kind) = output(name, bytes) { return .limit(kind) }
+        }
+        return .continue
     }
 
     private func readStatus() {
@@ -421,8 +500,8 @@ extension WorkerMessage {
     var executionID: String? {
         switch self {
         case .ready: nil
-        case .stream(let id, _, _), .result(let id, _), .error(let id, _, _, _), .inputRequest(let id, _, _),
-             .done(let id, _, _, _): id
+        case .stream(let id, _, _), .streamData(let id, _, _), .result(let id, _), .error(let id, _, _, _),
+             .inputRequest(let id, _, _), .done(let id, _, _, _): id
         case .capCall: nil // a call belongs to a thread of the code, not to one execution
         }
     }
@@ -430,7 +509,7 @@ extension WorkerMessage {
     var typeName: String {
         switch self {
         case .ready: "`ready`"
-        case .stream: "`stream`"
+        case .stream, .streamData: "`stream`"
         case .result: "`result`"
         case .error: "`error`"
         case .inputRequest: "`input_request`"

@@ -6,6 +6,8 @@
 /// (A pure text transformation: the runtime itself still knows no terminal.)
 public struct TerminalFilter: Sendable {
     private var pending: [Unicode.Scalar] = []
+    /// The start of a UTF-8 sequence that raw output (`filter(bytes:)`) ended in the middle of.
+    private var partial: [UInt8] = []
     /// A style passed through, so `flush` resets it: the code must not leave the terminal
     /// drawing capsule's own last line (or the shell's prompt) invisible.
     private var styled = false
@@ -16,6 +18,10 @@ public struct TerminalFilter: Sendable {
     /// The printable form of `text`, holding back an unfinished escape sequence at its end.
     public mutating func filter(_ text: String) -> String {
         var scalars = pending
+        if !partial.isEmpty { // an unfinished sequence that text follows will not be finished
+            scalars.append(contentsOf: String(decoding: partial, as: UTF8.self).unicodeScalars)
+            partial = []
+        }
         scalars.append(contentsOf: text.unicodeScalars)
         pending = []
         var out = String.UnicodeScalarView()
@@ -42,12 +48,34 @@ public struct TerminalFilter: Sendable {
         return String(out)
     }
 
+    /// As `filter(_:)`, for raw output: bytes that are not UTF-8 show as U+FFFD, and a sequence
+    /// cut at the end waits for the bytes that finish it.
+    public mutating func filter(bytes: [UInt8]) -> String {
+        let bytes = partial + bytes
+        let unfinished = Self.unfinishedSequenceLength(bytes)
+        partial = []
+        let filtered = filter(String(decoding: bytes.dropLast(unfinished), as: UTF8.self))
+        partial = Array(bytes.suffix(unfinished))
+        return filtered
+    }
+
+    /// How many bytes at the end of `bytes` begin a UTF-8 sequence that needs more.
+    private static func unfinishedSequenceLength(_ bytes: [UInt8]) -> Int {
+        for back in stride(from: 1, through: min(3, bytes.count), by: 1) {
+            let byte = bytes[bytes.count - back]
+            if byte & 0xC0 == 0x80 { continue } // a continuation byte: its lead is further back
+            let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+            return length > back ? back : 0
+        }
+        return 0
+    }
+
     /// Whatever is held back, shown as text, and a style reset if any style passed (at the end of
     /// the output).
     public mutating func flush() -> String {
-        defer { pending = []; styled = false }
+        defer { pending = []; partial = []; styled = false }
         var out = String.UnicodeScalarView()
-        for scalar in pending { Self.appendVisible(scalar, to: &out) }
+        for scalar in pending + String(decoding: partial, as: UTF8.self).unicodeScalars { Self.appendVisible(scalar, to: &out) }
         if styled { out.append(contentsOf: "\u{1B}[0m".unicodeScalars) }
         return String(out)
     }

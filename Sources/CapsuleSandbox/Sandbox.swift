@@ -1,37 +1,40 @@
 import CapsulePolicy
 import CapsuleOS
 
-/// A running capsule-worker: the launcher's pid, the channel to the Python worker inside, and the
-/// status pipe on which setup failures and the final outcome arrive.
+/// A running capsule-worker: the launcher's pid, the channel to the Python worker inside, the
+/// status pipe on which setup failures and the final outcome arrive, and the read ends of the
+/// sandbox's file descriptors 1 and 2 (non-blocking), where output written to them directly goes.
 public struct SandboxProcess: Sendable {
     public let pid: Int32
     public let channel: Int32
     public let status: Int32
+    public let stdout: Int32
+    public let stderr: Int32
 }
 
 public enum Sandbox {
     /// Starts a sandbox for `policy`. Setup continues inside capsule-worker; a stage failure
     /// arrives later on `status` (the session reads it when the channel closes before `ready`).
     public static func launch(_ policy: Policy, location: WorkerLocation) throws(SandboxError) -> SandboxProcess {
-        let channel: (mine: Int32, theirs: Int32)
-        let status: (mine: Int32, theirs: Int32)
-        do { channel = try OS.socketPair() } catch { throw .spawnFailed(error) }
-        do { status = try OS.socketPair() } catch {
-            OS.close(channel.mine)
-            OS.close(channel.theirs)
-            throw .spawnFailed(error)
-        }
-        defer {
-            OS.close(channel.theirs)
-            OS.close(status.theirs)
-        }
+        var mine: [Int32] = [], theirs: [Int32] = []
+        defer { theirs.forEach(OS.close) }
         do {
+            let channel = try OS.socketPair()
+            mine.append(channel.0); theirs.append(channel.1)
+            let status = try OS.socketPair()
+            mine.append(status.0); theirs.append(status.1)
+            // Pipes, not sockets: the worker asks how much of them is still unread (docs/protocol.md).
+            let stdout = try OS.pipe()
+            mine.append(stdout.read); theirs.append(stdout.write)
+            let stderr = try OS.pipe()
+            mine.append(stderr.read); theirs.append(stderr.write)
+            try OS.setNonBlocking(stdout.read)
+            try OS.setNonBlocking(stderr.read)
             let pid = try OS.spawn(location.executable, arguments: arguments(for: policy, location: location),
-                                   descriptors: [(3, channel.theirs), (4, status.theirs)])
-            return SandboxProcess(pid: pid, channel: channel.mine, status: status.mine)
+                                   descriptors: [(1, stdout.write), (2, stderr.write), (3, channel.1), (4, status.1)])
+            return SandboxProcess(pid: pid, channel: channel.0, status: status.0, stdout: stdout.read, stderr: stderr.read)
         } catch {
-            OS.close(channel.mine)
-            OS.close(status.mine)
+            mine.forEach(OS.close)
             throw .spawnFailed(error)
         }
     }

@@ -45,14 +45,12 @@ func printError(_ text: String) {
     try? OS.writeAll(2, text + "\n")
 }
 
-/// The script's text, or why it cannot be run.
-func readSource(_ path: String) -> Result<String, SourceError> {
+/// The script's bytes (the worker decodes them as CPython decodes a script), or why it cannot be run.
+func readSource(_ path: String) -> Result<[UInt8], SourceError> {
     // A FIFO or a device could block or never end before any timeout applies.
     if OS.fileExists(path) && !OS.isRegularFile(path) { return .failure(SourceError("\(path) is not a regular file")) }
     do {
-        let bytes = try OS.readFile(path, limit: 64 << 20)
-        guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(SourceError("\(path) is not UTF-8 text")) }
-        return .success(text)
+        return .success(try OS.readFile(path, limit: 64 << 20))
     } catch {
         return .failure(SourceError("cannot read \(path): \(OS.errorText(error.errno))"))
     }
@@ -76,6 +74,10 @@ private struct Output {
 
     mutating func write(_ text: String) {
         try? OS.writeAll(fd, filter?.filter(text) ?? text)
+    }
+
+    mutating func write(_ bytes: [UInt8]) {
+        if let text = filter?.filter(bytes: bytes) { try? OS.writeAll(fd, text) } else { try? OS.writeAll(fd, bytes) }
     }
 
     mutating func finish() {
@@ -142,6 +144,20 @@ private func installInterruptHandler() -> Int32? {
 /// Starts a session for the policy, runs one piece of code with its output on this terminal,
 /// and returns the exit status (printing the reason when a limit or capsule ended the run).
 func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool, options: SessionOptions) -> Int32 {
+    runInSession(options) { session, onEvent in
+        session.execute(code, filename: filename, argv: argv, wantResult: wantResult, onEvent: onEvent)
+    }
+}
+
+/// As `runCode`, for a script file's bytes.
+func runScript(_ source: [UInt8], filename: String, argv: [String], options: SessionOptions) -> Int32 {
+    runInSession(options) { session, onEvent in
+        session.execute(script: source, filename: filename, argv: argv, onEvent: onEvent)
+    }
+}
+
+private func runInSession(_ options: SessionOptions,
+                          _ execute: (Session, (SessionEvent) -> String?) -> ExecutionOutcome) -> Int32 {
     let policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
@@ -165,12 +181,16 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
     var out = Output(fd: 1), err = Output(fd: 2)
     var displays = DisplayWriter(directory: options.displayDir)
-    let outcome = session.execute(code, filename: filename, argv: argv, wantResult: wantResult) { event in
+    let outcome = execute(session) { event in
         switch event {
         case .stream(.stdout, let text):
             out.write(text)
         case .stream(.stderr, let text):
             err.write(text)
+        case .streamData(.stdout, let bytes):
+            out.write(bytes)
+        case .streamData(.stderr, let bytes):
+            err.write(bytes)
         case .result(let bundle):
             if let text = bundle["text/plain"] { out.write(text + "\n") }
         case .error(let ename, let evalue, let traceback):

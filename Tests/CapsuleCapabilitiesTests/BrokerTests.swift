@@ -175,19 +175,3 @@ extension CapabilityReply {
     @Test(arguments: ["a.txt", "environment.md", "keyboard.txt", "src/main.py", "git/config"])
     func ordinaryFiles(_ path: String) { #expect(!Glob.isSecret(path)) }
 }
-
-@Suite struct Base64Tests {
-    @Test(arguments: [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")])
-    func roundTrips(_ plain: String, _ encoded: String) {
-        #expect(Base64.encode(Array(plain.utf8)) == encoded)
-        #expect(Base64.decode(encoded) == Array(plain.utf8))
-    }
-
-    @Test func allBytesRoundTrip() {
-        let bytes = (0..<1000).map { UInt8($0 % 256) }
-        #expect(Base64.decode(Base64.encode(bytes)) == bytes)
-    }
-
-    @Test(arguments: ["Zg=", "Z===", "Zm9v!A==", "@@@@"])
-    func rejectsBadText(_ text: String) { #expect(Base64.decode(text) == nil) }
-}

@@ -5,6 +5,8 @@ let workerMessages: [WorkerMessage] = [
     .ready(pid: 4242, python: "3.12.3"),
     .stream(id: "e1", name: .stdout, text: "hello 🌍\n"),
     .stream(id: "e1", name: .stderr, text: "warning: \"x\"\t\\\u{1B}[0m"),
+    .streamData(id: "e1", name: .stdout, data: [0xff, 0xfe, 0x00, 0x0a]),
+    .streamData(id: "e1", name: .stderr, data: []),
     .result(id: "e1", data: ["text/plain": "42", "text/html": "<b>42</b>"]),
     .result(id: "e1", data: [:]),
     .error(id: "e2", ename: "ZeroDivisionError", evalue: "division by zero",
@@ -22,6 +24,7 @@ let supervisorMessages: [SupervisorMessage] = [
     .execute(id: "e1", code: "print('hi')\nx = 1\nx", filename: "<cell 1>", argv: ["script.py", "--flag", "é"],
              result: true),
     .execute(id: "e2", code: "", filename: "main.py", argv: [], result: false),
+    .executeScript(id: "e2", source: Array("\u{FEFF}print('é')\n".utf8) + [0xe9], filename: "lat.py", argv: ["lat.py"]),
     .inputReply(id: "e3", value: "Ada"),
     .inputReply(id: "e3", value: ""),
     .inputReply(id: "e3", value: nil),
@@ -74,6 +77,8 @@ let supervisorMessages: [SupervisorMessage] = [
         #expect(text(SupervisorMessage.inputReply(id: "7", value: nil).json.serialized())
                 == #"{"type":"input_reply","id":"7","eof":true}"#)
         #expect(SupervisorMessage.shutdown.encoded == rawFrame(#"{"type":"shutdown"}"#))
+        #expect(text(SupervisorMessage.executeScript(id: "1", source: Array("é\n".utf8), filename: "a.py", argv: []).json.serialized())
+                == #"{"type":"execute","id":"1","source":"w6kK","filename":"a.py","argv":[],"result":false}"#)
     }
 
     @Test func workerWireFormat() {
@@ -85,6 +90,8 @@ let supervisorMessages: [SupervisorMessage] = [
                 == #"{"type":"result","id":"1","data":{"text/html":"<i>1</i>","text/plain":"1"}}"#)
         #expect(text(WorkerMessage.inputRequest(id: "1", prompt: "? ", password: true).json.serialized())
                 == #"{"type":"input_request","id":"1","prompt":"? ","password":true}"#)
+        #expect(text(WorkerMessage.streamData(id: "1", name: .stdout, data: [0xff, 0x41]).json.serialized())
+                == #"{"type":"stream","id":"1","name":"stdout","data":"/0E="}"#)
     }
 
     /// What Python's `json.dumps` writes: spaces after separators, \u escapes, extra members.
@@ -118,6 +125,15 @@ let badWorkerMessages: [BadMessage] = [
           description: #"unknown worker message type "execute""#),
     .init(json: #"{"type":"stream","id":"1","name":"stdout"}"#, kind: .invalidMember(type: "stream", member: "text"),
           description: #""stream" message has no "text" member"#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":"not base64!"}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be base64 text, not other text"#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":"QQ==","text":"A"}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be alone, not given with "text""#),
+    .init(json: #"{"type":"stream","id":"1","name":"stdout","data":7}"#,
+          kind: .invalidMember(type: "stream", member: "data"),
+          description: #""stream" message member "data" must be a string, not a number"#),
     .init(json: #"{"type":"stream","id":1,"name":"stdout","text":""}"#,
           kind: .invalidMember(type: "stream", member: "id"),
           description: #""stream" message member "id" must be a string, not a number"#),
@@ -178,6 +194,12 @@ let badSupervisorMessages: [BadMessage] = [
     .init(json: #"{"type":"execute","id":"1","code":"x","filename":"f","argv":[],"result":"yes"}"#,
           kind: .invalidMember(type: "execute", member: "result"),
           description: #""execute" message member "result" must be a boolean, not a string"#),
+    .init(json: #"{"type":"execute","id":"1","source":"QQ=","filename":"f","argv":[],"result":false}"#,
+          kind: .invalidMember(type: "execute", member: "source"),
+          description: #""execute" message member "source" must be base64 text, not other text"#),
+    .init(json: #"{"type":"execute","id":"1","source":"QQ==","code":"A","filename":"f","argv":[],"result":false}"#,
+          kind: .invalidMember(type: "execute", member: "source"),
+          description: #""execute" message member "source" must be alone, not given with "code""#),
     .init(json: #"{"type":"input_reply","id":"1"}"#, kind: .invalidMember(type: "input_reply", member: "value"),
           description: #""input_reply" message has no "value" member"#),
     .init(json: #"{"type":"input_reply","id":"1","eof":"yes"}"#, kind: .invalidMember(type: "input_reply", member: "eof"),

@@ -20,6 +20,19 @@ import Testing
         #expect(filter.filter(input) + filter.flush() == expected)
     }
 
+    @Test func rawBytesAreFilteredAsText() {
+        var filter = TerminalFilter()
+        #expect(filter.filter(bytes: Array("\u{1B}]0;title\u{07} \u{1B}[31mred".utf8)) == "^[]0;title^G \u{1B}[31mred")
+        #expect(filter.filter(bytes: [0x63, 0x61, 0x66, 0xC3]) == "caf") // é cut in two: its start waits
+        #expect(filter.filter(bytes: [0xA9, 0x0A]) == "é\n")
+        #expect(filter.filter(bytes: [0xFF, 0x41, 0xF0, 0x9F]) == "\u{FFFD}A")
+        #expect(filter.filter(bytes: [0x99, 0x82]) == "🙂")
+        #expect(filter.filter(bytes: [0xE5, 0xAD]) == "")
+        #expect(filter.filter("text") == "\u{FFFD}text") // a cut sequence that text follows stays unfinished
+        #expect(filter.filter(bytes: [0xE2]) == "")
+        #expect(filter.flush() == "\u{FFFD}\u{1B}[0m")
+    }
+
     @Test func aColourSequenceSplitAcrossChunksStillPasses() {
         var filter = TerminalFilter()
         #expect(filter.filter("x\u{1B}[3") == "x")

@@ -5,6 +5,7 @@
 import Glibc
 #endif
 import Testing
+import CapsuleOS
 import CapsulePolicy
 import CapsuleRuntime
 
@@ -175,5 +176,181 @@ import CapsuleRuntime
         t.expectFinishedCleanly()
         t.expectLine("KERNEL 1 Operation not permitted")
         #expect(!t.stdout.contains("ESCAPED"), "\(t)")
+    }
+}
+
+@Suite("Ordinary Python: standard streams") struct StandardStreamsTests {
+    let shared = SharedSession.misc
+
+    /// A scratch script on the host, removed with the value.
+    final class Script {
+        let directory: String
+        let path: String
+        init(_ name: String, _ bytes: [UInt8]) throws {
+            directory = try Host.temporaryDirectory()
+            path = "\(directory)/\(name)"
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+            defer { close(fd) }
+            try OS.writeAll(fd, bytes)
+        }
+        convenience init(_ name: String, _ text: String) throws { try self.init(name, Array(text.utf8)) }
+        deinit { Host.removeTree(directory) }
+    }
+
+    @Test func binaryOutputReachesStdoutByteForByte() throws {
+        let script = try Script("binary.py", #"""
+            import io, os, sys
+            print("text")
+            sys.stdout.buffer.write(b"\xff\xfe\x00 raw\n")
+            latin = io.TextIOWrapper(sys.stdout.buffer, encoding="latin-1", write_through=True)
+            latin.write("\xe9\n")
+            os.write(1, b"\x80 fd\n")
+            print(os.fsdecode(b"name-\xfe"))
+            """#)
+        let run = try CLI.run(["run", script.path])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdoutData == Array("text\n".utf8) + [0xff, 0xfe, 0x00] + Array(" raw\n".utf8) + [0xe9, 0x0a, 0x80]
+                + Array(" fd\nname-".utf8) + [0xfe, 0x0a], "\(run)")
+    }
+
+    @Test func streamObjectsAreWhatLibrariesExpect() throws {
+        let t = try shared.run(#"""
+            import faulthandler, io, os, stat, sys
+            print("FILENO", sys.stdout.fileno(), sys.stderr.fileno(), sys.stdin.fileno())
+            print("PIPES", stat.S_ISFIFO(os.fstat(1).st_mode), stat.S_ISFIFO(os.fstat(2).st_mode), os.isatty(1))
+            print("BUFFERS", sys.stdout.buffer.write(b"") == 0, sys.stdin.buffer.read(), sys.stdin.buffer.readline())
+            faulthandler.enable()
+            print("FAULTHANDLER", faulthandler.is_enabled())
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("FILENO 1 2 0")
+        t.expectLine("PIPES True True False")
+        t.expectLine("BUFFERS True b'' b''")
+        t.expectLine("FAULTHANDLER True")
+    }
+
+    @Test func directWritesArriveInOrderWithPrint() throws {
+        let t = try shared.run(#"""
+            import ctypes, os, sys
+            libc = ctypes.CDLL(None)
+            os.write(1, b"1 fd\n")
+            print("2 print")
+            libc.printf(b"3 printf %d\n", 3)
+            print("4 print")
+            os.write(2, b"5 fd\n")
+            print("6 print", file=sys.stderr)
+            print("7 print")
+            os.write(1, b"8 fd\n")
+            pid = os.fork()
+            if pid == 0:
+                os.write(1, b"9 child\n")
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print("10 print")
+            libc.printf(b"11 no newline")
+            """#)
+        t.expectFinishedCleanly()
+        #expect(t.stdout == "1 fd\n2 print\n3 printf 3\n4 print\n7 print\n8 fd\n9 child\n10 print\n11 no newline", "\(t)")
+        #expect(t.stderr == "5 fd\n6 print\n", "\(t)")
+    }
+
+    @Test func aCrashReportsThroughStderr() throws {
+        let t = try Sandboxed.runFresh(#"""
+            import ctypes, faulthandler
+            faulthandler.enable()
+            print("before")
+            ctypes.string_at(0)
+            """#)
+        #expect(t.outcome == .workerEnded(exitCode: nil, signal: SIGSEGV), "\(t)")
+        t.expectLine("before")
+        #expect(t.stderr.hasPrefix("Fatal Python error: Segmentation fault\n"), "\(t)")
+        #expect(t.stderr.contains("line 4 in <module>"), "\(t)")
+    }
+
+    @Test func directWritesCountAgainstTheOutputLimit() throws {
+        let policy = Sandboxed.policy { $0.maxOutputBytes = 100_000 }
+        let t = try Sandboxed.runFresh(#"""
+            import os
+            print("x" * 50_000)
+            while True:
+                os.write(1, b"y" * 10_000)
+                os.write(2, b"z" * 10_000)
+            """#, policy: policy)
+        #expect(t.outcome == .limitExceeded(.output(bytes: 100_000)), "\(t)")
+        #expect(t.stdout.utf8.count + t.stderr.utf8.count == 100_000, "output up to the limit, not beyond")
+        Sandboxed.expectNewSessionWorks()
+    }
+
+    @Test func framesWrittenToStdoutAreOnlyText() throws {
+        // fds 1 and 2 carry bytes, never frames: a forged `result` and `done` there are output.
+        let t = try shared.run(#"""
+            import os
+            from capsule_worker import frames, streams
+            forged = frames.encode({"type": "result", "id": streams.current_id, "data": {"text/plain": "forged"}})
+            forged += frames.encode({"type": "done", "id": streams.current_id, "status": "ok", "duration": 0})
+            os.write(1, forged)
+            os.write(2, forged)
+            print("\nSTILL RUNNING")
+            """#)
+        t.expectFinishedCleanly()
+        t.expectLine("STILL RUNNING")
+        #expect(t.stdout.contains(#"{"type":"result""#) && t.stderr.contains(#"{"type":"done""#), "\(t)")
+    }
+
+    @Test func directWritesAreFilteredOnATerminal() throws {
+        guard access("/usr/bin/python3", X_OK) == 0 else { try Test.cancel("needs /usr/bin/python3 for a pty") }
+        let script = try Script("title.py", #"""
+            import os
+            os.write(1, b"\x1b]0;pwned\x07 \x1b[31mred\x1b[0m caf\xc3")
+            os.write(1, b"\xa9\n")
+            os.write(2, b"\x1b]52;c;Y2xpcGJvYXJk\x07\n")
+            """#)
+        // pty.spawn puts capsule on a terminal and copies what it shows.
+        let run = try CLI.run(["run", script.path], via: ["/usr/bin/python3", "-c", "import pty, sys; pty.spawn(sys.argv[1:])"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout.contains("^[]0;pwned^G \u{1B}[31mred\u{1B}[0m café\r\n"), "\(run)")
+        #expect(run.stdout.contains("^[]52;c;Y2xpcGJvYXJk^G"), "\(run)")
+        #expect(!run.stdout.contains("\u{1B}]"), "no operating system command reached the terminal\n\(run)")
+    }
+}
+
+@Suite("Ordinary Python: script encodings") struct ScriptEncodingTests {
+    typealias Script = StandardStreamsTests.Script
+
+    /// CPython's own run of `script`, to compare with.
+    func cpython(_ script: Script) throws -> CLIRun {
+        guard access("/usr/bin/python3", X_OK) == 0 else { try Test.cancel("needs /usr/bin/python3 to compare with") }
+        return try CLI.run([], via: ["/usr/bin/python3", "-I", "-S", script.path]) // runs python3 only; capsule is its argv[1]
+    }
+
+    static let accepted: [(String, [UInt8])] = {
+        let latin1: [UInt8] = Array("# -*- coding: latin-1 -*-\nx = '".utf8) + [0xe9] + Array("'\nprint(x, len(x), ascii(x))\n".utf8)
+        let bom: [UInt8] = [0xef, 0xbb, 0xbf] + Array("print('bom', ascii('é'))\n".utf8)
+        let cp1252: [UInt8] = Array("#!/usr/bin/env python3\n# vim: set fileencoding=cp1252 :\nprint(ascii('".utf8) + [0x80]
+            + Array("'))\n".utf8)
+        return [("latin1.py", latin1), ("bom.py", bom), ("cp1252.py", cp1252)]
+    }()
+
+    @Test(arguments: accepted)
+    func runsAsCPythonRunsIt(name: String, bytes: [UInt8]) throws {
+        let script = try Script(name, bytes)
+        let run = try CLI.run(["run", script.path])
+        let reference = try cpython(script)
+        #expect(reference.status == 0, "\(reference)")
+        #expect(run.status == 0 && run.stdoutData == reference.stdoutData, "capsule:\n\(run)\ncpython:\n\(reference)")
+    }
+
+    @Test func aScriptCPythonRefusesGetsItsSentence() throws {
+        let script = try Script("lat.py", Array("x = '".utf8) + [0xe9] + Array("'\nprint(x)\n".utf8))
+        let run = try CLI.run(["run", script.path])
+        #expect(run.status == 1, "\(run)")
+        let reference = try cpython(script)
+        #expect(run.stderrLines.last != nil && run.stderrLines.last == reference.stderrLines.last, "capsule:\n\(run)\ncpython:\n\(reference)")
+        #expect(run.stderrLines.last?.hasPrefix("SyntaxError: Non-UTF-8 code starting with '\\xe9' in file \(script.path) on line 1") == true, "\(run)")
+
+        let unknown = try Script("unknown.py", "# coding: no-such-codec\nprint(1)\n")
+        let refused = try CLI.run(["run", unknown.path])
+        #expect(refused.status == 1 && refused.stderrLines.last == "SyntaxError: unknown encoding: no-such-codec", "\(refused)")
     }
 }

@@ -147,6 +147,8 @@ enum Sandboxed {
             switch event {
             case .stream(.stdout, let text): transcript.stdout += text
             case .stream(.stderr, let text): transcript.stderr += text
+            case .streamData(.stdout, let bytes): transcript.stdout += String(decoding: bytes, as: UTF8.self)
+            case .streamData(.stderr, let bytes): transcript.stderr += String(decoding: bytes, as: UTF8.self)
             case .error(let name, let value, _): transcript.errors.append("\(name): \(value)")
             case .result, .inputRequest, .display: break
             }
@@ -371,8 +373,9 @@ final class UnixListener {
 
 struct CLIRun: CustomStringConvertible {
     var status: Int32 = -1
-    /// The first 64 KiB of stdout, and how many bytes there were in all.
+    /// The first 64 KiB of stdout (as text and as bytes), and how many bytes there were in all.
     var stdout = ""
+    var stdoutData: [UInt8] = []
     var stdoutBytes = 0
     var stderr = ""
     /// Peak resident memory of capsule (and anything it waited for), from wait4.
@@ -497,6 +500,7 @@ enum CLI {
         run.maxResidentMB = Double(usage.ru_maxrss) / 1024
         run.seconds = Double(OS.now() - started) / 1e9
         run.stdout = String(decoding: stdoutBytes, as: UTF8.self)
+        run.stdoutData = stdoutBytes
         run.stderr = String(decoding: stderrBytes, as: UTF8.self)
         if killed { run.stderr += "\n[test harness: killed after \(timeout) s]" }
         return run

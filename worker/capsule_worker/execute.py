@@ -38,8 +38,12 @@ class Session:
         self.ns["__file__"] = msg["filename"]
         status, exit_code, cells = "ok", None, ()
         try:
-            _remember(msg["filename"], msg["code"])
-            cells = _compile(msg["code"], msg["filename"], msg["result"])
+            source = msg.get("code")
+            if source is None:
+                from binascii import a2b_base64
+                source = _script_source(a2b_base64(msg["source"]), msg["filename"])
+            _remember(msg["filename"], source)
+            cells = _compile(source, msg["filename"], msg["result"])
             value, text = frames.call_user(self._run_cell, *cells)
             if text is not None:
                 streams.flush()
@@ -126,6 +130,24 @@ def _compile(source, filename, want_result):
     if last is None:
         return body, None
     return body, compile(_ast.Expression(last.value), filename, "eval", TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _script_source(data, filename):
+    """A script file's source as CPython reads a script: UTF-8, unless a UTF-8 byte order mark or a
+    PEP 263 coding line says otherwise, and then the bytes themselves, for compile() to decode
+    exactly as CPython does (or refuse, as CPython does)."""
+    second_line_end = data.find(b"\n", data.find(b"\n") + 1)  # the coding line is on line 1 or 2
+    if data.startswith(UTF8_BOM) or b"coding" in (data if second_line_end < 0 else data[:second_line_end]):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # CPython's own words for this case
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SyntaxError(f"Non-UTF-8 code starting with '\\x{data[exc.start]:02x}' in file {filename} on line {line}, "
+                          "but no encoding declared; see https://peps.python.org/pep-0263/ for details") from None
 
 
 def _exit_code(code):
@@ -242,6 +264,12 @@ def _user_traceback(tb, cells):
 
 def _remember(filename, source):
     """Make the cell's source visible to linecache (tracebacks, inspect.getsource, warnings)."""
+    if isinstance(source, bytes):  # a script with a BOM or coding line: decoded as compile() will
+        import tokenize
+        try:
+            source = source.decode(tokenize.detect_encoding(io.BytesIO(source).readline)[0])
+        except (SyntaxError, LookupError, UnicodeDecodeError):
+            return  # compile() says what is wrong with it
     lines = io.StringIO(source, newline=None).readlines()  # the compiler's line breaks: \n, \r\n, \r
     _sources[filename] = (len(source), None, lines, filename)  # mtime None: checkcache() keeps it
     linecache = sys.modules.get("linecache")

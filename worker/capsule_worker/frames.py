@@ -14,6 +14,7 @@ own until a frame arrives, then look again. No reader thread exists unless code 
 """
 import posix as os  # the functions `os` re-exports; importing `os` itself costs ~0.7 ms without site
 from _thread import allocate_lock, get_ident
+from time import sleep
 
 MAX_FRAME = 16 << 20  # docs/protocol.md: limits.max_frame_bytes default
 CLIP = 1 << 20  # longest string member sent, so a huge repr or message fits the smallest frame limit (8 MiB)
@@ -26,6 +27,10 @@ _pending = False  # a SIGINT arrived while masked
 _lock = allocate_lock()  # one frame at a time when user threads print
 _writer = None  # thread currently inside _write, to catch re-entry from __del__ or signal handlers
 _queued = []  # frames produced by such re-entry, written right after the current one
+_output_fds = ()  # fds 1 and 2 when they are pipes the supervisor reads (see _settle)
+_ioctl = None  # fcntl.ioctl, imported on first use (built into the sandbox's libpython)
+FIONREAD = 0x541B  # bytes not yet read from a pipe (either end)
+SETTLE_SECONDS = 1.0  # longest wait for the supervisor to read them before a frame goes anyway
 
 _mutex = allocate_lock()  # guards the reading state below
 _reader = None  # ident of the thread reading the socket for everyone, or None
@@ -58,7 +63,7 @@ else:
 
 # members each supervisor message must carry (docs/protocol.md); anything else is a protocol error
 _MEMBERS = {
-    "execute": (("id", str), ("code", str), ("filename", str), ("argv", list), ("result", bool)),
+    "execute": (("id", str), ("filename", str), ("argv", list), ("result", bool)),  # and `code` or `source`
     "input_reply": (("id", str),),
     "cap_reply": (("id", str), ("ok", bool)),
     "configure": (("capabilities", list),),
@@ -68,11 +73,19 @@ _MEMBERS = {
 
 def start(fd, max_frame=MAX_FRAME):
     """Adopt fd as the supervisor socket and take over SIGINT (the embedding may not install handlers)."""
-    global _fd, _main, _max_frame
+    global _fd, _main, _max_frame, _output_fds
     import _signal
     _fd, _main, _max_frame = fd, get_ident(), max_frame
+    _output_fds = tuple(f for f in (1, 2) if _is_pipe(f))
     _signal.signal(_signal.SIGINT, _on_sigint)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a vanished supervisor is an EPIPE, handled in _write
+
+
+def _is_pipe(fd):
+    try:
+        return os.fstat(fd).st_mode & 0o170000 == 0o010000  # S_IFIFO
+    except OSError:
+        return False
 
 
 def _on_sigint(signum, frame):
@@ -191,6 +204,7 @@ def _write(data):
     if _writer == me:  # re-entered mid-frame (finaliser or signal handler printing): queue it
         _queued.append(data)
         return
+    _settle()
     with _lock:
         _writer = me
         try:
@@ -199,6 +213,29 @@ def _write(data):
                 _write_all(_queued.pop(0))
         finally:
             _writer = None
+
+
+def _settle():
+    """Wait until the supervisor has read what was written to fds 1 and 2 directly (os.write, C
+    code, faulthandler), so that it shows before this frame, as it was written. The wait ends when
+    a pipe is empty, or emptier than before (the supervisor read it while someone writes on)."""
+    global _ioctl
+    for fd in _output_fds:
+        try:
+            if _ioctl is None:
+                from fcntl import ioctl as _ioctl
+            unread = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
+            delay, waited = 2e-5, 0.0
+            while unread and waited < SETTLE_SECONDS:
+                sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 1e-3)
+                now = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
+                if now < unread:
+                    break
+                unread = now
+        except Exception:  # fd closed or replaced, no memory: the frame matters more than the order
+            pass
 
 
 def _write_all(data):
@@ -330,7 +367,7 @@ def _valid(msg):
     if members is None or not all(isinstance(msg.get(k), t) for k, t in members):
         return False
     if kind == "execute":
-        return all(isinstance(a, str) for a in msg["argv"])
+        return isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str) and all(isinstance(a, str) for a in msg["argv"])
     if kind == "input_reply":
         return isinstance(msg.get("value"), str) or msg.get("eof") is True
     if kind == "cap_reply":

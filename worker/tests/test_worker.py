@@ -2,6 +2,7 @@
 
 Run from the repository root: /usr/bin/python3.11 -m unittest discover -s worker/tests -t worker
 """
+import base64
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -84,12 +86,20 @@ class Run:
     def __init__(self, msgs):
         self.msgs = msgs
         self.done = msgs[-1]
-        self.stdout = "".join(m["text"] for m in msgs if m["type"] == "stream" and m["name"] == "stdout")
-        self.stderr = "".join(m["text"] for m in msgs if m["type"] == "stream" and m["name"] == "stderr")
+        self.stdout_bytes = b"".join(_stream_bytes(m) for m in msgs if m["type"] == "stream" and m["name"] == "stdout")
+        self.stderr_bytes = b"".join(_stream_bytes(m) for m in msgs if m["type"] == "stream" and m["name"] == "stderr")
+        self.stdout = self.stdout_bytes.decode("utf-8", "replace")
+        self.stderr = self.stderr_bytes.decode("utf-8", "replace")
         self.results = [m["data"]["text/plain"] for m in msgs if m["type"] == "result"]
         errors = [m for m in msgs if m["type"] == "error"]
         self.error = errors[0] if errors else None
         self.types = [m["type"] for m in msgs]
+
+
+def _stream_bytes(msg):
+    """A stream frame's output: `text`, or base64 `data` (docs/protocol.md), never both."""
+    assert ("text" in msg) != ("data" in msg), msg
+    return msg["text"].encode() if "text" in msg else base64.b64decode(msg["data"], validate=True)
 
 
 class WorkerTest(unittest.TestCase):
@@ -180,6 +190,50 @@ class WorkerTest(unittest.TestCase):
         self.assertNotIn("capsule_worker", tb)
         run = self.w.run("import json\njson.loads('{')")
         self.assertEqual(run.error["ename"], "json.decoder.JSONDecodeError")
+
+    def run_script(self, data, filename):
+        self.w.count += 1
+        rid = f"r{self.w.count}"
+        self.w.send({"type": "execute", "id": rid, "source": base64.b64encode(data).decode(), "filename": filename,
+                     "argv": [filename], "result": False})
+        return Run(self.w.collect(rid))
+
+    def test_script_encodings_as_cpython_reads_them(self):
+        samples = {
+            "latin1.py": b"# -*- coding: latin-1 -*-\nx = '\xe9'\nprint(x, len(x), ascii(x))\n",
+            "second_line.py": b"#!/usr/bin/env python3\n# vim: set fileencoding=cp1252 :\nprint(ascii('\x80'))\n",
+            "bom.py": b"\xef\xbb\xbfprint('bom', ascii('\xc3\xa9'))\n",
+            "bom_utf8_cookie.py": b"\xef\xbb\xbf# coding: utf-8\nprint('ok')\n",
+            "cookie_late.py": b"x = 1\nprint(ascii('\xc3\xa9'))  # coding: latin-1\n",  # not line 1 or 2
+            "not_a_cookie.py": b"print('decoding \xc3\xa9')\n",
+        }
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, data in samples.items():
+                with self.subTest(name=name):
+                    path = os.path.join(scratch, name)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    cpython = subprocess.run([PYTHON, "-I", "-S", path], capture_output=True, timeout=TIMEOUT)
+                    self.assertEqual(cpython.returncode, 0, cpython.stderr)
+                    run = self.run_script(data, name)
+                    self.assertOk(run)
+                    self.assertEqual(run.stdout_bytes, cpython.stdout)
+
+    def test_script_encodings_cpython_refuses(self):
+        run = self.run_script(b"x = '\xe9'\nprint(x)\n", "lat.py")
+        self.assertEqual(run.error["ename"], "SyntaxError")
+        self.assertEqual(run.error["traceback"], [  # what `python3 lat.py` prints
+            "SyntaxError: Non-UTF-8 code starting with '\\xe9' in file lat.py on line 1, but no encoding declared; "
+            "see https://peps.python.org/pep-0263/ for details\n"])
+        for data, message in ((b"# coding: no-such-codec\nprint(1)\n", "unknown encoding: no-such-codec"),
+                              (b"\xef\xbb\xbf# coding: latin-1\nprint(1)\n", "encoding problem: iso-8859-1 with BOM")):
+            with self.subTest(message=message):
+                run = self.run_script(data, "bad.py")
+                self.assertEqual(run.error["ename"], "SyntaxError")
+                self.assertEqual(run.error["traceback"][-1], f"SyntaxError: {message}\n")
+        run = self.run_script(b"# coding: latin-1\nx = '\xe9'\n1 / 0\n", "tb.py")  # its lines, decoded, in the traceback
+        self.assertIn("    1 / 0\n", run.error["traceback"])
+        self.assertOk(self.w.run("1"))
 
     def test_syntax_error(self):
         run = self.w.run("x = 1\nif x\n    pass\n", filename="bad.py")
@@ -318,12 +372,43 @@ class WorkerTest(unittest.TestCase):
 
     def test_stream_objects(self):
         run = self.w.run("import sys, io\n"
-                         "print(sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.writable())\n"
-                         "try:\n    sys.stdout.fileno()\nexcept io.UnsupportedOperation:\n    print('no fileno')\n"
+                         "print(sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.writable(), sys.stdout.name)\n"
+                         "print(sys.stdout.fileno(), sys.stderr.fileno(), sys.stdin.fileno(), sys.stdout.buffer.fileno())\n"
                          "sys.stdout.write(b'bytes')")
-        self.assertEqual(run.stdout, "False utf-8 True\nno fileno\n")
+        self.assertEqual(run.stdout, "False utf-8 True <stdout>\n1 2 0 1\n")
         self.assertEqual(run.error["ename"], "TypeError")
         self.assertNotIn("capsule_worker", "".join(run.error["traceback"]))
+
+    def test_binary_output_byte_for_byte(self):
+        run = self.w.run("import sys, io, os\n"
+                         "print('text', end='')\n"
+                         "sys.stdout.buffer.write(b'\\xff\\xfe raw\\n')\n"
+                         "sys.stdout.buffer.write(memoryview(b'caf\\xc3\\xa9\\n'))\n"
+                         "latin = io.TextIOWrapper(sys.stdout.buffer, encoding='latin-1', write_through=True)\n"
+                         "latin.write('\\xe9\\n')\n"
+                         "del latin\n"  # collected: closes its buffer, which must keep working
+                         "print(os.fsdecode(b'name-\\xff'))\n"
+                         "sys.stderr.buffer.write(b'err\\n')\n"
+                         "sys.stdout = io.TextIOWrapper(sys.stdout.detach(), encoding='utf-8', line_buffering=True)\n"
+                         "print('after detach')")
+        self.assertOk(run)
+        self.assertEqual(run.stdout_bytes, b"text\xff\xfe raw\ncaf\xc3\xa9\n\xe9\nname-\xff\nafter detach\n")
+        self.assertEqual(run.stderr, "err\n")
+        streams = [m for m in run.msgs if m["type"] == "stream"]
+        self.assertIn({"type": "stream", "id": run.done["id"], "name": "stdout", "text": "caf\xe9\n"}, streams)
+
+    def test_binary_stdin(self):
+        w = self.w
+        rid = w.execute("import sys\nfirst = sys.stdin.buffer.readline()\nsecond = sys.stdin.readline()\n"
+                        "rest = sys.stdin.buffer.read()\nprint(repr(first), repr(second), repr(rest))")
+        for value in ("caf\xe9", "two", "three"):
+            self.assertEqual(w.recv()["type"], "input_request")
+            w.send({"type": "input_reply", "id": rid, "value": value})
+        self.assertEqual(w.recv()["type"], "input_request")
+        w.send({"type": "input_reply", "id": rid, "eof": True})
+        run = Run(w.collect(rid))
+        self.assertOk(run)
+        self.assertEqual(run.stdout, "b'caf\\xc3\\xa9\\n' 'two\\n' b'three\\n'\n")
 
     def test_stdout_stderr_order(self):
         run = self.w.run("import sys\nprint('a', end='')\nprint('b', end='', file=sys.stderr)\nprint('c')")
