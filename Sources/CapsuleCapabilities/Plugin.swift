@@ -101,7 +101,7 @@ final class PluginProcess: Sendable {
     /// time is stopped, and the next request starts it anew.
     func request(_ method: String, params: JSONValue) async -> Result<JSONValue, CapabilityError> {
         let id = state.withLock { state in defer { state.nextID += 1 }; return state.nextID }
-        let timeout = Task { [callSeconds] in
+        let timeout = Task(executorPreference: CallExecutor.shared) { [callSeconds] in
             try await Task.sleep(for: .seconds(callSeconds))
             self.fail(id, .timeout("the plugin \(self.name) did not answer within \(callSeconds) s; it was stopped and starts again on the next call"),
                       stopping: true)
@@ -122,8 +122,8 @@ final class PluginProcess: Sendable {
     func requestNow(_ method: String, params: JSONValue) -> Result<JSONValue, CapabilityError> {
         let box = Mutex<Result<JSONValue, CapabilityError>?>(nil)
         let done = DispatchlessSemaphore()
-        Task {
-            let result = await request(method, params: params)
+        Task(executorPreference: CallExecutor.shared) {
+            let result = await self.request(method, params: params)
             box.withLock { $0 = result }
             done.signal()
         }
@@ -247,7 +247,7 @@ private final class PluginReader: @unchecked Sendable {
     }
 
     func start() {
-        Task.detached { [self] in
+        Task(executorPreference: CallExecutor.shared) { [self] in
             await Blocking.run { [self] in run() }
         }
     }

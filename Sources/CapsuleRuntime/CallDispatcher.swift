@@ -52,7 +52,7 @@ final class CallDispatcher: Sendable {
         case .admitted(let admitted):
             state.withLock { state in
                 guard !state.closed else { return }
-                state.running[call.id] = Task { [broker] in
+                state.running[call.id] = Task(executorPreference: CallExecutor.shared) { [broker] in
                     let reply = await broker.perform(admitted)
                     self.post(CapabilityAnswer(id: call.id, capability: call.capability, reply: reply))
                 }

@@ -278,6 +278,21 @@ final class SlowApprover: Approver {
         #expect(events == [.display(["text/plain": "approved"])])
     }
 
+    @Test func callsAreAnsweredWhileSwiftsSharedThreadsAreBlocked() async throws {
+        // A program that drives sessions synchronously from its tasks blocks Swift's shared threads
+        // (one a core); the broker's calls run on threads of their own, so they still get answered.
+        let tree = try HostTree()
+        var policy = try tree.policy()
+        policy.limits.timeoutSeconds = 5 // the blockers hold the shared threads longer than that
+        let blockers = (0..<12).map { _ in Task.detached { usleep(1_000_000) } }
+        let transcript = try Sandboxed.runFresh("""
+            from capsule import file
+            print(file.read_text("\(tree.path)/in/hello.txt"), end="")
+            """, policy: policy)
+        for blocker in blockers { await blocker.value }
+        #expect(transcript.lines == ["hello from the host"], "\(transcript)")
+    }
+
     @Test func bytesTravelIntact() throws {
         let tree = try HostTree()
         let transcript = try Sandboxed.runFresh("""
