@@ -200,3 +200,81 @@ import CapsuleRuntime
         #expect(try Host.readFile(report) == "{\"exit_code\":1,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
     }
 }
+
+@Suite("Newcomer failures: memory_mb is memory in use") struct MemoryInUseTests {
+    static func policy(memoryMB: Int) -> Policy { Sandboxed.policy { $0.memoryMB = memoryMB } }
+
+    /// Runs `code` after checking that the session has its memory cgroup and pid namespace;
+    /// cancels loudly where it does not (the code is destructive only where isolation holds).
+    static func runIsolated(_ code: String, memoryMB: Int) throws -> Transcript {
+        try Sandboxed.withSession(policy(memoryMB: memoryMB)) { session in
+            let probe = Sandboxed.run(Python.memoryCgroupProbe + "import os\nprint('PID', os.getpid())\n", in: session)
+            guard probe.line("MEMORY-CGROUP") == "MEMORY-CGROUP True", probe.line("PID") == "PID 2" else {
+                try Test.cancel("SKIPPED: no memory cgroup or pid namespace for the session here: \(session.notes) \(probe)")
+            }
+            return Sandboxed.run(code, in: session)
+        }
+    }
+
+    @Test func threadsStartUpToMaxProcessesUnderASmallMemoryLimit() throws {
+        // Thread stacks are reserved address space, not memory in use: under 128 MiB as under
+        // 512, threads stop at the process limit (pid 1 and the main thread take two of its
+        // max_processes + 1 slots), not after 5.
+        let t = try Self.runIsolated(#"""
+            import threading
+            threading.stack_size(0)  # the default: 8 MiB each
+            release, threads = threading.Event(), []
+            try:
+                while len(threads) < 1000:
+                    thread = threading.Thread(target=release.wait)
+                    thread.start()
+                    threads.append(thread)
+            except RuntimeError as e:
+                print("THREADS-STOPPED", len(threads), e)
+            release.set()
+            for thread in threads:
+                thread.join()
+            print("JOINED")
+            """#, memoryMB: 128)
+        t.expectLine("THREADS-STOPPED \(Limits().maxProcesses - 1) can't start new thread")
+        t.expectLine("JOINED")
+        t.expectFinishedCleanly()
+    }
+
+    @Test func reservedAddressSpaceIsNotMemoryButTouchedMemoryIs() throws {
+        let t = try Self.runIsolated(#"""
+            import mmap, resource
+            print("RLIMIT_AS_MB", resource.getrlimit(resource.RLIMIT_AS)[1] >> 20)
+            reserved = mmap.mmap(-1, 600 << 20)  # far more than memory_mb, never touched
+            print("RESERVED 600")
+            hog = []
+            while True:
+                hog.append(b"x" * (10 << 20))   # every page written: memory in use
+                print("HELD", 10 * len(hog), flush=True)
+            """#, memoryMB: 128)
+        t.expectLine("RLIMIT_AS_MB \(4 * 128 + 8 * Limits().maxProcesses)")
+        t.expectLine("RESERVED 600")
+        let held = t.lines.compactMap { $0.hasPrefix("HELD ") ? Int($0.dropFirst(5)) : nil }.max() ?? 0
+        #expect(held >= 60 && held <= 128, "stopped near memory_mb, not before\n\(t)")
+        #expect(t.outcome == .limitExceeded(.memory(megabytes: 128)), "the memory cgroup killed it\n\(t)")
+        #expect(ExitStatus(t.outcome, policy: Self.policy(memoryMB: 128)).kind == "memory-limit")
+    }
+
+    @Test func withoutAMemoryCgroupMemoryMBLimitsTheAddressSpaceAndSaysSo() throws {
+        // An ordinary user cannot create cgroups here: RLIMIT_AS is then memory_mb itself.
+        let setpriv = "/usr/bin/setpriv"
+        guard getuid() == 0, access(setpriv, X_OK) == 0 else {
+            try Test.cancel("SKIPPED: needs root and \(setpriv) to become an unprivileged user")
+        }
+        let run = try CLI.run(["exec", "-c", "import resource\nprint('AS', resource.getrlimit(resource.RLIMIT_AS)[1] >> 20)"],
+                              via: [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"])
+        if run.status != 0 && run.stderr.contains("Permission denied") && !run.stderr.contains("cgroup") {
+            try Test.cancel("SKIPPED: the checkout is not readable by nobody here\n\(run)")
+        }
+        #expect(run.stdout == "AS \(Limits().memoryMB)\n", "\(run)")
+        let note = try #require(run.stderrLines.first, "\(run)")
+        #expect(note.hasPrefix("capsule: note: no cgroup for this session:") && note.hasSuffix(
+            "; memory_mb then limits each process's address space (RLIMIT_AS: thread stacks and mappings count, not only memory in use), and max_processes holds through RLIMIT_NPROC only"),
+                "\(note)")
+    }
+}
