@@ -7,6 +7,9 @@ public enum SessionEvent: Sendable, Equatable {
     case error(ename: String, evalue: String, traceback: [String])
     /// The code called `input()`; the event handler answers with a line, or nil for end of input.
     case inputRequest(prompt: String, password: Bool)
+    /// The code asked for input the policy does not grant (no `input` capability): it sees end of
+    /// input, whatever the handler answers.
+    case inputRefused
 }
 
 /// A limit that ended a session.

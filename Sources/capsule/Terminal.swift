@@ -147,6 +147,7 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
 
     // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
     var out = Output(fd: 1), err = Output(fd: 2)
+    var refusalNoted = false
     let outcome = session.execute(code, filename: filename, argv: argv, wantResult: wantResult) { event in
         switch event {
         case .stream(.stdout, let text):
@@ -166,6 +167,13 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
             case .interrupted:
                 session.drainInterrupt() // KeyboardInterrupt inside input(), as in Python
                 return nil
+            }
+        case .inputRefused:
+            // Piped data the code cannot have would otherwise vanish without a word; stdin is only
+            // looked at, never read, and a terminal never counts.
+            if !refusalNoted && OS.bytesWaiting(0) > 0 {
+                refusalNoted = true
+                printError("capsule: note: the code read standard input, which has data, but saw end of input: this policy does not grant the `input` capability (`[capabilities.input]`, from level restricted, as in --policy restricted)")
             }
         }
         return nil

@@ -278,3 +278,67 @@ import CapsuleRuntime
                 "\(note)")
     }
 }
+
+@Suite("Newcomer failures: piped input the policy does not grant") struct RefusedInputTests {
+    static let note = "capsule: note: the code read standard input, which has data, but saw end of input: this policy does not grant the `input` capability (`[capabilities.input]`, from level restricted, as in --policy restricted)"
+    static let readsTwice = "import sys\nprint(repr(sys.stdin.read()))\nprint(repr(sys.stdin.readline()))\n"
+
+    /// A pipe holding `text`, its write end closed, as `printf text | capsule …` gives.
+    static func pipe(holding text: String) throws -> (read: Int32, close: () -> Void) {
+        var fds: [Int32] = [-1, -1]
+        guard Glibc.pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } // no other test's child may hold it
+        try OS.writeAll(fds[1], text)
+        OS.close(fds[1])
+        return (fds[0], { OS.close(fds[0]) })
+    }
+
+    /// What is still in the pipe: capsule must not have read it.
+    static func remaining(_ fd: Int32) -> String {
+        try? OS.setNonBlocking(fd)
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = buffer.withUnsafeMutableBytes { (try? OS.read(fd, into: $0)) ?? 0 }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    @Test func isNamedOnceAndLeftUnread() throws {
+        let input = try Self.pipe(holding: "x\n")
+        defer { input.close() }
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c", Self.readsTwice], stdin: input.read)
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "''\n''\n", "the code still sees end of input\n\(run)")
+        #expect(run.stderrLines == [Self.note], "said once, naming the capability\n\(run)")
+        #expect(Self.remaining(input.read) == "x\n", "capsule did not consume standard input")
+    }
+
+    @Test func codeThatDoesNotReadLeavesInputAloneAndQuiet() throws {
+        let input = try Self.pipe(holding: "x\n")
+        defer { input.close() }
+        let run = try CLI.run(["exec", "-c", "print('NO READ')"], stdin: input.read)
+        #expect(run.status == 0 && run.stdout == "NO READ\n" && run.stderr.isEmpty, "\(run)")
+        #expect(Self.remaining(input.read) == "x\n")
+    }
+
+    @Test func emptyInputNeedsNoNote() throws {
+        let run = try CLI.run(["exec", "-c", Self.readsTwice]) // stdin is /dev/null
+        #expect(run.status == 0 && run.stdout == "''\n''\n", "\(run)")
+        #expect(run.stderr.isEmpty, "\(run)")
+    }
+
+    @Test func aTerminalIsNeitherWaitedForNorNamed() throws {
+        // A pseudo-terminal by hand (the C library's posix_openpt is not visible to Swift here).
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        var unlock: Int32 = 0, number: UInt32 = 0
+        guard master >= 0, ioctl(master, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0, ioctl(master, 0x8004_5430 /* TIOCGPTN */, &number) == 0 else {
+            try Test.cancel("SKIPPED: no pseudo-terminal here")
+        }
+        defer { OS.close(master) }
+        let terminal = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        #expect(terminal >= 0 && isatty(terminal) == 1)
+        defer { OS.close(terminal) }
+        let run = try CLI.run(["exec", "-c", "input('? ')"], timeout: 20, stdin: terminal)
+        #expect(run.status == 1, "EOFError at once, no wait for the person at the terminal\n\(run)")
+        #expect(run.stderrLines.last == "EOFError: EOF when reading a line", "\(run)")
+        #expect(!run.stderr.contains("capsule: note"), "\(run)")
+    }
+}

@@ -167,7 +167,7 @@ enum Sandboxed {
             case .stream(.stdout, let text): transcript.stdout += text
             case .stream(.stderr, let text): transcript.stderr += text
             case .error(let name, let value, _): transcript.errors.append("\(name): \(value)")
-            case .result, .inputRequest: break
+            case .result, .inputRequest, .inputRefused: break
             }
             return nil
         }
