@@ -33,14 +33,19 @@ func printError(_ text: String) {
     try? OS.writeAll(2, text + "\n")
 }
 
+/// The largest script `capsule run` reads (the policy's `limits.max_frame_bytes` bounds it too).
+let maxScriptBytes = 64 << 20
+
 /// The script's text, or why it cannot be run.
 func readSource(_ path: String) -> Result<String, SourceError> {
     // A FIFO or a device could block or never end before any timeout applies.
     if OS.fileExists(path) && !OS.isRegularFile(path) { return .failure(SourceError("\(path) is not a regular file")) }
     do {
-        let bytes = try OS.readFile(path, limit: 64 << 20)
+        let bytes = try OS.readFile(path, limit: maxScriptBytes)
         guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(SourceError("\(path) is not UTF-8 text")) }
         return .success(text)
+    } catch where error.errno == EFBIG {
+        return .failure(SourceError("\(path) is more than 64 MiB, the largest script capsule runs"))
     } catch {
         return .failure(SourceError("cannot read \(path): \(OS.errorText(error.errno))"))
     }

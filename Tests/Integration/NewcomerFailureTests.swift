@@ -141,6 +141,15 @@ import CapsuleRuntime
         #expect(!line.contains("protocol error"), "\(line)")
     }
 
+    @Test func aScriptOverTheReadLimitSaysSoInOneSentence() throws {
+        let scratch = try CLITests.Scratch()
+        let script = try scratch.file("huge.py", "")
+        #expect(truncate(script, (64 << 20) + 1) == 0) // sparse: no 64 MiB written
+        let run = try CLI.run(["run", script])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stderrLines == ["capsule: \(script) is more than 64 MiB, the largest script capsule runs"], "\(run)")
+    }
+
     @Test func runsOnceThePolicyRaisesTheLimit() throws {
         var limits = Limits()
         limits.maxFrameBytes = 32 << 20
