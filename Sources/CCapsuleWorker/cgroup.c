@@ -96,7 +96,11 @@ bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *w
             snprintf(why, why_len, "cannot set memory.limit_in_bytes (%s)", strerror(errno));
             return false;
         }
-        write_file(cg->memory, "memory.memsw.limit_in_bytes", memory); // absent without swap accounting
+        cg->memory_limited = true;
+        // Memory plus swap at the same value: swapping out does not buy room. Without swap
+        // accounting that file is absent, and swappiness 0 keeps the group's memory out of swap.
+        if (write_file(cg->memory, "memory.memsw.limit_in_bytes", memory) < 0)
+            write_file(cg->memory, "memory.swappiness", "0");
         if (access(V1_PIDS "/pids.max", F_OK) == 0 || access(V1_PIDS "/cgroup.procs", F_OK) == 0) {
             if (!make_group(cg->pids, sizeof cg->pids, "pids", V1_PIDS, why, why_len)) return false;
             if (write_file(cg->pids, "pids.max", pids) < 0) {
@@ -124,11 +128,16 @@ bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *w
             cg->memory[0] = 0;
             return false;
         }
-        if (write_file(cg->memory, "memory.max", memory) < 0 || write_file(cg->memory, "pids.max", pids) < 0) {
-            snprintf(why, why_len, "cannot set memory.max/pids.max in %s (%s)", cg->memory, strerror(errno));
+        if (write_file(cg->memory, "memory.max", memory) < 0) {
+            snprintf(why, why_len, "cannot set memory.max in %s (%s)", cg->memory, strerror(errno));
             return false;
         }
+        cg->memory_limited = true;
         write_file(cg->memory, "memory.swap.max", "0");
+        if (write_file(cg->memory, "pids.max", pids) < 0) {
+            snprintf(why, why_len, "cannot set pids.max in %s (%s)", cg->memory, strerror(errno));
+            return false;
+        }
         return true;
     }
     snprintf(why, why_len, "no cgroup memory controller is mounted");

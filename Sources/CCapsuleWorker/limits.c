@@ -1,19 +1,32 @@
 // Resource limits. They hold per process even where no cgroup could be made; the cgroup (when
 // present) caps the whole session. A soft limit below the hard one leaves room to report.
+// memory_mb is memory in use, which the session's memory cgroup counts. The address-space limit is
+// then only a backstop, several times larger, so that reserved but untouched address space (thread
+// stacks, malloc arenas, mapped files) never stands in for memory, yet an allocation no session
+// could hold fails at once with MemoryError. Without a memory cgroup it is memory_mb itself.
 #include "worker.h"
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#define THREAD_STACK (8UL << 20) // RLIMIT_STACK, and so glibc's default thread stack
+
 static void set_limit(int resource, rlim_t soft, rlim_t hard, const char *name) {
     struct rlimit rl = {soft, hard};
     if (setrlimit(resource, &rl) < 0) cw_fail("rlimit", errno, name);
 }
 
+// 4 x memory_mb, plus a default thread stack (RLIMIT_STACK below) for every task max_processes
+// allows, so that many threads always start.
+static rlim_t address_space_backstop(const struct cw_config *cfg) {
+    return ((rlim_t)cfg->memory_mb * 4 << 20) + (rlim_t)cfg->max_processes * THREAD_STACK;
+}
+
 void cw_set_rlimits(const struct cw_config *cfg) {
     rlim_t memory = (rlim_t)cfg->memory_mb << 20;
-    set_limit(RLIMIT_AS, memory, memory, "RLIMIT_AS");
+    rlim_t address_space = cfg->memory_cgroup ? address_space_backstop(cfg) : memory;
+    set_limit(RLIMIT_AS, address_space, address_space, "RLIMIT_AS");
     // SIGXCPU at the soft limit, SIGKILL one second later.
     set_limit(RLIMIT_CPU, cfg->cpu_seconds, cfg->cpu_seconds + 1, "RLIMIT_CPU");
     set_limit(RLIMIT_NOFILE, cfg->max_fds, cfg->max_fds, "RLIMIT_NOFILE");
@@ -22,7 +35,7 @@ void cw_set_rlimits(const struct cw_config *cfg) {
     set_limit(RLIMIT_CORE, 0, 0, "RLIMIT_CORE");
     set_limit(RLIMIT_MEMLOCK, 0, 0, "RLIMIT_MEMLOCK");
     set_limit(RLIMIT_MSGQUEUE, 0, 0, "RLIMIT_MSGQUEUE");
-    set_limit(RLIMIT_STACK, 8 << 20, 8 << 20, "RLIMIT_STACK");
+    set_limit(RLIMIT_STACK, THREAD_STACK, THREAD_STACK, "RLIMIT_STACK");
 }
 
 // The cores the code may run on. Set in the launcher before the clone, so the whole sandbox

@@ -158,7 +158,11 @@ int main(int argc, char **argv) {
     static struct cw_cgroup cgroup;
     char why[512];
     if (!cw_cgroup_create(&cgroup, &cfg, why, sizeof why))
-        cw_status("note no cgroup for this session: %s; rlimits still apply per process", why);
+        cw_status("note no cgroup for this session: %s; %s", why,
+                  cgroup.memory_limited ? "max_processes holds through RLIMIT_NPROC only"
+                                        : "memory_mb then limits each process's address space (RLIMIT_AS: thread stacks and "
+                                          "mappings count, not only memory in use), and max_processes holds through RLIMIT_NPROC only");
+    cfg.memory_cgroup = cgroup.memory_limited;
     failing_cgroup = &cgroup;
     cw_on_fail(clean_up_after_failure);
 

@@ -34,6 +34,7 @@ struct cw_config {
     unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb, max_frame_bytes;
     const char *cpus;          // "0,2,3": the cores the code may run on, or NULL for all
     bool host_network;
+    bool memory_cgroup;        // the session's memory cgroup holds memory_mb (else RLIMIT_AS must)
     const char *worker_path;   // host directory holding the capsule_worker package
     const char *python_home;   // prefix of the embedded Python (Debian: /usr)
     char *stdlib_path;         // <home>/lib/python3.X
@@ -59,7 +60,7 @@ struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path,
 void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid);
 
 // cgroup.c (launcher side)
-struct cw_cgroup { char memory[640]; char pids[640]; bool v2; };
+struct cw_cgroup { char memory[640]; char pids[640]; bool v2; bool memory_limited; };
 bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *why, size_t why_len);
 void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid);
 long cw_cgroup_oom_kills(const struct cw_cgroup *cg);

@@ -64,6 +64,23 @@ public enum OS {
         return true
     }
 
+    /// How many bytes wait to be read on `fd` now, without reading any: what a pipe or socket
+    /// holds, what is left of a regular file; 0 for anything else (a terminal, /dev/null).
+    public static func bytesWaiting(_ fd: Int32) -> Int {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return 0 }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG:
+            let offset = lseek(fd, 0, SEEK_CUR)
+            return offset < 0 ? 0 : max(0, Int(info.st_size) - Int(offset))
+        case S_IFIFO, S_IFSOCK:
+            var count: Int32 = 0
+            return ioctl(fd, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+        default:
+            return 0
+        }
+    }
+
     public static func close(_ fd: Int32) {
         _ = Glibc.close(fd) // never retried: the descriptor is gone either way on Linux
     }

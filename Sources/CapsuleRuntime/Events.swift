@@ -12,6 +12,9 @@ public enum SessionEvent: Sendable, Equatable {
     case inputRequest(prompt: String, password: Bool)
     /// The code displayed something (`display(obj)`): a MIME bundle, MIME type → text.
     case display([String: String])
+    /// The code asked for input the policy does not grant (no `input` capability): it sees end of
+    /// input, whatever the handler answers.
+    case inputRefused
 }
 
 /// A limit that ended a session.

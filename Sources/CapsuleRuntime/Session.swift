@@ -204,6 +204,7 @@ public final class Session {
                 // Without the input capability the code sees the end of input; nobody is asked.
                 let granted = self.policy.capabilities.input?.enabled == true
                 let answer = granted ? onEvent(.inputRequest(prompt: prompt, password: password)) : nil
+                if !granted { _ = onEvent(.inputRefused) }
                 if let ended = self.send(.inputReply(id: id, value: answer)) {
                     outcome = ended
                     return .stop

@@ -45,12 +45,17 @@ func printError(_ text: String) {
     try? OS.writeAll(2, text + "\n")
 }
 
+/// The largest script `capsule run` reads (the policy's `limits.max_frame_bytes` bounds it too).
+let maxScriptBytes = 64 << 20
+
 /// The script's bytes (the worker decodes them as CPython decodes a script), or why it cannot be run.
 func readSource(_ path: String) -> Result<[UInt8], SourceError> {
     // A FIFO or a device could block or never end before any timeout applies.
     if OS.fileExists(path) && !OS.isRegularFile(path) { return .failure(SourceError("\(path) is not a regular file")) }
     do {
-        return .success(try OS.readFile(path, limit: 64 << 20))
+        return .success(try OS.readFile(path, limit: maxScriptBytes))
+    } catch where error.errno == EFBIG {
+        return .failure(SourceError("\(path) is more than 64 MiB, the largest script capsule runs"))
     } catch {
         return .failure(SourceError("cannot read \(path): \(OS.errorText(error.errno))"))
     }
@@ -181,6 +186,7 @@ private func runInSession(_ options: SessionOptions,
     // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
     var out = Output(fd: 1), err = Output(fd: 2)
     var displays = DisplayWriter(directory: options.displayDir)
+    var refusalNoted = false
     let outcome = execute(session) { event in
         switch event {
         case .stream(.stdout, let text):
@@ -206,6 +212,13 @@ private func runInSession(_ options: SessionOptions,
             case .interrupted:
                 session.drainInterrupt() // KeyboardInterrupt inside input(), as in Python
                 return nil
+            }
+        case .inputRefused:
+            // Piped data the code cannot have would otherwise vanish without a word; stdin is only
+            // looked at, never read, and a terminal never counts.
+            if !refusalNoted && OS.bytesWaiting(0) > 0 {
+                refusalNoted = true
+                printError("capsule: note: the code read standard input, which has data, but saw end of input: this policy does not grant the `input` capability (`[capabilities.input]`, from level restricted, as in --policy restricted)")
             }
         }
         return nil

@@ -141,6 +141,15 @@ import CapsuleRuntime
         #expect(!line.contains("protocol error"), "\(line)")
     }
 
+    @Test func aScriptOverTheReadLimitSaysSoInOneSentence() throws {
+        let scratch = try CLITests.Scratch()
+        let script = try scratch.file("huge.py", "")
+        #expect(truncate(script, (64 << 20) + 1) == 0) // sparse: no 64 MiB written
+        let run = try CLI.run(["run", script])
+        #expect(run.status == ExitStatus.capsuleError, "\(run)")
+        #expect(run.stderrLines == ["capsule: \(script) is more than 64 MiB, the largest script capsule runs"], "\(run)")
+    }
+
     @Test func runsOnceThePolicyRaisesTheLimit() throws {
         var limits = Limits()
         limits.maxFrameBytes = 32 << 20
@@ -198,5 +207,147 @@ import CapsuleRuntime
         #expect(run.stderrLines.suffix(2) == ["capsule_worker: the worker failed: TypeError: 'NoneType' object is not callable",
                                               "capsule: \(reason)"], "\(run)")
         #expect(try Host.readFile(report) == "{\"exit_code\":1,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
+    }
+}
+
+@Suite("Newcomer failures: memory_mb is memory in use") struct MemoryInUseTests {
+    static func policy(memoryMB: Int) -> Policy { Sandboxed.policy { $0.memoryMB = memoryMB } }
+
+    /// Runs `code` after checking that the session has its memory cgroup and pid namespace;
+    /// cancels loudly where it does not (the code is destructive only where isolation holds).
+    static func runIsolated(_ code: String, memoryMB: Int) throws -> Transcript {
+        try Sandboxed.withSession(policy(memoryMB: memoryMB)) { session in
+            let probe = Sandboxed.run(Python.memoryCgroupProbe + "import os\nprint('PID', os.getpid())\n", in: session)
+            guard probe.line("MEMORY-CGROUP") == "MEMORY-CGROUP True", probe.line("PID") == "PID 2" else {
+                try Test.cancel("SKIPPED: no memory cgroup or pid namespace for the session here: \(session.notes) \(probe)")
+            }
+            return Sandboxed.run(code, in: session)
+        }
+    }
+
+    @Test func threadsStartUpToMaxProcessesUnderASmallMemoryLimit() throws {
+        // Thread stacks are reserved address space, not memory in use: under 128 MiB as under
+        // 512, threads stop at the process limit (pid 1 and the main thread take two of its
+        // max_processes + 1 slots), not after 5.
+        let t = try Self.runIsolated(#"""
+            import threading
+            threading.stack_size(0)  # the default: 8 MiB each
+            release, threads = threading.Event(), []
+            try:
+                while len(threads) < 1000:
+                    thread = threading.Thread(target=release.wait)
+                    thread.start()
+                    threads.append(thread)
+            except RuntimeError as e:
+                print("THREADS-STOPPED", len(threads), e)
+            release.set()
+            for thread in threads:
+                thread.join()
+            print("JOINED")
+            """#, memoryMB: 128)
+        t.expectLine("THREADS-STOPPED \(Limits().maxProcesses - 1) can't start new thread")
+        t.expectLine("JOINED")
+        t.expectFinishedCleanly()
+    }
+
+    @Test func reservedAddressSpaceIsNotMemoryButTouchedMemoryIs() throws {
+        let t = try Self.runIsolated(#"""
+            import mmap, resource
+            print("RLIMIT_AS_MB", resource.getrlimit(resource.RLIMIT_AS)[1] >> 20)
+            reserved = mmap.mmap(-1, 600 << 20)  # far more than memory_mb, never touched
+            print("RESERVED 600")
+            hog = []
+            while True:
+                hog.append(b"x" * (10 << 20))   # every page written: memory in use
+                print("HELD", 10 * len(hog), flush=True)
+            """#, memoryMB: 128)
+        t.expectLine("RLIMIT_AS_MB \(4 * 128 + 8 * Limits().maxProcesses)")
+        t.expectLine("RESERVED 600")
+        let held = t.lines.compactMap { $0.hasPrefix("HELD ") ? Int($0.dropFirst(5)) : nil }.max() ?? 0
+        #expect(held >= 60 && held <= 128, "stopped near memory_mb, not before\n\(t)")
+        #expect(t.outcome == .limitExceeded(.memory(megabytes: 128)), "the memory cgroup killed it\n\(t)")
+        #expect(ExitStatus(t.outcome, policy: Self.policy(memoryMB: 128)).kind == "memory-limit")
+    }
+
+    @Test func withoutAMemoryCgroupMemoryMBLimitsTheAddressSpaceAndSaysSo() throws {
+        // An ordinary user cannot create cgroups here: RLIMIT_AS is then memory_mb itself.
+        let setpriv = "/usr/bin/setpriv"
+        guard getuid() == 0, access(setpriv, X_OK) == 0 else {
+            try Test.cancel("SKIPPED: needs root and \(setpriv) to become an unprivileged user")
+        }
+        let run = try CLI.run(["exec", "-c", "import resource\nprint('AS', resource.getrlimit(resource.RLIMIT_AS)[1] >> 20)"],
+                              via: [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"])
+        if run.status != 0 && run.stderr.contains("Permission denied") && !run.stderr.contains("cgroup") {
+            try Test.cancel("SKIPPED: the checkout is not readable by nobody here\n\(run)")
+        }
+        #expect(run.stdout == "AS \(Limits().memoryMB)\n", "\(run)")
+        let note = try #require(run.stderrLines.first, "\(run)")
+        #expect(note.hasPrefix("capsule: note: no cgroup for this session:") && note.hasSuffix(
+            "; memory_mb then limits each process's address space (RLIMIT_AS: thread stacks and mappings count, not only memory in use), and max_processes holds through RLIMIT_NPROC only"),
+                "\(note)")
+    }
+}
+
+@Suite("Newcomer failures: piped input the policy does not grant") struct RefusedInputTests {
+    static let note = "capsule: note: the code read standard input, which has data, but saw end of input: this policy does not grant the `input` capability (`[capabilities.input]`, from level restricted, as in --policy restricted)"
+    static let readsTwice = "import sys\nprint(repr(sys.stdin.read()))\nprint(repr(sys.stdin.readline()))\n"
+
+    /// A pipe holding `text`, its write end closed, as `printf text | capsule …` gives.
+    static func pipe(holding text: String) throws -> (read: Int32, close: () -> Void) {
+        var fds: [Int32] = [-1, -1]
+        guard Glibc.pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } // no other test's child may hold it
+        try OS.writeAll(fds[1], text)
+        OS.close(fds[1])
+        return (fds[0], { OS.close(fds[0]) })
+    }
+
+    /// What is still in the pipe: capsule must not have read it.
+    static func remaining(_ fd: Int32) -> String {
+        try? OS.setNonBlocking(fd)
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = buffer.withUnsafeMutableBytes { (try? OS.read(fd, into: $0)) ?? 0 }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    @Test func isNamedOnceAndLeftUnread() throws {
+        let input = try Self.pipe(holding: "x\n")
+        defer { input.close() }
+        let run = try CLI.run(["exec", "--policy", "sandbox", "-c", Self.readsTwice], stdin: input.read)
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout == "''\n''\n", "the code still sees end of input\n\(run)")
+        #expect(run.stderrLines == [Self.note], "said once, naming the capability\n\(run)")
+        #expect(Self.remaining(input.read) == "x\n", "capsule did not consume standard input")
+    }
+
+    @Test func codeThatDoesNotReadLeavesInputAloneAndQuiet() throws {
+        let input = try Self.pipe(holding: "x\n")
+        defer { input.close() }
+        let run = try CLI.run(["exec", "-c", "print('NO READ')"], stdin: input.read)
+        #expect(run.status == 0 && run.stdout == "NO READ\n" && run.stderr.isEmpty, "\(run)")
+        #expect(Self.remaining(input.read) == "x\n")
+    }
+
+    @Test func emptyInputNeedsNoNote() throws {
+        let run = try CLI.run(["exec", "-c", Self.readsTwice]) // stdin is /dev/null
+        #expect(run.status == 0 && run.stdout == "''\n''\n", "\(run)")
+        #expect(run.stderr.isEmpty, "\(run)")
+    }
+
+    @Test func aTerminalIsNeitherWaitedForNorNamed() throws {
+        // A pseudo-terminal by hand (the C library's posix_openpt is not visible to Swift here).
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        var unlock: Int32 = 0, number: UInt32 = 0
+        guard master >= 0, ioctl(master, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0, ioctl(master, 0x8004_5430 /* TIOCGPTN */, &number) == 0 else {
+            try Test.cancel("SKIPPED: no pseudo-terminal here")
+        }
+        defer { OS.close(master) }
+        let terminal = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        #expect(terminal >= 0 && isatty(terminal) == 1)
+        defer { OS.close(terminal) }
+        let run = try CLI.run(["exec", "-c", "input('? ')"], timeout: 20, stdin: terminal)
+        #expect(run.status == 1, "EOFError at once, no wait for the person at the terminal\n\(run)")
+        #expect(run.stderrLines.last == "EOFError: EOF when reading a line", "\(run)")
+        #expect(!run.stderr.contains("capsule: note"), "\(run)")
     }
 }

@@ -36,6 +36,17 @@ struct Transcript: Sendable, CustomStringConvertible {
         line(prefix).map { $0.dropFirst(prefix.count).split(separator: " ").map(String.init) }
     }
 
+    /// The address-space limit (MiB) the sandbox must have, from `Python.memoryCgroupProbe`'s line:
+    /// under a memory cgroup a backstop of 4 × memory_mb plus a default thread stack (8 MiB) per
+    /// task, without one memory_mb itself (limits.c).
+    func expectedAddressSpaceMB(_ limits: Limits = Limits()) -> Int? {
+        switch line("MEMORY-CGROUP") {
+        case "MEMORY-CGROUP True": 4 * limits.memoryMB + 8 * limits.maxProcesses
+        case "MEMORY-CGROUP False": limits.memoryMB
+        default: nil
+        }
+    }
+
     var finishedCleanly: Bool {
         if case .finished(status: .ok, exitCode: nil, duration: _, errorName: nil) = outcome { return true }
         return false
@@ -85,6 +96,14 @@ enum Python {
                 print(label, "FAILED", type(e).__name__, str(e).replace("\n", " ")[:200])
             else:
                 print(label, "SUCCEEDED", repr(value).replace("\n", " ")[:200])
+
+        """#
+
+    /// Prints `MEMORY-CGROUP True` when the code runs in its session's memory cgroup (v1 or v2),
+    /// `MEMORY-CGROUP False` where the host gave it none.
+    static let memoryCgroupProbe = #"""
+        print("MEMORY-CGROUP", any("/capsule/s" in line.split(":", 2)[2] for line in open("/proc/self/cgroup").read().split()
+                                   if ":memory:" in line or line.startswith("0::")))
 
         """#
 
@@ -150,7 +169,7 @@ enum Sandboxed {
             case .streamData(.stdout, let bytes): transcript.stdout += String(decoding: bytes, as: UTF8.self)
             case .streamData(.stderr, let bytes): transcript.stderr += String(decoding: bytes, as: UTF8.self)
             case .error(let name, let value, _): transcript.errors.append("\(name): \(value)")
-            case .result, .inputRequest, .display: break
+            case .result, .inputRequest, .display, .inputRefused: break
             }
             return nil
         }
