@@ -11,10 +11,12 @@ let package = Package(
     products: [
         .executable(name: "capsule", targets: ["capsule"]),
         .executable(name: "capsule-worker", targets: ["CCapsuleWorker"]),
+        .executable(name: "capsule-net", targets: ["capsule-net"]),
         .library(name: "CapsuleRuntime", targets: ["CapsuleRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // System libraries the C worker links (each a module map over a one-line header).
@@ -52,6 +54,23 @@ let package = Package(
                 "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol", "CapsuleCapabilities",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The net capability's requests, in a process of their own: the only part that links an
+        // HTTP and TLS stack, so the supervisor's cold start never pays for it.
+        .executableTarget(
+            name: "capsule-net",
+            dependencies: ["CapsuleCapabilities", "CapsuleProtocol",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            swiftSettings: swiftSettings
+        ),
+
+        // scripts/bench-calls: capability call round trips beside a raw round trip.
+        .executableTarget(
+            name: "capsule-bench-calls",
+            dependencies: ["CapsuleRuntime", "CapsuleCapabilities", "CapsulePolicy", "CapsuleSandbox"],
+            path: "Benchmarks/CallRoundTrip",
             swiftSettings: swiftSettings
         ),
 

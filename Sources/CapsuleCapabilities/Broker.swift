@@ -172,7 +172,7 @@ public final class Broker: Sendable {
         let call = admitted.call
         switch result {
         case .success(let value):
-            let size = Self.payloadBytes(value)
+            let size = Self.answerBytes(value)
             if let limit = admitted.context.maxBytes, size > limit {
                 let error = CapabilityError.denied("the answer of \(call.capability).\(call.method) is \(size) bytes, more than "
                     + "\(Grants.table(call.capability)) max_bytes = \(limit) allows")
@@ -229,6 +229,22 @@ public final class Broker: Sendable {
         case .object(let members): return members.reduce(0) { $0 + payloadBytes($1.1) }
         default: return 0
         }
+    }
+
+    /// The data an answer carries: its bytes where it has some (a file, a response body; not the
+    /// headers and names around them), else its text.
+    static func answerBytes(_ value: JSONValue) -> Int {
+        func bytes(_ value: JSONValue) -> Int? {
+            if let data = value.bytesValue { return data.count }
+            let inner: [JSONValue] = switch value {
+            case .array(let elements): elements
+            case .object(let members): members.map(\.1)
+            default: []
+            }
+            let counts = inner.compactMap(bytes)
+            return counts.isEmpty ? nil : counts.reduce(0, +)
+        }
+        return bytes(value) ?? payloadBytes(value)
     }
 
     /// The data a call carries: names, paths and URLs (plain string parameters) do not count.

@@ -11,6 +11,7 @@ public enum BuiltinCapabilities {
         if capabilities.input != nil { granted.append(InputCapability()) }
         if let env = capabilities.env { granted.append(EnvCapability(names: env.names)) }
         if let file = capabilities.file { granted.append(FileCapability(file)) }
+        if let net = capabilities.net { granted.append(NetCapability(net)) }
         for (name, plugin) in capabilities.custom.sorted(by: { $0.key < $1.key }) where plugin.grant.enabled {
             granted.append(PluginCapability(name: "custom.\(name)", command: plugin.command))
         }

@@ -57,8 +57,27 @@ public struct FileCapability: Sendable, Equatable {
     public var exclude: [String] = []
 }
 
+/// A secret the broker attaches to requests for one host; the code never sees it.
+public struct NetCredential: Sendable, Equatable {
+    public enum Source: Sendable, Equatable {
+        /// Read from capsule's own environment when the request is made.
+        case environment(String)
+        /// Read from a file on the host when the request is made.
+        case file(String)
+    }
+    public var header: String
+    public var source: Source
+
+    public init(header: String, source: Source) {
+        self.header = header
+        self.source = source
+    }
+}
+
 public struct NetCapability: Sendable, Equatable {
     public var grant = CapabilityGrant()
+    /// Host (lowercased, as in `urls`) → the credential sent with every request to it.
+    public var credentials: [String: NetCredential] = [:]
     public var urls: [String] = []
     public var methods = ["GET"]
     public var websocket = false
@@ -97,9 +116,9 @@ extension Capabilities {
     /// grants is checked but has no effect yet, and `policy explain` and `check` say so. The
     /// broker adds each name as it starts serving that capability. Today: `input()` answers only
     /// where `input` is granted (its common keys do not apply to `input()`), and the broker serves
-    /// `display`, `env`, `file` and plugins (`custom`) with every common key.
+    /// `display`, `env`, `file`, `net` and plugins (`custom`) with every common key.
     public static let enforcedCapabilities: Set<String> = Set(["input"]).union(
-        ["display", "env", "file", "custom"].flatMap { name in [name] + ["ask", "rate_per_minute", "max_bytes"].map { "\(name).\($0)" } })
+        ["display", "env", "file", "net", "custom"].flatMap { name in [name] + ["ask", "rate_per_minute", "max_bytes"].map { "\(name).\($0)" } })
 }
 
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.

@@ -69,13 +69,17 @@ struct PolicyDecoder {
         case 3 where path == "capabilities.db.databases":
             grant("db", line: line)
             return
+        case 3 where path == "capabilities.net.credentials":
+            grant("net", line: line)
+            if lines[path] == nil { lines[path] = line }
+            return
         case 3 where parts[0] == "capabilities" && parts[1] == "custom":
             try customName(parts[2], path: path, line: line)
             grantCustom(parts[2], line: line)
             return
         default:
             let tables = ["limits", "sandbox", "sandbox.env", "capabilities", "capabilities.custom.NAME",
-                          "capabilities.db.databases"] + Self.capabilityNames.map { "capabilities.\($0)" }
+                          "capabilities.db.databases", "capabilities.net.credentials"] + Self.capabilityNames.map { "capabilities.\($0)" }
             throw PolicyError(file: file, line: line, key: path,
                               "unknown table\(PolicyLoader.suggestion(path, among: tables))")
         }
@@ -141,6 +145,10 @@ struct PolicyDecoder {
                 grant(parts[1], line: entry.line)
                 if try setCapability(parts[1], parts[2], &value) { return }
             }
+        case "capabilities" where entry.path.hasPrefix("capabilities.net.credentials."):
+            grant("net", line: entry.line)
+            try setCredential(String(entry.path.dropFirst("capabilities.net.credentials.".count)), &value)
+            return
         case "capabilities" where parts.count == 4 && parts[1] == "db" && parts[2] == "databases":
             grant("db", line: entry.line)
             guard Validate.isIdentifier(parts[3]) else {
@@ -209,6 +217,49 @@ struct PolicyDecoder {
             return false
         }
         return true
+    }
+
+    /// `"api.example.com" = { header = "Authorization", value_from_env = "TOKEN" }`, flattened:
+    /// `rest` is `HOST.header`, `HOST.value_from_env` or `HOST.value_from_file` (HOST quoted or bare).
+    private mutating func setCredential(_ rest: String, _ value: inout Value) throws(PolicyError) {
+        var host: String
+        var member: String
+        if rest.hasPrefix("\""), let close = rest.dropFirst().firstIndex(of: "\"") {
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            member = String(rest[close...].dropFirst())
+            guard member.hasPrefix(".") else {
+                throw value.error("a credential is a table: \"host\" = { header = \"Authorization\", value_from_env = \"NAME\" }")
+            }
+            member.removeFirst()
+        } else {
+            guard let dot = rest.lastIndex(of: ".") else {
+                throw value.error("a credential is a table: \"host\" = { header = \"Authorization\", value_from_env = \"NAME\" }")
+            }
+            host = String(rest[..<dot])
+            member = String(rest[rest.index(after: dot)...])
+        }
+        host = host.lowercased()
+        guard !host.isEmpty, host.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-.[]:".contains($0) }) else {
+            throw value.error("`\(host)` is not a host name (no scheme, port or path: the host as it stands in urls)")
+        }
+        var credential = policy.capabilities.net!.credentials[host] ?? NetCredential(header: "", source: .environment(""))
+        switch member {
+        case "header":
+            let header = try value.string()
+            guard !header.isEmpty, header.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+                throw value.error("must be an HTTP header name such as \"Authorization\"")
+            }
+            credential.header = header
+        case "value_from_env":
+            let name = try value.string()
+            guard Validate.isIdentifier(name) else { throw value.error("must be an environment variable name") }
+            credential.source = .environment(name)
+        case "value_from_file":
+            credential.source = .file(try value.absolutePath())
+        default:
+            throw value.error("a credential takes header, and value_from_env or value_from_file")
+        }
+        policy.capabilities.net!.credentials[host] = credential
     }
 
     private static func setGrant(_ grant: inout CapabilityGrant, _ key: String, _ value: inout Value) throws(PolicyError) -> Bool {

@@ -38,6 +38,13 @@ extension Policy {
             rows += [("capabilities.net", "urls", list(n.urls)), ("capabilities.net", "methods", list(n.methods)),
                      ("capabilities.net", "websocket", "\(n.websocket)")]
             if let timeout = n.timeoutSeconds { rows.append(("capabilities.net", "timeout_s", timeout.shortText)) }
+            rows += n.credentials.sorted { $0.key < $1.key }.map { host, credential in
+                let source = switch credential.source {
+                case .environment(let name): "value_from_env = \(quoted(name))"
+                case .file(let path): "value_from_file = \(quoted(path))"
+                }
+                return ("capabilities.net.credentials", quoted(host), "{ header = \(quoted(credential.header)), \(source) }")
+            }
         }
         if let d = c.db {
             rows += grant("capabilities.db", d.grant) + [("capabilities.db", "write", "\(d.write)")]

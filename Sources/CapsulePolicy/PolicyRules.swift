@@ -54,6 +54,24 @@ enum PolicyRules {
             problems.append(PolicyError(file: file, line: line(of: "capabilities.db", in: lines), key: "capabilities.db.databases",
                                         "missing: name each database, like databases = { app = \"/srv/app.sqlite\" }"))
         }
+        if let net = policy.capabilities.net, net.grant.enabled {
+            let hosts = Set(net.urls.compactMap { Validate.allowListURL($0)?.host })
+            for (host, credential) in net.credentials.sorted(by: { $0.key < $1.key }) {
+                let key = "capabilities.net.credentials"
+                let at = line(of: key, in: lines) ?? line(of: "capabilities.net", in: lines)
+                if credential.header.isEmpty {
+                    problems.append(PolicyError(file: file, line: at, key: key, "missing: the credential for `\(host)` names no header"))
+                }
+                if credential.source == .environment("") {
+                    problems.append(PolicyError(file: file, line: at, key: key,
+                                                "missing: the credential for `\(host)` has no value_from_env or value_from_file"))
+                }
+                if !hosts.contains(host) {
+                    problems.append(PolicyError(file: file, line: at, key: key,
+                                                "`\(host)` is not the host of any of urls; a credential goes only to a host the code may reach"))
+                }
+            }
+        }
         return problems
     }
 
@@ -147,6 +165,9 @@ enum PolicyRules {
                 fail("capabilities.net.methods", "`\(method)` is not among the methods it allows")
             }
             if net.websocket && !baseNet.websocket { fail("capabilities.net.websocket", "it does not allow WebSocket") }
+            if let (host, _) = net.credentials.first(where: { baseNet.credentials[$0.key] != $0.value }) {
+                fail("capabilities.net.credentials", "the credential for `\(host)` is not one it sets; a policy that extends another may only remove credentials")
+            }
             if let limit = baseNet.timeoutSeconds, (net.timeoutSeconds ?? .infinity) > limit {
                 fail("capabilities.net.timeout_s", "must be at most \(limit.shortText)")
             }
@@ -202,4 +223,16 @@ enum PolicyRules {
     static func isUnder(_ path: String, anyOf roots: [String]) -> Bool {
         roots.contains { root in path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
     }
+}
+
+/// The `net.urls` allow-list, for the broker: the same matching rule `extends` uses.
+public enum NetAllowList {
+    /// The first entry of `urls` that allows a request to `url` (`scheme://host[:port]/path`, no
+    /// query), or nil. A URL with `.`/`..` segments, `//` or an encoded `.` or `/` matches nothing.
+    public static func entry(allowing url: String, in urls: [String]) -> String? {
+        urls.first { PolicyRules.isWithin(url, $0) }
+    }
+
+    /// The host of an allow-list entry, lowercased (IPv6 with its brackets).
+    public static func host(of entry: String) -> String? { Validate.allowListURL(entry)?.host }
 }

@@ -128,12 +128,14 @@ import Testing
         #expect(policy.explanation.contains("\n\n" + policy.notes.map { "note: \($0)\n" }.joined() + "\nLimits:\n"), "\(policy.explanation)")
     }
 
-    @Test func theBrokerServesDisplayEnvAndFile() throws {
+    @Test func theBrokerServesEverythingButDB() throws {
         // input() is answered only where `input` is granted; the broker serves display, env and file
         // with every common key (Tests/Integration and Tests/CapsuleCapabilitiesTests prove them); net is not served yet.
-        #expect(Capabilities.enforcedCapabilities.filter { !$0.contains(".") } == ["input", "display", "env", "file", "custom"] as Set)
+        #expect(Capabilities.enforcedCapabilities.filter { !$0.contains(".") } == ["input", "display", "env", "file", "net", "custom"] as Set)
         let agent = try PolicyLoader.load(repositoryRoot + "/examples/policies/agent.toml")
-        #expect(agent.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.net]"])
+        #expect(agent.notes.isEmpty, "\(agent.notes)")
+        let db = try PolicyLoader.parse("level = \"standard\"\n[capabilities.db]\ndatabases = { a = \"/srv/a.sqlite\" }\n", file: "p.toml")
+        #expect(db.notes.map { $0.prefix { $0 != " " } } == ["[capabilities.db]"])
     }
 
     @Test func keysOfAnEnforcedTableThatDoNothingAreNamed() throws {

@@ -12,7 +12,8 @@ import CapsulePolicy
 
     @Test func checkNotesGrantsWithoutEffectOnStderr() throws {
         try requireBinary()
-        let agent = "\(Host.repository)/examples/policies/agent.toml"
+        let scratch = try CLITests.Scratch()
+        let agent = try scratch.file("db.toml", "level = \"standard\"\n[capabilities.db]\ndatabases = { app = \"/srv/app.sqlite\" }\n")
         let run = try CLI.run(["policy", "check", agent])
         #expect(run.status == 0, "\(run)")
         #expect(run.stdout == "ok \(agent) (level standard)\n", "\(run)")

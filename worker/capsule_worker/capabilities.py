@@ -184,7 +184,58 @@ def _open(self, path, mode="r", encoding="utf-8"):
     return _Writer()
 
 
-_EXTRAS = {"file": {"read_text": _read_text, "write_text": _write_text, "open": _open}}
+class Response:
+    """What net.fetch returns: .status, .reason, .headers (a dict; .header_list keeps repeats),
+    .url (after redirects), .content (bytes), .text and .json()."""
+
+    def __init__(self, answer):
+        self.status = answer["status"]
+        self.reason = answer.get("reason", "")
+        self.header_list = [tuple(pair) for pair in answer["headers"]]
+        self.headers = {name.lower(): value for name, value in self.header_list}
+        self.url = answer["url"]
+        self.content = answer["body"]
+
+    @property
+    def ok(self):
+        return 200 <= self.status < 400
+
+    @property
+    def text(self):
+        charset = "utf-8"
+        for part in self.headers.get("content-type", "").split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip('"')
+        return self.content.decode(charset, "replace")
+
+    def json(self):
+        import json
+        return json.loads(self.content)
+
+    def raise_for_status(self):
+        if self.status >= 400:
+            raise ConnectionError(f"{self.status} {self.reason} for {self.url}")
+
+    def __repr__(self):
+        return f"<Response [{self.status}]>"
+
+
+def _fetch(self, url, method="GET", headers=None, body=None, json=None, timeout=None):
+    """One HTTP request to a URL the policy lists; returns a Response. json= sends a JSON body."""
+    headers = dict(headers or {})
+    if json is not None:
+        import json as _json
+        body = _json.dumps(json).encode()
+        headers.setdefault("Content-Type", "application/json")
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    return Response(call("net", "fetch", {"url": str(url), "method": method, "headers": headers, "body": body,
+                                          "timeout": timeout}))
+
+
+_EXTRAS = {"file": {"read_text": _read_text, "write_text": _write_text, "open": _open},
+           "net": {"fetch": _fetch}}
 
 
 def _display(*objs, raw=False):
@@ -242,6 +293,7 @@ def install(capabilities, namespace):
     module.__doc__ = "Capabilities this session's policy grants. Use them as file, net, db, env, display(...)."
     module.CapabilityDenied = CapabilityDenied
     module.Capability = Capability
+    module.Response = Response
     for name in BUILTIN:
         setattr(module, name, Ungranted(name))
     granted = {}

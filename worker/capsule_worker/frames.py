@@ -34,7 +34,8 @@ SETTLE_SECONDS = 1.0  # longest wait for the supervisor to read them before a fr
 
 _mutex = allocate_lock()  # guards the reading state below
 _reader = None  # ident of the thread reading the socket for everyone, or None
-_sleepers = []  # locks of waiting threads, released (to wake them) when a frame arrives
+_in_read = None  # ident of the thread inside a read right now (to catch re-entry from a signal handler)
+_sleepers = {}  # what a waiting thread waits for ("main" or a call id) -> the lock it sleeps on
 _inbox = []  # messages for the main thread (execute, input_reply) read by another thread
 _replies = {}  # cap_call id -> its cap_reply, or None while outstanding
 
@@ -257,7 +258,7 @@ def recv():
     that already finished. From user code (input()), the wait raises KeyboardInterrupt, but only
     before any byte is consumed, so the stream stays in sync.
     """
-    return _wait(lambda: _inbox.pop(0) if _inbox else None)
+    return _wait("main", lambda: _inbox.pop(0) if _inbox else None)
 
 
 def expect_reply(cid):
@@ -273,55 +274,96 @@ def forget_reply(cid):
 def reply(cid):
     """Wait for the cap_reply of call cid (registered with expect_reply); forgotten if interrupted."""
     try:
-        return _wait(lambda: _replies.pop(cid) if _replies.get(cid) is not None else None)
+        return _wait(cid, lambda: _replies.pop(cid) if _replies.get(cid) is not None else None)
     finally:
         _replies.pop(cid, None)
 
 
-def _wait(take):
-    """Until take() (called under _mutex) gives a message: read frames for everyone, or sleep."""
+def _wait(key, take):
+    """Until take() (called under _mutex) gives a message: read frames for everyone, or sleep.
+
+    The reader keeps reading until its own message comes, waking only the thread each frame is
+    for; when it has its message it hands the reading on to one sleeper, so a frame wakes at most
+    two threads however many wait.
+    """
     global _reader
     me = get_ident()
     while True:
         with _mutex:
             msg = take()
             if msg is not None:
+                if _reader == me:
+                    _reader = None
+                    _hand_off()
                 return msg
-            if _reader == me:  # a signal handler or finaliser waiting while this thread reads
+            if _in_read == me:  # a signal handler or finaliser waiting while this thread reads
                 raise RuntimeError("capsule: a capability call or input() cannot run while this thread reads the channel")
+            wake = None
             if _reader is None:
                 _reader = me
-                wake = None
-            else:
+            elif _reader != me:
                 wake = allocate_lock()
                 wake.acquire()
-                _sleepers.append(wake)
+                _sleepers[key] = wake
         if wake is not None:
-            wake.acquire()  # released when a frame arrives; interruptible (KeyboardInterrupt) in the main thread
+            try:
+                wake.acquire()  # released for our message or to take over reading; interruptible in the main thread
+            except BaseException:
+                with _mutex:
+                    if _sleepers.get(key) is wake:
+                        del _sleepers[key]
+                    else:  # woken at the same time: pass the reading on, it may have been ours to take
+                        _hand_off()
+                raise
             continue
-        main = me == _main
-        outer = _masked if main else True
-        msg = None
+        _read_and_deliver(me)
+
+
+def _read_and_deliver(me):
+    """One frame, read by the reader (me) and handed to the thread it is for."""
+    global _reader, _in_read
+    main = me == _main
+    outer = _masked if main else True
+    msg = None
+    try:
+        _in_read = me
+        msg = _read_one(main, outer)
+    except BaseException:
+        with _mutex:
+            _reader = None
+            _hand_off()
+        raise
+    finally:
+        _in_read = None
+    with _mutex:
+        waiter = _sleepers.pop(_deliver(msg), None)
+        if waiter is not None:
+            waiter.release()
+    if main:
         try:
-            msg = _read_one(main, outer)
-        finally:
-            with _mutex:
-                _reader = None
-                if msg is not None:
-                    _deliver(msg)
-                for sleeper in _sleepers:
-                    sleeper.release()
-                _sleepers.clear()
-        if main:
             _raise_pending(outer)  # after delivering: the frame may be another thread's reply
+        except BaseException:
+            with _mutex:
+                if _reader == me:
+                    _reader = None
+                    _hand_off()
+            raise
+
+
+def _hand_off():
+    """Wake one sleeper to take over reading (called under _mutex with no reader)."""
+    if _sleepers:
+        _sleepers.popitem()[1].release()
 
 
 def _deliver(msg):
+    """File msg for its thread; returns what that thread waits for ("main" or a call id)."""
     if msg["type"] == "cap_reply":
         if msg["id"] in _replies:  # else the caller was interrupted: the reply is dropped
             _replies[msg["id"]] = msg
-    else:
-        _inbox.append(msg)
+        return msg["id"]
+    _inbox.append(msg)
+    return "main"
 
 
 def _read_one(main, outer):
