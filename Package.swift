@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "capsule-worker", targets: ["CCapsuleWorker"]),
         .executable(name: "capsule-net", targets: ["capsule-net"]),
         .library(name: "CapsuleRuntime", targets: ["CapsuleRuntime"]),
+        .library(name: "CapsuleKit", targets: ["CapsuleKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -65,6 +66,13 @@ let package = Package(
                            .product(name: "AsyncHTTPClient", package: "async-http-client")],
             swiftSettings: swiftSettings
         ),
+
+        // For programs that embed capsule: sessions, policies and their own capabilities.
+        .target(name: "CapsuleKit",
+                dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleRuntime", "CapsuleSandbox"],
+                swiftSettings: swiftSettings),
+        .executableTarget(name: "capsule-kit-example", dependencies: ["CapsuleKit"], path: "examples/kit",
+                          swiftSettings: swiftSettings),
 
         // scripts/bench-calls: capability call round trips beside a raw round trip.
         .executableTarget(

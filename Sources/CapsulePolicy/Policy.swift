@@ -94,7 +94,13 @@ public struct DBCapability: Sendable, Equatable {
 
 public struct CustomCapability: Sendable, Equatable {
     public var grant = CapabilityGrant()
+    /// The plugin program; empty for a capability a Swift program registers itself (CapsuleKit).
     public var command: [String] = []
+
+    public init(grant: CapabilityGrant = CapabilityGrant(), command: [String] = []) {
+        self.grant = grant
+        self.command = command
+    }
 }
 
 /// The capabilities a policy grants; nil means the table is absent (not granted).

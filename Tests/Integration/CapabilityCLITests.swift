@@ -45,6 +45,29 @@ import CapsuleOS
         #expect(unattended.stderr.contains("this session has no terminal and no --approver"), "\(unattended)")
     }
 
+    @Test func capabilitiesListShowsEachMethodAndWhatIsNotGranted() throws {
+        let run = try CLI.run(["capabilities", "list", "--policy", "restricted"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.stdout.hasPrefix("Capabilities of restricted (level restricted):\n\ndisplay: "), "\(run)")
+        #expect(run.stdout.contains("  input.ask(question)\n"), "\(run)")
+        #expect(run.stdout.hasSuffix("Not granted (using one raises capsule.CapabilityDenied): env, file, net, db\n"), "\(run)")
+        let tree = try HostTree()
+        let policy = "\(tree.path)/files.toml"
+        try Host.writeFile(policy, "level = \"restricted\"\n[capabilities.file]\nread = [\"\(tree.path)/in\"]\n")
+        let files = try CLI.run(["capabilities", "list", "--policy", policy])
+        #expect(files.stdout.contains("  file.write_bytes(path, data)  [needs level standard; denied here]\n"), "\(files)")
+        #expect(files.stdout.contains("  file.mkdir(path, parents=False)  [needs level standard; denied here]\n"), "\(files)")
+        let bad = try CLI.run(["capabilities", "list", "--policy", "/nonexistent.toml"])
+        #expect(bad.status == 125 && bad.stderr.hasPrefix("capsule: bad policy: "), "\(bad)")
+    }
+
+    @Test func theCapsuleKitExampleRegistersItsOwnCapability() throws {
+        let example = "\(Host.buildDirectory)/capsule-kit-example"
+        try #require(access(example, X_OK) == 0, "the example was not built at \(example)")
+        let run = try CLI.run([], via: [example]) // the example ignores the capsule path it is given
+        #expect(run.stdout.hasPrefix("Hello, sandbox!\nValueError: greet: who is empty\noutcome: finished(status: "), "\(run)")
+    }
+
     @Test func displayDirKeepsRichOutput() throws {
         let tree = try HostTree()
         let script = "\(tree.path)/show.py"
