@@ -12,12 +12,14 @@ let package = Package(
         .executable(name: "capsule", targets: ["capsule"]),
         .executable(name: "capsule-worker", targets: ["CCapsuleWorker"]),
         .executable(name: "capsule-net", targets: ["capsule-net"]),
+        .executable(name: "capsule-db", targets: ["capsule-db"]),
         .library(name: "CapsuleRuntime", targets: ["CapsuleRuntime"]),
         .library(name: "CapsuleKit", targets: ["CapsuleKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // System libraries the C worker links (each a module map over a one-line header).
@@ -60,10 +62,18 @@ let package = Package(
 
         // The net capability's requests, in a process of their own: the only part that links an
         // HTTP and TLS stack, so the supervisor's cold start never pays for it.
+        .target(name: "CapsuleHelper", dependencies: ["CapsuleProtocol"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "capsule-net",
-            dependencies: ["CapsuleCapabilities", "CapsuleProtocol",
+            dependencies: ["CapsuleCapabilities", "CapsuleProtocol", "CapsuleHelper",
                            .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            swiftSettings: swiftSettings
+        ),
+        // The db capability's SQL, likewise in a process of its own (GRDB and SQLite).
+        .executableTarget(
+            name: "capsule-db",
+            dependencies: ["CapsuleProtocol", "CapsuleHelper",
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
 

@@ -12,6 +12,7 @@ public enum BuiltinCapabilities {
         if let env = capabilities.env { granted.append(EnvCapability(names: env.names)) }
         if let file = capabilities.file { granted.append(FileCapability(file)) }
         if let net = capabilities.net { granted.append(NetCapability(net)) }
+        if let db = capabilities.db { granted.append(DBCapability(db)) }
         for (name, plugin) in capabilities.custom.sorted(by: { $0.key < $1.key }) where plugin.grant.enabled && !plugin.command.isEmpty {
             granted.append(PluginCapability(name: "custom.\(name)", command: plugin.command))
         }

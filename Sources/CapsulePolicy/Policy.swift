@@ -122,9 +122,9 @@ extension Capabilities {
     /// grants is checked but has no effect yet, and `policy explain` and `check` say so. The
     /// broker adds each name as it starts serving that capability. Today: `input()` answers only
     /// where `input` is granted (its common keys do not apply to `input()`), and the broker serves
-    /// `display`, `env`, `file`, `net` and plugins (`custom`) with every common key.
+    /// `display`, `env`, `file`, `net`, `db` and plugins (`custom`) with every common key.
     public static let enforcedCapabilities: Set<String> = Set(["input"]).union(
-        ["display", "env", "file", "net", "custom"].flatMap { name in [name] + ["ask", "rate_per_minute", "max_bytes"].map { "\(name).\($0)" } })
+        ["display", "env", "file", "net", "db", "custom"].flatMap { name in [name] + ["ask", "rate_per_minute", "max_bytes"].map { "\(name).\($0)" } })
 }
 
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.

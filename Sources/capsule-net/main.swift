@@ -9,34 +9,12 @@ import Glibc
 #endif
 import AsyncHTTPClient
 import CapsuleCapabilities
+import CapsuleHelper
 import CapsuleProtocol
 import NIOCore
 import NIOHTTP1
 
-struct Failure: Error {
-    let exception: String
-    let message: String
-    static func denied(_ message: String) -> Failure { Failure(exception: "CapabilityDenied", message: message) }
-    static func connection(_ message: String) -> Failure { Failure(exception: "ConnectionError", message: message) }
-}
-
-final class Output: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    func write(_ message: JSONValue) {
-        var bytes = message.serialized()
-        bytes.append(UInt8(ascii: "\n"))
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 && errno == EINTR { continue }
-            if written <= 0 { exit(0) } // the supervisor is gone
-            offset += written
-        }
-    }
-}
+typealias Failure = HelperFailure
 
 /// The addresses a name resolves to (numeric text), or why not.
 func resolve(_ host: String) -> Result<[String], Failure> {
@@ -102,7 +80,7 @@ func fetch(_ params: JSONValue) async -> Result<JSONValue, Failure> {
     let timeout = params["timeout"]?.doubleValue ?? 30
     let deadline = NIODeadline.now() + .nanoseconds(Int64(timeout * 1e9))
 
-    guard var url = RequestURL(args["url"]?.stringValue ?? "") else { return .failure(Failure(exception: "ValueError", message: "not a URL")) }
+    guard var url = RequestURL(args["url"]?.stringValue ?? "") else { return .failure(.value("not a URL")) }
     var method = (args["method"]?.stringValue ?? "GET").uppercased()
     var body: [UInt8]? = args["body"].flatMap { $0.bytesValue ?? $0.stringValue.map { Array($0.utf8) } }
     var headers: [(String, String)] = (args["headers"]?.objectValue ?? []).compactMap { name, value in
@@ -111,7 +89,7 @@ func fetch(_ params: JSONValue) async -> Result<JSONValue, Failure> {
     }
     for hop in 0...10 {
         if let problem = NetCapability.check(url, method: method, urls: urls, methods: methods) {
-            return .failure(Failure(exception: problem.exception, message: hop == 0 ? problem.message : "a redirect was refused: \(problem.message)"))
+            return .failure(Failure(exception: problem.exception, hop == 0 ? problem.message : "a redirect was refused: \(problem.message)"))
         }
         let target: String
         switch address(for: url) {
@@ -162,10 +140,10 @@ func send(_ request: HTTPClientRequest, on client: HTTPClient, url: RequestURL, 
     let response: HTTPClientResponse
     do {
         let left = deadline - .now()
-        guard left > .zero else { return .done(.failure(Failure(exception: "TimeoutError", message: "the request took longer than \(timeout) s"))) }
+        guard left > .zero else { return .done(.failure(Failure(exception: "TimeoutError", "the request took longer than \(timeout) s"))) }
         response = try await client.execute(request, timeout: .nanoseconds(left.nanoseconds))
     } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
-        return .done(.failure(Failure(exception: "TimeoutError", message: "the request to '\(url.text)' took longer than \(timeout) s")))
+        return .done(.failure(Failure(exception: "TimeoutError", "the request to '\(url.text)' took longer than \(timeout) s")))
     } catch {
         return .done(.failure(.connection("the request to '\(url.text)' failed: \(error)")))
     }
@@ -187,26 +165,4 @@ func send(_ request: HTTPClientRequest, on client: HTTPClient, url: RequestURL, 
     ]))
 }
 
-func answer(_ line: String, output: Output) async {
-    guard let request = try? JSONValue.parse(Array(line.utf8)), let id = request["id"] else { return }
-    let result: Result<JSONValue, Failure>
-    switch request["method"]?.stringValue {
-    case "describe": result = .success(["summary": "HTTP(S) for capsule's net capability.", "methods": []])
-    case "call": result = await fetch(request["params"] ?? [:])
-    default: result = .failure(Failure(exception: "RuntimeError", message: "capsule-net: unknown request"))
-    }
-    switch result {
-    case .success(let value):
-        output.write(["jsonrpc": "2.0", "id": id, "result": value])
-    case .failure(let failure):
-        output.write(["jsonrpc": "2.0", "id": id,
-                      "error": ["code": -32000, "message": .string(failure.message), "data": ["exception": .string(failure.exception)]]])
-    }
-}
-
-let output = Output()
-signal(SIGPIPE, SIG_IGN)
-while let line = readLine() {
-    Task.detached { await answer(line, output: output) } // not on the main actor, which this loop holds
-}
-exit(0) // the supervisor closed the pipe: nobody wants the answers in flight
+Helper.serve(summary: "HTTP(S) for capsule's net capability.") { params in await fetch(params) }

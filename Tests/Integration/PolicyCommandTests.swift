@@ -13,10 +13,10 @@ import CapsulePolicy
     @Test func checkNotesGrantsWithoutEffectOnStderr() throws {
         try requireBinary()
         let scratch = try CLITests.Scratch()
-        let agent = try scratch.file("db.toml", "level = \"standard\"\n[capabilities.db]\ndatabases = { app = \"/srv/app.sqlite\" }\n")
+        let agent = try scratch.file("input.toml", "level = \"restricted\"\n[capabilities.input]\nrate_per_minute = 5\n")
         let run = try CLI.run(["policy", "check", agent])
         #expect(run.status == 0, "\(run)")
-        #expect(run.stdout == "ok \(agent) (level standard)\n", "\(run)")
+        #expect(run.stdout == "ok \(agent) (level restricted)\n", "\(run)")
         let expected = try PolicyLoader.load(agent).notes.map { "\(agent): note: \($0)" }
         #expect(!expected.isEmpty)
         #expect(run.stderrLines == expected, "\(run)")
