@@ -293,6 +293,21 @@ final class SlowApprover: Approver {
         #expect(transcript.lines == ["hello from the host"], "\(transcript)")
     }
 
+    @Test func aRateOfFivePerMinuteRefusesTheSixthCall() throws {
+        let tree = try HostTree()
+        let transcript = try Sandboxed.runFresh("""
+            from capsule import file, CapabilityDenied
+            for i in range(7):
+                try:
+                    file.exists("\(tree.path)/in/hello.txt")
+                    print(i + 1, "ok")
+                except CapabilityDenied as e:
+                    print(i + 1, e)
+            """, policy: tree.policy(extra: "rate_per_minute = 5"))
+        let refusal = "rate limit: [capabilities.file] rate_per_minute = 5, and this call would be call 6 within a minute"
+        #expect(transcript.lines == ["1 ok", "2 ok", "3 ok", "4 ok", "5 ok", "6 \(refusal)", "7 \(refusal)"], "\(transcript)")
+    }
+
     @Test func bytesTravelIntact() throws {
         let tree = try HostTree()
         let transcript = try Sandboxed.runFresh("""
