@@ -79,7 +79,8 @@ final class PluginProcess: Sendable {
     private struct State {
         var running: Running?
         var nextID = 1
-        var waiting: [Int: CheckedContinuation<Result<JSONValue, CapabilityError>, Never>] = [:]
+        /// Request id → the process it went to and its caller.
+        var waiting: [Int: (pid: pid_t, continuation: CheckedContinuation<Result<JSONValue, CapabilityError>, Never>)] = [:]
     }
 
     private struct Running {
@@ -94,7 +95,7 @@ final class PluginProcess: Sendable {
     }
 
     deinit {
-        if let running = state.withLock({ $0.running }) { stop(running) }
+        if let running = state.withLock({ $0.running }) { OS.kill(running.pid, SIGKILL) }
     }
 
     /// Sends a request and waits (on a task) for its answer; a plugin that does not answer in
@@ -136,28 +137,33 @@ final class PluginProcess: Sendable {
                       continuation: CheckedContinuation<Result<JSONValue, CapabilityError>, Never>) -> CapabilityError? {
         let line = JSONValue.object([("jsonrpc", "2.0"), ("id", .number(Double(id))), ("method", .string(method)), ("params", params)])
             .serialized() + [UInt8(ascii: "\n")]
-        let input: Int32
-        switch startedInput() {
-        case .success(let fd): input = fd
+        let running: Running
+        switch startedProcess() {
+        case .success(let process): running = process
         case .failure(let error): return error
         }
-        state.withLock { $0.waiting[id] = continuation }
-        do { try OS.writeAll(input, line) } catch {
+        let registered = state.withLock { state in
+            guard state.running?.pid == running.pid else { return false } // it ended meanwhile
+            state.waiting[id] = (running.pid, continuation)
+            return true
+        }
+        guard registered else { return .runtime("the plugin \(name) ended before the request could be sent; it starts again on the next call") }
+        do { try OS.writeAll(running.input, line) } catch {
             state.withLock { _ = $0.waiting.removeValue(forKey: id) }
             return .runtime("the plugin \(name) stopped reading its requests (\(OS.errorText(error.errno)))")
         }
         return nil
     }
 
-    /// The running plugin's stdin, starting the plugin first if it is not running.
-    private func startedInput() -> Result<Int32, CapabilityError> {
+    /// The running plugin, started first if it is not running.
+    private func startedProcess() -> Result<Running, CapabilityError> {
         state.withLock { state in
-            if let running = state.running { return .success(running.input) }
+            if let running = state.running { return .success(running) }
             switch spawn() {
             case .success(let (running, output)):
                 state.running = running
                 startReader(output, running: running)
-                return .success(running.input)
+                return .success(running)
             case .failure(let error):
                 return .failure(.runtime("the plugin \(name) could not be started: \(command.first ?? ""): \(OS.errorText(error.errno))"))
             }
@@ -201,34 +207,37 @@ final class PluginProcess: Sendable {
         } else {
             result = .success(message["result"] ?? .null)
         }
-        state.withLock { $0.waiting.removeValue(forKey: id) }?.resume(returning: result)
+        state.withLock { $0.waiting.removeValue(forKey: id) }?.continuation.resume(returning: result)
     }
 
     /// The plugin's output closed: it exited or crashed. Its callers fail; the next call restarts it.
     private func ended(_ running: Running, status: Int32) {
         let how = (status & 0x7f) != 0 ? "was killed by signal \(status & 0x7f)" : "exited with status \((status >> 8) & 0xff)"
         let waiting = state.withLock { state -> [CheckedContinuation<Result<JSONValue, CapabilityError>, Never>] in
-            if state.running?.pid == running.pid {
-                OS.close(running.input)
-                state.running = nil
-            }
-            defer { state.waiting.removeAll() }
-            return Array(state.waiting.values)
+            if state.running?.pid == running.pid { state.running = nil }
+            OS.close(running.input)
+            // Only the calls sent to this process: a restarted one has its own.
+            let mine = state.waiting.filter { $0.value.pid == running.pid }
+            for id in mine.keys { state.waiting.removeValue(forKey: id) }
+            return mine.values.map(\.continuation)
         }
         for continuation in waiting {
             continuation.resume(returning: .failure(.runtime("the plugin \(name) \(how) before it answered; it starts again on the next call")))
         }
     }
 
+    /// Fails one call; `stopping` also stops the process it went to, and the next call starts a
+    /// new one at once (the old one's end fails only the calls it had).
     private func fail(_ id: Int, _ error: CapabilityError, stopping: Bool) {
-        let (continuation, running) = state.withLock { state in (state.waiting.removeValue(forKey: id), state.running) }
-        guard let continuation else { return }
-        continuation.resume(returning: .failure(error))
-        if stopping, let running { stop(running) }
-    }
-
-    private func stop(_ running: Running) {
-        OS.kill(running.pid, SIGKILL) // the reader sees the end, reaps it and clears the state
+        let (entry, stopped) = state.withLock { state -> ((pid: pid_t, continuation: CheckedContinuation<Result<JSONValue, CapabilityError>, Never>)?, pid_t?) in
+            guard let entry = state.waiting.removeValue(forKey: id) else { return (nil, nil) }
+            guard stopping, state.running?.pid == entry.pid else { return (entry, stopping ? entry.pid : nil) }
+            state.running = nil
+            return (entry, entry.pid)
+        }
+        guard let entry else { return }
+        entry.continuation.resume(returning: .failure(error))
+        if let stopped { OS.kill(stopped, SIGKILL) } // its reader sees the end and reaps it
     }
 }
 

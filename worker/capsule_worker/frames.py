@@ -285,9 +285,34 @@ def _wait(key, take):
     The reader keeps reading until its own message comes, waking only the thread each frame is
     for; when it has its message it hands the reading on to one sleeper, so a frame wakes at most
     two threads however many wait.
+
+    The main thread waits with SIGINT masked, so that no KeyboardInterrupt can land inside the
+    bookkeeping (a lock taken and never released): when the wait comes from user code (input(),
+    a capability call), a SIGINT is noted and raised at the next slice of the wait instead.
     """
-    global _reader
+    global _masked
     me = get_ident()
+    main = me == _main
+    outer = _masked if main else True
+    if main:
+        _masked = True
+    try:
+        return _wait_masked(key, take, me, main, outer)
+    finally:
+        if main:
+            _masked = outer
+
+
+def _interrupt_now(outer):
+    """Raise the KeyboardInterrupt a SIGINT asked for, if the wait came from user code."""
+    global _pending
+    if not outer and _pending:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+def _wait_masked(key, take, me, main, outer):
+    global _reader
     while True:
         with _mutex:
             msg = take()
@@ -307,7 +332,13 @@ def _wait(key, take):
                 _sleepers[key] = wake
         if wake is not None:
             try:
-                wake.acquire()  # released for our message or to take over reading; interruptible in the main thread
+                # Released for our message or to take over reading; the main thread waits in
+                # slices, to look for a SIGINT between them.
+                if main:
+                    while not wake.acquire(timeout=0.05):
+                        _interrupt_now(outer)
+                else:
+                    wake.acquire()
             except BaseException:
                 with _mutex:
                     if _sleepers.get(key) is wake:
@@ -316,18 +347,21 @@ def _wait(key, take):
                         _hand_off()
                 raise
             continue
-        _read_and_deliver(me)
+        _read_and_deliver(me, main, outer)
 
 
-def _read_and_deliver(me):
+def _read_and_deliver(me, main, outer):
     """One frame, read by the reader (me) and handed to the thread it is for."""
     global _reader, _in_read
-    main = me == _main
-    outer = _masked if main else True
     msg = None
     try:
         _in_read = me
-        msg = _read_one(main, outer)
+        if main and not outer:
+            import select
+            # A wait that consumes nothing, in slices: between them a SIGINT is raised.
+            while not select.select([_fd], [], [], 0.05)[0]:
+                _interrupt_now(outer)
+        msg = _recv(outer if main else False)
     except BaseException:
         with _mutex:
             _reader = None
@@ -341,7 +375,7 @@ def _read_and_deliver(me):
             waiter.release()
     if main:
         try:
-            _raise_pending(outer)  # after delivering: the frame may be another thread's reply
+            _interrupt_now(outer)  # after delivering: the frame may be another thread's reply
         except BaseException:
             with _mutex:
                 if _reader == me:
@@ -364,21 +398,6 @@ def _deliver(msg):
         return msg["id"]
     _inbox.append(msg)
     return "main"
-
-
-def _read_one(main, outer):
-    """One frame, read by the current reader; the main thread reads with SIGINT masked."""
-    global _masked
-    if not main:  # signals only reach the main thread: nothing to mask
-        return _recv(False)
-    if not outer:
-        import select
-        select.select([_fd], [], [])  # interruptible wait that consumes nothing
-    _masked = True
-    try:
-        return _recv(outer)
-    finally:
-        _masked = outer
 
 
 def _recv(idle):
