@@ -37,13 +37,9 @@ import CapsuleRuntime
     @Test func tmpAndWorkspaceShareTheWorkspaceSize() throws {
         let policy = Sandboxed.policy { $0.workspaceMB = 4 }
         let t = try Sandboxed.runFresh(Python.prelude + #"""
-            def write_mb(path, mb):
-                with open(path, "wb") as f:
-                    for _ in range(mb):
-                        f.write(b"x" * (1 << 20))
-                        f.flush()
-            write_mb("/tmp/first", 3)
-            attempt("second", lambda: write_mb("/workspace/second", 3))
+            with open("/tmp/first", "wb") as f:
+                f.write(b"x" * (3 << 20))
+            attempt("second", lambda: open("/workspace/second", "wb").write(b"y" * (3 << 20)))
             print("SAME-FS", os.stat("/tmp").st_dev == os.stat("/workspace").st_dev)
             """#, policy: policy)
         t.expectBlocked("second", ENOSPC)

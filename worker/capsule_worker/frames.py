@@ -9,7 +9,7 @@ handler only raises while user code runs (`_masked` false) and otherwise records
 """
 import posix as os  # the functions `os` re-exports; importing `os` itself costs ~0.7 ms without site
 from _thread import allocate_lock, get_ident
-from time import sleep
+from time import monotonic, sleep
 
 MAX_FRAME = 16 << 20  # docs/protocol.md: limits.max_frame_bytes default
 CLIP = 1 << 20  # longest string member sent, so a huge repr or message cannot exceed MAX_FRAME
@@ -171,23 +171,25 @@ def _settle():
     """Wait until the supervisor has read what was written to fds 1 and 2 directly (os.write, C
     code, faulthandler), so that it shows before this frame, as it was written. The wait ends when
     a pipe is empty, or emptier than before (the supervisor read it while someone writes on)."""
-    global _ioctl
     for fd in _output_fds:
         try:
-            if _ioctl is None:
-                from fcntl import ioctl as _ioctl
-            unread = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
-            delay, waited = 2e-5, 0.0
-            while unread and waited < SETTLE_SECONDS:
+            unread = _unread(fd)
+            delay, give_up = 2e-5, monotonic() + SETTLE_SECONDS
+            while unread and monotonic() < give_up:
                 sleep(delay)
-                waited += delay
                 delay = min(delay * 2, 1e-3)
-                now = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
-                if now < unread:
+                unread, before = _unread(fd), unread
+                if unread < before:
                     break
-                unread = now
         except Exception:  # fd closed or replaced, no memory: the frame matters more than the order
             pass
+
+
+def _unread(fd):
+    global _ioctl
+    if _ioctl is None:
+        from fcntl import ioctl as _ioctl
+    return int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
 
 
 def _write_all(data):
@@ -252,7 +254,8 @@ def _valid(msg):
     if members is None or not all(isinstance(msg.get(k), t) for k, t in members):
         return False
     if kind == "execute":
-        return isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str) and all(isinstance(a, str) for a in msg["argv"])
+        one_source = isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str)
+        return one_source and all(isinstance(a, str) for a in msg["argv"])
     if kind == "input_reply":
         return isinstance(msg.get("value"), str) or msg.get("eof") is True
     return True
