@@ -251,6 +251,26 @@ import CapsuleRuntime
         #expect(t.stderr == "5 fd\n6 print\n", "\(t)")
     }
 
+    @Test func codeThatCapturesItsOwnFdOutputIsNotHeldUp() throws {
+        // wurlitzer-style: fd 1 pointed at the code's own pipe, read only later. Frames meanwhile
+        // do not wait for that pipe (if each waited its second, 40 prints would pass the 30 s
+        // timeout), and what was captured is the code's to print.
+        let t = try shared.run(#"""
+            import os
+            read_end, write_end = os.pipe()
+            saved = os.dup(1)
+            os.dup2(write_end, 1)
+            os.write(1, b"captured\n")
+            for i in range(40):
+                print("printed", i)
+            os.dup2(saved, 1)
+            os.close(write_end)
+            print("CAPTURED", os.read(read_end, 100))
+            """#)
+        t.expectFinishedCleanly()
+        #expect(t.lines == (0..<40).map { "printed \($0)" } + ["CAPTURED b'captured\\n'"], "\(t)")
+    }
+
     @Test func aCrashReportsThroughStderr() throws {
         let t = try Sandboxed.runFresh(#"""
             import ctypes, faulthandler

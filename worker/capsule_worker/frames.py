@@ -21,7 +21,7 @@ _pending = False  # a SIGINT arrived while masked
 _lock = allocate_lock()  # one frame at a time when user threads print
 _writer = None  # thread currently inside _write, to catch re-entry from __del__ or signal handlers
 _queued = []  # frames produced by such re-entry, written right after the current one
-_output_fds = ()  # fds 1 and 2 when they are pipes the supervisor reads (see _settle)
+_output_pipes = ()  # (fd, inode) of fds 1 and 2 when they are the pipes the supervisor reads (see _settle)
 _ioctl = None  # fcntl.ioctl, imported on first use (built into the sandbox's libpython)
 FIONREAD = 0x541B  # bytes not yet read from a pipe (either end)
 SETTLE_SECONDS = 1.0  # longest wait for the supervisor to read them before a frame goes anyway
@@ -59,19 +59,20 @@ _MEMBERS = {
 
 def start(fd):
     """Adopt fd as the supervisor socket and take over SIGINT (the embedding may not install handlers)."""
-    global _fd, _main, _output_fds
+    global _fd, _main, _output_pipes
     import _signal
     _fd, _main = fd, get_ident()
-    _output_fds = tuple(f for f in (1, 2) if _is_pipe(f))
+    _output_pipes = tuple((f, _pipe_inode(f)) for f in (1, 2) if _pipe_inode(f) is not None)
     _signal.signal(_signal.SIGINT, _on_sigint)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a vanished supervisor is an EPIPE, handled in _write
 
 
-def _is_pipe(fd):
+def _pipe_inode(fd):
     try:
-        return os.fstat(fd).st_mode & 0o170000 == 0o010000  # S_IFIFO
+        info = os.fstat(fd)
     except OSError:
-        return False
+        return None
+    return info.st_ino if info.st_mode & 0o170000 == 0o010000 else None  # S_IFIFO
 
 
 def _on_sigint(signum, frame):
@@ -170,10 +171,13 @@ def _write(data):
 def _settle():
     """Wait until the supervisor has read what was written to fds 1 and 2 directly (os.write, C
     code, faulthandler), so that it shows before this frame, as it was written. The wait ends when
-    a pipe is empty, or emptier than before (the supervisor read it while someone writes on)."""
-    for fd in _output_fds:
+    a pipe is empty, or emptier than before (the supervisor read it while someone writes on). An
+    fd the code pointed elsewhere (os.dup2 of a file or of its own pipe) is not waited for."""
+    for fd, inode in _output_pipes:
         try:
             unread = _unread(fd)
+            if unread and _pipe_inode(fd) != inode:
+                continue
             delay, give_up = 2e-5, monotonic() + SETTLE_SECONDS
             while unread and monotonic() < give_up:
                 sleep(delay)
