@@ -14,7 +14,7 @@ own until a frame arrives, then look again. No reader thread exists unless code 
 """
 import posix as os  # the functions `os` re-exports; importing `os` itself costs ~0.7 ms without site
 from _thread import allocate_lock, get_ident
-from time import sleep
+from time import monotonic, sleep
 
 MAX_FRAME = 16 << 20  # docs/protocol.md: limits.max_frame_bytes default
 CLIP = 1 << 20  # longest string member sent, so a huge repr or message fits the smallest frame limit (8 MiB)
@@ -27,7 +27,7 @@ _pending = False  # a SIGINT arrived while masked
 _lock = allocate_lock()  # one frame at a time when user threads print
 _writer = None  # thread currently inside _write, to catch re-entry from __del__ or signal handlers
 _queued = []  # frames produced by such re-entry, written right after the current one
-_output_fds = ()  # fds 1 and 2 when they are pipes the supervisor reads (see _settle)
+_output_pipes = ()  # (fd, inode) of fds 1 and 2 when they are the pipes the supervisor reads (see _settle)
 _ioctl = None  # fcntl.ioctl, imported on first use (built into the sandbox's libpython)
 FIONREAD = 0x541B  # bytes not yet read from a pipe (either end)
 SETTLE_SECONDS = 1.0  # longest wait for the supervisor to read them before a frame goes anyway
@@ -74,19 +74,20 @@ _MEMBERS = {
 
 def start(fd, max_frame=MAX_FRAME):
     """Adopt fd as the supervisor socket and take over SIGINT (the embedding may not install handlers)."""
-    global _fd, _main, _max_frame, _output_fds
+    global _fd, _main, _max_frame, _output_pipes
     import _signal
     _fd, _main, _max_frame = fd, get_ident(), max_frame
-    _output_fds = tuple(f for f in (1, 2) if _is_pipe(f))
+    _output_pipes = tuple((f, _pipe_inode(f)) for f in (1, 2) if _pipe_inode(f) is not None)
     _signal.signal(_signal.SIGINT, _on_sigint)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a vanished supervisor is an EPIPE, handled in _write
 
 
-def _is_pipe(fd):
+def _pipe_inode(fd):
     try:
-        return os.fstat(fd).st_mode & 0o170000 == 0o010000  # S_IFIFO
+        info = os.fstat(fd)
     except OSError:
-        return False
+        return None
+    return info.st_ino if info.st_mode & 0o170000 == 0o010000 else None  # S_IFIFO
 
 
 def _on_sigint(signum, frame):
@@ -219,24 +220,29 @@ def _write(data):
 def _settle():
     """Wait until the supervisor has read what was written to fds 1 and 2 directly (os.write, C
     code, faulthandler), so that it shows before this frame, as it was written. The wait ends when
-    a pipe is empty, or emptier than before (the supervisor read it while someone writes on)."""
-    global _ioctl
-    for fd in _output_fds:
+    a pipe is empty, or emptier than before (the supervisor read it while someone writes on). An
+    fd the code pointed elsewhere (os.dup2 of a file or of its own pipe) is not waited for."""
+    for fd, inode in _output_pipes:
         try:
-            if _ioctl is None:
-                from fcntl import ioctl as _ioctl
-            unread = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
-            delay, waited = 2e-5, 0.0
-            while unread and waited < SETTLE_SECONDS:
+            unread = _unread(fd)
+            if unread and _pipe_inode(fd) != inode:
+                continue
+            delay, give_up = 2e-5, monotonic() + SETTLE_SECONDS
+            while unread and monotonic() < give_up:
                 sleep(delay)
-                waited += delay
                 delay = min(delay * 2, 1e-3)
-                now = int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
-                if now < unread:
+                unread, before = _unread(fd), unread
+                if unread < before:
                     break
-                unread = now
         except Exception:  # fd closed or replaced, no memory: the frame matters more than the order
             pass
+
+
+def _unread(fd):
+    global _ioctl
+    if _ioctl is None:
+        from fcntl import ioctl as _ioctl
+    return int.from_bytes(_ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
 
 
 def _write_all(data):
@@ -428,7 +434,8 @@ def _valid(msg):
     if members is None or not all(isinstance(msg.get(k), t) for k, t in members):
         return False
     if kind == "execute":
-        return isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str) and all(isinstance(a, str) for a in msg["argv"])
+        one_source = isinstance(msg.get("code"), str) != isinstance(msg.get("source"), str)
+        return one_source and all(isinstance(a, str) for a in msg["argv"])
     if kind == "input_reply":
         return isinstance(msg.get("value"), str) or msg.get("eof") is True
     if kind == "cap_reply":

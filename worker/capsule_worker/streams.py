@@ -17,7 +17,7 @@ _lock = RLock()  # both streams: user threads share the buffers; re-entrant for 
 class Output(io.TextIOBase):
     """sys.stdout / sys.stderr: text sent as `stream` frames, bytes through `buffer`. fileno() is the
     real fd (1 or 2), a pipe the supervisor reads too: what is written there directly shows in order
-    with the frames (frames.settle). isatty() is False, as for any pipe."""
+    with the frames (frames._settle). isatty() is False, as for any pipe."""
 
     encoding = "utf-8"
     errors = "surrogateescape"  # as CPython's UTF-8 mode: escaped bytes (os.fsdecode) go out as themselves
