@@ -20,7 +20,7 @@ public struct DBCapability: Capability {
 
     public init(_ policy: CapsulePolicy.DBCapability, helper: String? = nil) {
         self.policy = policy
-        process = PluginProcess(name: "db", command: [helper ?? NetCapability.helperPath(named: "capsule-db")], callSeconds: 30)
+        process = PluginProcess(name: "db", command: [helper ?? PluginProcess.helperPath(named: "capsule-db")], callSeconds: 30)
     }
 
     public func invoke(_ method: Method, _ arguments: Arguments, context: CallContext) async throws(CapabilityError) -> JSONValue {

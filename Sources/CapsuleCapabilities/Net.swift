@@ -21,15 +21,9 @@ public struct NetCapability: Capability {
     /// `helper`: the capsule-net program (by default beside the running executable).
     public init(_ policy: CapsulePolicy.NetCapability, helper: String? = nil) {
         self.policy = policy
-        let program = helper ?? NetCapability.helperPath(named: "capsule-net")
+        let program = helper ?? PluginProcess.helperPath(named: "capsule-net")
         // The helper's own timeout comes first; this one only catches a helper that hangs.
         process = PluginProcess(name: "net", command: [program], callSeconds: (policy.timeoutSeconds ?? 30) + 5)
-    }
-
-    /// A helper program beside the running executable.
-    static func helperPath(named helper: String) -> String {
-        let exe = OS.executablePath() ?? "/usr/lib/capsule/capsule"
-        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/" + helper
     }
 
     public func invoke(_ method: Method, _ arguments: Arguments, context: CallContext) async throws(CapabilityError) -> JSONValue {

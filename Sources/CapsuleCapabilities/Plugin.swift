@@ -88,6 +88,12 @@ final class PluginProcess: Sendable {
         let input: Int32
     }
 
+    /// One of capsule's own helper programs (capsule-net, capsule-db), beside the running executable.
+    static func helperPath(named helper: String) -> String {
+        let exe = OS.executablePath() ?? "/usr/lib/capsule/capsule"
+        return String(exe[..<(exe.lastIndex(of: "/") ?? exe.startIndex)]) + "/" + helper
+    }
+
     init(name: String, command: [String], callSeconds: Double) {
         self.name = name
         self.command = command

@@ -73,21 +73,22 @@ struct CommandApprover: Approver {
     }
 }
 
-/// Reads a program's answer up to its end (at most 4 KiB); nil at the deadline.
-private func readAnswer(_ fd: Int32, deadline: UInt64) -> String? {
+/// What `fd` says before `deadline`, or nil at the deadline: up to its end, or with `line` up to
+/// a newline (a byte at a time, so nothing after it is taken from a terminal). At most `limit`
+/// bytes are kept.
+private func readAnswer(_ fd: Int32, deadline: UInt64, line: Bool = false, limit: Int = 4096) -> String? {
     var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < 4096 {
+    var buffer = [UInt8](repeating: 0, count: line ? 1 : 4096)
+    while OS.now() < deadline {
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-        guard OS.now() < deadline, (try? OS.poll(&fds, timeoutMilliseconds: OS.pollMilliseconds(until: deadline))) ?? 0 > 0 else {
-            if OS.now() >= deadline { return nil }
-            continue
-        }
+        guard (try? OS.poll(&fds, timeoutMilliseconds: OS.pollMilliseconds(until: deadline))) ?? 0 > 0 else { continue }
         let count = buffer.withUnsafeMutableBytes { raw in (try? OS.read(fd, into: raw)) ?? 0 }
-        if count == 0 { break }
-        bytes += buffer[0..<count]
+        if count == 0 { return String(decoding: bytes, as: UTF8.self) }
+        if line && buffer[0] == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self).trimmingNewlines }
+        bytes += buffer[0..<min(count, max(0, limit - bytes.count))]
+        if !line && bytes.count >= limit { return String(decoding: bytes, as: UTF8.self) }
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return nil
 }
 
 /// Asks the person at the terminal (`/dev/tty`), y or n.
@@ -101,26 +102,13 @@ struct TerminalApprover: Approver {
             guard tty >= 0 else { return .denied("there is no terminal to ask") }
             defer { OS.close(tty) }
             try? OS.writeAll(tty, question)
-            guard let answer = readAnswerLine(tty, deadline: OS.now() + UInt64(approvalSeconds * 1e9)) else {
+            guard let answer = readAnswer(tty, deadline: OS.now() + UInt64(approvalSeconds * 1e9), line: true, limit: 256) else {
                 try? OS.writeAll(tty, "\n")
                 return .denied("nobody answered within \(Int(approvalSeconds)) s")
             }
             return ["y", "yes"].contains(answer.lowercased()) ? .approved : .denied("the person at the terminal said no")
         }
     }
-}
-
-private func readAnswerLine(_ fd: Int32, deadline: UInt64) -> String? {
-    var bytes: [UInt8] = []
-    while OS.now() < deadline {
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-        guard (try? OS.poll(&fds, timeoutMilliseconds: OS.pollMilliseconds(until: deadline))) ?? 0 > 0 else { continue }
-        var byte: UInt8 = 0
-        guard read(fd, &byte, 1) == 1 else { return String(decoding: bytes, as: UTF8.self) }
-        if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self).trimmingNewlines }
-        if bytes.count < 256 { bytes.append(byte) }
-    }
-    return nil
 }
 
 extension String {
