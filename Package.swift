@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // System libraries the C worker links (each a module map over a one-line header).
@@ -49,12 +50,18 @@ let package = Package(
                 dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol"],
                 swiftSettings: swiftSettings),
         .target(name: "CapsuleRuntime",
-                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox", "CapsuleCapabilities"],
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox", "CapsuleCapabilities",
+                               .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: swiftSettings),
+        // The audit log: a hash-chained JSONL file per log, shared by every session of the process.
+        .target(name: "CapsuleAudit",
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleCapabilities",
+                               .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: swiftSettings),
         .executableTarget(
             name: "capsule",
             dependencies: [
-                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol", "CapsuleCapabilities",
+                "CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol", "CapsuleCapabilities", "CapsuleAudit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -79,7 +86,7 @@ let package = Package(
 
         // For programs that embed capsule: sessions, policies and their own capabilities.
         .target(name: "CapsuleKit",
-                dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleRuntime", "CapsuleSandbox"],
+                dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleRuntime", "CapsuleSandbox", "CapsuleAudit"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "capsule-kit-example", dependencies: ["CapsuleKit"], path: "examples/kit",
                           swiftSettings: swiftSettings),
@@ -87,7 +94,7 @@ let package = Package(
         // scripts/bench-calls: capability call round trips beside a raw round trip.
         .executableTarget(
             name: "capsule-bench-calls",
-            dependencies: ["CapsuleRuntime", "CapsuleCapabilities", "CapsulePolicy", "CapsuleSandbox"],
+            dependencies: ["CapsuleRuntime", "CapsuleCapabilities", "CapsulePolicy", "CapsuleSandbox", "CapsuleAudit"],
             path: "Benchmarks/CallRoundTrip",
             swiftSettings: swiftSettings
         ),
@@ -104,9 +111,12 @@ let package = Package(
         .testTarget(name: "CapsuleCapabilitiesTests",
                     dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "CapsuleAuditTests",
+                    dependencies: ["CapsuleAudit", "CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
-                                   "CapsuleOS", "CapsuleCapabilities"],
+                                   "CapsuleOS", "CapsuleCapabilities", "CapsuleAudit"],
                     path: "Tests/Integration",
                     swiftSettings: swiftSettings),
     ]

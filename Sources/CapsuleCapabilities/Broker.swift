@@ -89,11 +89,13 @@ public final class Broker: Sendable {
     /// Checks a call synchronously; immediate methods are answered here too.
     public func admit(_ call: CapabilityCall) -> Admission {
         let started = OS.now()
+        // Fail closed: nothing proceeds that the audit log could not record.
+        do throws(AuditFailure) { try audit?.check() } catch { return .answered(Self.unaudited(error).reply) }
         let checked: AdmittedCall
         switch check(call, started: started) {
         case .failure(let error):
-            record(call, decision: error.isDenial ? .denied : .failed, reason: error.message, bytes: 0, started: started)
-            return .answered(error.reply)
+            return .answered(record(call, nil, error.reply, decision: error.isDenial ? .denied : .failed,
+                                    reason: error.message, bytes: 0, started: started))
         case .success(let admitted):
             checked = admitted
         }
@@ -110,11 +112,10 @@ public final class Broker: Sendable {
                                           summary: AuditRecord.summary(of: admitted.arguments, method: admitted.method))
             let decision = await approver?.decide(request, policy: policy)
                 ?? .denied("nobody can approve it: the policy says ask = true, and this session has no terminal and no --approver")
-            audit?.approval(request, decision: decision)
+            do throws(AuditFailure) { try audit?.approval(request, decision: decision) } catch { return Self.unaudited(error).reply }
             if case .denied(let why) = decision {
                 let error = CapabilityError.denied("\(admitted.call.capability).\(admitted.call.method) was not approved: \(why)")
-                record(admitted.call, decision: .denied, reason: error.message, bytes: 0, started: admitted.started)
-                return error.reply
+                return record(admitted, error.reply, decision: .denied, reason: error.message, bytes: 0)
             }
             if admitted.method.immediate {
                 return finish(admitted, Result { () throws(CapabilityError) in
@@ -176,22 +177,38 @@ public final class Broker: Sendable {
             if let limit = admitted.context.maxBytes, size > limit {
                 let error = CapabilityError.denied("the answer of \(call.capability).\(call.method) is \(size) bytes, more than "
                     + "\(Grants.table(call.capability)) max_bytes = \(limit) allows")
-                record(call, decision: .denied, reason: error.message, bytes: size, started: admitted.started)
-                return error.reply
+                return record(admitted, error.reply, decision: .denied, reason: error.message, bytes: size)
             }
-            record(call, decision: .allowed, reason: nil, bytes: size + Self.payloadBytes(admitted.arguments, of: admitted.method), started: admitted.started)
-            return .value(value)
+            return record(admitted, .value(value), decision: .allowed, reason: nil,
+                          bytes: size + Self.payloadBytes(admitted.arguments, of: admitted.method))
         case .failure(let error):
-            record(call, decision: error.isDenial ? .denied : .failed, reason: error.message, bytes: 0, started: admitted.started)
-            return error.reply
+            return record(admitted, error.reply, decision: error.isDenial ? .denied : .failed, reason: error.message, bytes: 0)
         }
     }
 
-    private func record(_ call: CapabilityCall, decision: AuditRecord.Decision, reason: String?, bytes: Int, started: UInt64) {
-        guard let audit else { return }
-        audit.call(AuditRecord(capability: call.capability, method: call.method,
-                               summary: AuditRecord.summary(of: call.arguments), decision: decision, reason: reason,
-                               bytes: bytes, seconds: Double(OS.now() - started) / 1e9))
+    private func record(_ admitted: AdmittedCall, _ reply: CapabilityReply, decision: AuditRecord.Decision,
+                        reason: String?, bytes: Int) -> CapabilityReply {
+        record(admitted.call, AuditRecord.summary(of: admitted.arguments, method: admitted.method), reply,
+               decision: decision, reason: reason, bytes: bytes, started: admitted.started)
+    }
+
+    /// Hands the call's record to the audit hook and returns `reply`, or, when the record cannot
+    /// be written, the failure instead: the code gets no answer the log does not hold.
+    private func record(_ call: CapabilityCall, _ summary: JSONValue?, _ reply: CapabilityReply, decision: AuditRecord.Decision,
+                        reason: String?, bytes: Int, started: UInt64) -> CapabilityReply {
+        guard let audit else { return reply }
+        do throws(AuditFailure) {
+            try audit.call(AuditRecord(capability: call.capability, method: call.method,
+                                       summary: summary ?? AuditRecord.summary(of: call.arguments), decision: decision,
+                                       reason: reason, bytes: bytes, seconds: Double(OS.now() - started) / 1e9))
+        } catch {
+            return Self.unaudited(error).reply
+        }
+        return reply
+    }
+
+    static func unaudited(_ failure: AuditFailure) -> CapabilityError {
+        .denied("\(failure.message); no capability call proceeds until it can be written")
     }
 
     /// The arguments with defaults filled in, or a TypeError naming the parameter.

@@ -56,15 +56,28 @@ public struct Parameter: Sendable {
         case any
     }
 
+    /// How the audit log shows the argument.
+    public enum Audit: Sendable {
+        /// As it is (clipped): a path, a URL, SQL text, a name.
+        case shown
+        /// Only its size: data such as file contents, a body or query parameters.
+        case size
+        /// Header names with values, credential-carrying ones redacted.
+        case headers
+    }
+
     public let name: String
     public let kind: Kind
     /// nil: the argument is required.
     public let defaultValue: JSONValue?
+    public let audit: Audit
 
-    public init(_ name: String, _ kind: Kind, default defaultValue: JSONValue? = nil) {
+    /// `audit` defaults to `.shown` for strings, numbers and booleans and to `.size` for the rest.
+    public init(_ name: String, _ kind: Kind, default defaultValue: JSONValue? = nil, audit: Audit? = nil) {
         self.name = name
         self.kind = kind
         self.defaultValue = defaultValue
+        self.audit = audit ?? ([.string, .integer, .number, .boolean].contains(kind) ? .shown : .size)
     }
 }
 

@@ -11,7 +11,7 @@ public struct NetCapability: Capability {
     public let summary = "HTTP(S) requests to the URLs the policy lists ([capabilities.net] urls and methods)."
     public let methods = [
         Method("fetch", level: .standard, parameters: [
-            Parameter("url", .string), Parameter("method", .string, default: "GET"), Parameter("headers", .object, default: [:]),
+            Parameter("url", .string), Parameter("method", .string, default: "GET"), Parameter("headers", .object, default: [:], audit: .headers),
             Parameter("body", .any, default: .null), Parameter("timeout", .number, default: .null),
         ], doc: "One HTTP request; returns a Response with .status, .headers, .content, .text and .json()."),
     ]

@@ -256,3 +256,71 @@ public enum OS {
         return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
     }
 }
+
+// MARK: Append-only logs
+
+extension OS {
+    /// Takes an exclusive `flock` on `fd` (the lock other processes' writers of the file take too).
+    public static func lockExclusive(_ fd: Int32) throws(SystemError) {
+        _ = try retrying("flock") { flock(fd, LOCK_EX) }
+    }
+
+    public static func unlock(_ fd: Int32) { flock(fd, LOCK_UN) }
+
+    /// The size and link count of an open file (a link count of 0: the file was removed).
+    public static func fileStatus(_ fd: Int32) throws(SystemError) -> (size: Int, links: Int, inode: UInt64) {
+        var info = stat()
+        _ = try retrying("fstat") { fstat(fd, &info) }
+        return (Int(info.st_size), Int(info.st_nlink), UInt64(info.st_ino))
+    }
+
+    /// Up to `count` bytes of `fd` from `offset`.
+    public static func read(_ fd: Int32, at offset: Int, count: Int) throws(SystemError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let got = try buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemError) in
+                    try retrying("pread") { pread(fd, raw.baseAddress! + filled, count - filled, off_t(offset + filled)) }
+                }
+            }.get()
+            if got == 0 { break }
+            filled += got
+        }
+        return Array(buffer[0..<filled])
+    }
+
+    public static func truncate(_ fd: Int32, to size: Int) throws(SystemError) {
+        _ = try retrying("ftruncate") { ftruncate(fd, off_t(size)) }
+    }
+
+    /// Forces the file's data to disk.
+    public static func syncData(_ fd: Int32) throws(SystemError) {
+        _ = try retrying("fdatasync") { fdatasync(fd) }
+    }
+
+    /// A second name for a file (a hard link).
+    public static func link(_ from: String, to: String) throws(SystemError) {
+        _ = try retrying("link \(to)") { Glibc.link(from, to) }
+    }
+
+    public static func rename(_ from: String, to: String) throws(SystemError) {
+        _ = try retrying("rename \(from)") { Glibc.rename(from, to) }
+    }
+
+    /// The wall clock as RFC 3339 UTC with microseconds: `2026-12-01T13:05:00.123456Z`.
+    public static func timestamp() -> String {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        var seconds = spec.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func padded(_ value: Int, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(padded(Int(parts.tm_year) + 1900, 4))-\(padded(Int(parts.tm_mon) + 1, 2))-\(padded(Int(parts.tm_mday), 2))"
+            + "T\(padded(Int(parts.tm_hour), 2)):\(padded(Int(parts.tm_min), 2)):\(padded(Int(parts.tm_sec), 2))"
+            + ".\(padded(Int(spec.tv_nsec) / 1000, 6))Z"
+    }
+}

@@ -30,3 +30,16 @@ extension Unicode.Scalar {
     /// C0 controls, DEL and C1 controls: what a terminal may act on rather than show.
     public var isControlCharacter: Bool { value < 0x20 || (0x7f...0x9f).contains(value) }
 }
+
+extension Sequence<UInt8> {
+    /// Lowercase hexadecimal, two digits a byte (digests as logs and checksums show them).
+    public var hexText: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for byte in self {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -127,6 +127,34 @@ extension Capabilities {
         ["display", "env", "file", "net", "db", "custom"].flatMap { name in [name] + ["ask", "rate_per_minute", "max_bytes"].map { "\(name).\($0)" } })
 }
 
+/// The `[audit]` table: where the session's audit log goes and how it is kept.
+public struct AuditSettings: Sendable, Equatable {
+    /// When a written line is forced to disk.
+    public enum Fsync: String, Sendable, CaseIterable {
+        /// After every line, before the action it records goes on: a power failure loses nothing.
+        case always
+        /// At most every 100 ms and at every session's end: a power failure loses at most that.
+        case batch
+        /// Left to the kernel's writeback (about 30 s): a power failure may lose that much.
+        case never
+    }
+
+    /// The log file (absolute); nil when only `capsule run --audit FILE` names one.
+    public var path: String?
+    public var fsync: Fsync = .batch
+    /// A file holding the HMAC key that makes the chain unforgeable without it.
+    public var keyFile: String?
+    /// Start a new file (the chain carried across) once the log reaches this many MiB.
+    public var rotateMB: Int?
+
+    public init(path: String? = nil, fsync: Fsync = .batch, keyFile: String? = nil, rotateMB: Int? = nil) {
+        self.path = path
+        self.fsync = fsync
+        self.keyFile = keyFile
+        self.rotateMB = rotateMB
+    }
+}
+
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.
 public struct Policy: Sendable, Equatable {
     public var level: Level
@@ -138,6 +166,8 @@ public struct Policy: Sendable, Equatable {
     /// Host paths bound read-only at the same path.
     public var readonlyPaths: [String]
     public var capabilities: Capabilities
+    /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
+    public var audit: AuditSettings?
     /// Where the policy came from: a level name or a file path.
     public var origin: String
 

@@ -29,10 +29,11 @@ struct PolicyDecoder {
                             "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
     static let sandboxKeys = ["network", "env", "readonly_paths"]
     static let topKeys = ["level", "extends", "description"]
+    static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
 
     /// Every key path a policy may use (custom capabilities and env entries by pattern).
     static var knownPaths: [String] {
-        topKeys + limitKeys.map { "limits.\($0)" } + sandboxKeys.map { "sandbox.\($0)" }
+        topKeys + limitKeys.map { "limits.\($0)" } + sandboxKeys.map { "sandbox.\($0)" } + auditKeys.map { "audit.\($0)" }
             + capabilityNames.flatMap { name in (grantKeys + capabilityKeys[name]!).map { "capabilities.\(name).\($0)" } }
             + (grantKeys + ["command"]).map { "capabilities.custom.NAME.\($0)" }
     }
@@ -62,6 +63,9 @@ struct PolicyDecoder {
         try refuseRemoved(parts, path: path, line: line)
         switch parts.count {
         case 1 where ["limits", "sandbox", "capabilities"].contains(parts[0]): return
+        case 1 where parts[0] == "audit":
+            if policy.audit == nil { policy.audit = AuditSettings() }
+            return
         case 2 where path == "sandbox.env": return
         case 2 where parts[0] == "capabilities" && (Self.capabilityNames.contains(parts[1]) || parts[1] == "custom"):
             if parts[1] != "custom" { grant(parts[1], line: line) }
@@ -78,7 +82,7 @@ struct PolicyDecoder {
             grantCustom(parts[2], line: line)
             return
         default:
-            let tables = ["limits", "sandbox", "sandbox.env", "capabilities", "capabilities.custom.NAME",
+            let tables = ["limits", "sandbox", "sandbox.env", "audit", "capabilities", "capabilities.custom.NAME",
                           "capabilities.db.databases", "capabilities.net.credentials"] + Self.capabilityNames.map { "capabilities.\($0)" }
             throw PolicyError(file: file, line: line, key: path,
                               "unknown table\(PolicyLoader.suggestion(path, among: tables))")
@@ -140,6 +144,8 @@ struct PolicyDecoder {
             if try setLimit(parts[1], &value) { return }
         case "sandbox" where parts.count == 2 || (parts.count == 3 && parts[1] == "env"):
             if try setSandbox(Array(parts.dropFirst()), &value) { return }
+        case "audit" where parts.count == 2:
+            if try setAudit(parts[1], &value) { return }
         case "capabilities" where parts.count == 3 && parts[1] != "custom":
             if Self.capabilityNames.contains(parts[1]) {
                 grant(parts[1], line: entry.line)
@@ -167,6 +173,27 @@ struct PolicyDecoder {
         if parts.count == 4, parts[1] == "custom" { candidates = candidates.map { $0.replacingNAME(with: parts[2]) } }
         throw PolicyError(file: file, line: entry.line, key: entry.path,
                           "unknown key\(PolicyLoader.suggestion(entry.path, among: candidates))")
+    }
+
+    private mutating func setAudit(_ key: String, _ value: inout Value) throws(PolicyError) -> Bool {
+        var audit = policy.audit ?? AuditSettings()
+        defer { policy.audit = audit }
+        switch key {
+        case "path": audit.path = try value.absolutePath()
+        case "fsync":
+            let mode = try value.string()
+            guard let fsync = AuditSettings.Fsync(rawValue: mode) else {
+                throw value.error("must be \"always\", \"batch\" or \"never\", not \(value.entry.value.render)")
+            }
+            audit.fsync = fsync
+        case "key_file": audit.keyFile = try value.absolutePath()
+        case "rotate_mb": audit.rotateMB = try value.integer(1...1_048_576)
+        case "enabled":
+            // No policy may switch auditing off: a policy that extends an audited one stays audited.
+            throw value.error("auditing cannot be switched off: a policy with an [audit] table (or one extending it) is audited; use a policy without [audit] and no --audit to run unaudited")
+        default: return false
+        }
+        return true
     }
 
     private mutating func setLimit(_ key: String, _ value: inout Value) throws(PolicyError) -> Bool {

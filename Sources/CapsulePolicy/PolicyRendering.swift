@@ -16,6 +16,12 @@ extension Policy {
         if let cpus = l.cpus { rows.append(("limits", "cpus", "[\(cpus.map(String.init).joined(separator: ", "))]")) }
         rows += [("sandbox", "network", quoted(network.rawValue)), ("sandbox", "readonly_paths", list(readonlyPaths))]
         rows += environment.sorted { $0.key < $1.key }.map { ("sandbox.env", $0.key, quoted($0.value)) }
+        if let audit {
+            if let path = audit.path { rows.append(("audit", "path", quoted(path))) }
+            rows.append(("audit", "fsync", quoted(audit.fsync.rawValue)))
+            if let keyFile = audit.keyFile { rows.append(("audit", "key_file", quoted(keyFile))) }
+            if let rotate = audit.rotateMB { rows.append(("audit", "rotate_mb", "\(rotate)")) }
+        }
 
         func grant(_ table: String, _ g: CapabilityGrant) -> [(String, String, String)] {
             var out = [(table, "enabled", "\(g.enabled)")]
@@ -146,6 +152,10 @@ extension Policy {
                 "  - \(l.maxFDs) open files per process, \(l.maxProcesses) processes and threads, files up to \(byteText(l.maxFileBytes))",
                 "  - output up to \(byteText(l.maxOutputBytes)) per execution, messages up to \(byteText(l.maxFrameBytes))",
                 "  - CPU cores: \(l.cpus.map { $0.map(String.init).joined(separator: ", ") } ?? "all")"]
+        if let audit {
+            let path = audit.path ?? "the file `--audit FILE` names (the run is refused without one)"
+            out += ["", "Audit:", "  - every session, execution and capability call is logged to \(path) (fsync \(audit.fsync.rawValue)\(audit.keyFile == nil ? "" : ", HMAC-keyed")\(audit.rotateMB.map { ", a new file every \($0) MiB" } ?? ""))"]
+        }
         return out.map(\.escapingControlCharacters).joined(separator: "\n") + "\n"
     }
 

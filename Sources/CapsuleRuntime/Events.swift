@@ -40,6 +40,8 @@ public enum ExecutionOutcome: Sendable, Equatable {
     /// The code was not sent: as a frame (`encodedBytes`) it is over the policy's
     /// `limits.max_frame_bytes`. The session is unchanged.
     case codeTooLarge(filename: String, bytes: Int, encodedBytes: Int, limit: Int)
+    /// The code was not sent: the audit log cannot record it (fail closed). The session is unchanged.
+    case auditFailed(String)
 }
 
 /// Why a session could not start.
@@ -48,12 +50,15 @@ public enum SessionError: Error, Sendable, Equatable, CustomStringConvertible {
     case protocolError(String)
     case startTimeout(seconds: Double)
     case exitedBeforeReady(exitCode: Int32?, signal: Int32?)
+    /// The audit log cannot record the session: nothing was started (fail closed).
+    case audit(String)
 
     public var description: String {
         switch self {
         case .sandbox(let text): text
         case .protocolError(let text): "protocol error while starting the worker: \(text)"
         case .startTimeout(let seconds): "the sandbox did not become ready within \(seconds) seconds"
+        case .audit(let text): "\(text); nothing runs until it can be written"
         case .exitedBeforeReady(let code, let signal):
             "the sandbox ended before it was ready (\(signal.map { "signal \($0)" } ?? "exit status \(code ?? -1)"))"
         }

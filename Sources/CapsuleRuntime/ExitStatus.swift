@@ -22,7 +22,7 @@ public struct ExitStatus: Sendable, Equatable {
     /// "output-limit", "memory-limit" (the cgroup killed it), "cpu-limit" (pid 1 confirmed the CPU
     /// time), "interrupted" (the supervisor interrupted it at ^C), "terminated" (at SIGTERM or
     /// SIGHUP), "early-exit" (the code's process exited before the run finished), "signal",
-    /// "protocol-error" or "capsule-error". Unlike a line on stderr, the code cannot forge it.
+    /// "protocol-error", "audit-error" (the audit log could not record it) or "capsule-error". Unlike a line on stderr, the code cannot forge it.
     public let kind: String
 
     public init(code: Int32, reason: String? = nil, kind: String? = nil) {
@@ -82,6 +82,8 @@ public struct ExitStatus: Sendable, Equatable {
             self.init(code: Self.capsuleError,
                       reason: "\(what) is \(bytes) bytes (\(encoded) as sent to the sandbox), more than the \(limit) that limits.max_frame_bytes allows; raise max_frame_bytes under [limits] in a policy file (at most 1073741824)",
                       kind: "capsule-error")
+        case .auditFailed(let text):
+            self.init(code: Self.capsuleError, reason: "\(text); the code was not run", kind: "audit-error")
         case .protocolError(let text):
             // The text may quote what the code wrote on its channel: short and harmless it must be.
             self.init(code: Self.capsuleError,

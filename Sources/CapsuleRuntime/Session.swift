@@ -6,6 +6,7 @@ import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
 import CapsuleSandbox
+import Crypto
 
 /// One sandboxed Python worker and its persistent namespace. Not thread-safe: one owner drives it.
 /// It knows nothing of terminals or HTTP: events go to a handler, input comes back from it.
@@ -52,18 +53,34 @@ public final class Session {
     private var nextID = 1
     private var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
     private let calls: CallDispatcher
+    /// Told of the session's start and end and of every execution; nil when nothing is audited.
+    private let audit: (any AuditSink)?
+    private var endAudited = false
 
     /// The broker that answers the code's capability calls.
     public var broker: Broker { calls.broker }
 
     /// Starts a sandbox for `policy`. Its capability calls go to `broker` (by default one with the
-    /// capabilities the policy grants, no audit hook and nobody to approve).
-    public init(policy: Policy, location: WorkerLocation, broker: Broker? = nil,
+    /// capabilities the policy grants, no audit hook and nobody to approve). `audit` is told of the
+    /// session and its executions (give the broker the same sink for its calls); when it cannot
+    /// record them, nothing starts.
+    public init(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
                 startTimeout: Double = 30) throws(SessionError) {
         self.policy = policy
+        self.audit = audit
         calls = CallDispatcher(broker: broker ?? Broker(policy: policy))
+        do throws(AuditFailure) {
+            try audit?.check()
+            try audit?.event(AuditEvent(.policyLoaded, [("level", .string(policy.level.rawValue)), ("origin", .string(policy.origin))]))
+        } catch {
+            throw .audit(error.message)
+        }
         let process: SandboxProcess
-        do { process = try Sandbox.launch(policy, location: location) } catch { throw .sandbox(error.description) }
+        do { process = try Sandbox.launch(policy, location: location) } catch {
+            try? audit?.event(AuditEvent(.sandboxError, [("stage", .string("launch")), ("reason", .string(error.description))]))
+            endAudited = true
+            throw .sandbox(error.description)
+        }
         pid = process.pid
         channel = process.channel
         status = process.status
@@ -80,7 +97,13 @@ public final class Session {
             return .stop
         }
         if ready, send(.configure(capabilities: calls.broker.configuration), until: OS.now() + UInt64(startTimeout * 1e9)) == nil {
-            return
+            do throws(AuditFailure) {
+                try audit?.event(AuditEvent(.sessionStart, [("pid", .number(Double(pid))), ("python", .string(pythonVersion))]))
+                return
+            } catch {
+                kill()
+                throw .audit(error.message)
+            }
         }
         kill()
         switch end {
@@ -106,7 +129,7 @@ public final class Session {
                         wantResult: Bool = true,
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
         run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
-            filename: filename, sourceBytes: code.utf8.count, onEvent: onEvent)
+            filename: filename, source: Array(code.utf8), onEvent: onEvent)
     }
 
     /// Runs a script file's bytes in the session's namespace, decoded as CPython decodes a script
@@ -115,11 +138,13 @@ public final class Session {
     public func execute(script source: [UInt8], filename: String, argv: [String],
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
         run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
-            filename: filename, sourceBytes: source.count, onEvent: onEvent)
+            filename: filename, source: source, onEvent: onEvent)
     }
 
     /// Sends the execute message made for the next execution id and pumps until it is done.
-    private func run(_ makeExecute: (String) -> SupervisorMessage, filename: String, sourceBytes: Int,
+    /// The audit log hears of it before it is sent (nothing is sent that it could not record) and
+    /// of how it ended.
+    private func run(_ makeExecute: (String) -> SupervisorMessage, filename: String, source: [UInt8],
                      onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
         guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
         let id = String(nextID)
@@ -134,9 +159,29 @@ public final class Session {
         // The worker accepts frames up to the policy's limit, as the supervisor does.
         let frame = execute.encoded
         guard frame.count <= policy.limits.maxFrameBytes else {
-            return .codeTooLarge(filename: filename, bytes: sourceBytes, encodedBytes: frame.count,
+            return .codeTooLarge(filename: filename, bytes: source.count, encodedBytes: frame.count,
                                  limit: policy.limits.maxFrameBytes)
         }
+        guard let audit else { return drive(frame, id: id, deadline: deadline, onEvent: onEvent) }
+        do throws(AuditFailure) {
+            try audit.event(AuditEvent(.execStart, [
+                ("execution", .string(id)), ("filename", .string(filename.clipped(to: 200))),
+                ("code_sha256", .string(SHA256.hash(data: source).hexText)),
+                ("code_bytes", .number(Double(source.count))),
+            ]))
+        } catch {
+            return .auditFailed(error.message)
+        }
+        let started = OS.now()
+        let outcome = drive(frame, id: id, deadline: deadline, onEvent: onEvent)
+        if case .limitExceeded(let limit) = outcome { try? audit.event(AuditEvent(.limitHit, [("execution", .string(id))] + limit.auditFields)) }
+        try? audit.event(AuditEvent(.execEnd, [("execution", .string(id))] + outcome.auditFields
+            + [("duration_s", .number((Double(OS.now() - started) / 1e6).rounded() / 1e3))]))
+        return outcome
+    }
+
+    /// Sends the execute frame and pumps until the execution is done.
+    private func drive(_ frame: [UInt8], id: String, deadline: UInt64, onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
         if let ended = send(frame) { return ended }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
@@ -253,7 +298,10 @@ public final class Session {
         guard isAlive else { return }
         let graceDeadline = OS.now() + UInt64(grace * 1e9)
         if !wait {
-            if send(.shutdown, until: graceDeadline) == nil { isAlive = false }
+            if send(.shutdown, until: graceDeadline) == nil {
+                isAlive = false
+                auditEnd()
+            }
             return
         }
         if send(.shutdown, until: graceDeadline) == nil {
@@ -457,6 +505,20 @@ public final class Session {
         while status >= 0 { readStatus() }
         isAlive = false
         calls.cancelAll()
+        auditEnd()
+    }
+
+    /// The session's last events: a sandbox stage's failure, if pid 1 reported one, then `session.end`.
+    private func auditEnd() {
+        guard let audit, !endAudited else { return }
+        endAudited = true
+        if let failure = report.failure {
+            try? audit.event(AuditEvent(.sandboxError, [("reason", .string(failure.description))]))
+        }
+        var fields: [(String, JSONValue)] = [("executions", .number(Double(nextID - 1)))]
+        if let code = report.exitCode { fields.append(("exit_code", .number(Double(code)))) }
+        if let signal = report.signal { fields.append(("signal", .number(Double(signal)))) }
+        try? audit.event(AuditEvent(.sessionEnd, fields))
     }
 
     /// Sends a message, giving up at the execution's deadline or `until` (a worker that stops
@@ -516,6 +578,36 @@ extension WorkerMessage {
         case .inputRequest: "`input_request`"
         case .done: "`done`"
         case .capCall: "`cap_call`"
+        }
+    }
+}
+
+extension LimitKind {
+    var auditFields: [(String, JSONValue)] {
+        switch self {
+        case .timeout(let seconds): [("limit", "timeout_s"), ("value", .number(seconds))]
+        case .output(let bytes): [("limit", "max_output_bytes"), ("value", .number(Double(bytes)))]
+        case .memory(let megabytes): [("limit", "memory_mb"), ("value", .number(Double(megabytes)))]
+        case .cpu(let seconds): [("limit", "cpu_seconds"), ("value", .number(Double(seconds)))]
+        }
+    }
+}
+
+extension ExecutionOutcome {
+    /// How the audit log's `exec.end` says it ended: `status`, and the exit code, error or limit.
+    var auditFields: [(String, JSONValue)] {
+        switch self {
+        case .finished(let status, let exitCode, _, let errorName):
+            [("status", .string(status.rawValue))] + (exitCode.map { [("exit_code", .number(Double($0)))] } ?? [])
+                + (errorName.map { [("error", .string($0))] } ?? [])
+        case .limitExceeded(let limit): [("status", "limit")] + limit.auditFields
+        case .workerEnded(let code, let signal):
+            [("status", "ended")] + (code.map { [("exit_code", .number(Double($0)))] } ?? [])
+                + (signal.map { [("signal", .number(Double($0)))] } ?? [])
+        case .protocolError(let text): [("status", "protocol_error"), ("reason", .string(text.clipped(to: 300)))]
+        case .killedAfterInterrupt: [("status", "killed")]
+        case .codeTooLarge: [("status", "refused")]
+        case .auditFailed(let text): [("status", "refused"), ("reason", .string(text))]
         }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import CapsuleAudit
 import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
@@ -23,6 +24,11 @@ struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A program that approves or denies calls the policy marks `ask = true`, and answers capsule.ask().",
                                discussion: "It reads each request as one JSON line on stdin and answers `approve` or `deny [reason]`. Without it, a terminal is asked; with neither, such calls are denied."))
     var approver: String?
+
+    @Option(help: ArgumentHelp("Write the audit log (hash-chained JSONL) to this file, over the policy's [audit] path.",
+                               discussion: "Every session, execution and capability call is recorded; if the file cannot be written, nothing runs. See docs/audit.md."),
+            completion: .file())
+    var audit: String?
 
     @Option(name: .customLong("display-dir"),
             help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
@@ -172,10 +178,17 @@ private func runInSession(_ options: SessionOptions,
         printError("capsule: \(problem)")
         return report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report)
     }
+    let audit: SessionAudit?
+    switch sessionAudit(policy, path: options.audit) {
+    case .success(let opened): audit = opened
+    case .failure(let failure):
+        printError("capsule: \(failure.message); nothing runs until it can be written")
+        return report(ExitStatus(code: ExitStatus.capsuleError, reason: failure.message, kind: "audit-error"), to: options.report)
+    }
     let session: Session
     do {
-        let broker = Broker(policy: policy, approver: makeApprover(options.approver))
-        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker)
+        let broker = Broker(policy: policy, audit: audit, approver: makeApprover(options.approver))
+        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit)
     } catch {
         printError("capsule: \(error)")
         return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)"), to: options.report)
@@ -230,6 +243,17 @@ private func runInSession(_ options: SessionOptions,
                             interruptSignal: stopSignal == 0 ? SIGINT : stopSignal)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return report(status, to: options.report)
+}
+
+/// The session's view of the audit log the policy's `[audit]` table or `--audit` names; nil when
+/// neither does.
+func sessionAudit(_ policy: Policy, path: String?) -> Result<SessionAudit?, AuditFailure> {
+    if policy.audit != nil, policy.audit?.path == nil, path == nil {
+        return .failure(AuditFailure("the policy \(policy.origin) has an [audit] table without a path: set path there or pass --audit FILE"))
+    }
+    guard let options = AuditOptions(policy.audit, path: path) else { return .success(nil) }
+    if options.path.isEmpty { return .failure(AuditFailure("--audit needs a file name")) }
+    return Result { () throws(AuditFailure) in SessionAudit(log: try AuditLog.shared(options), policy: policy) }
 }
 
 extension ExitStatus {

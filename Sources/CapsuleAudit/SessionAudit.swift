@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CapsuleCapabilities
+import CapsuleOS
+import CapsulePolicy
+import CapsuleProtocol
+import Crypto
+
+/// One session's view of an audit log: every event it writes names the session and its policy
+/// (name and SHA-256). Give the same one to the session and to its broker.
+public final class SessionAudit: AuditSink {
+    public let log: AuditLog
+    public let session: String
+    private let policyFields: [(String, JSONValue)]
+
+    public init(log: AuditLog, policy: Policy, session: String = SessionAudit.newSessionID()) {
+        self.log = log
+        self.session = session
+        policyFields = [("policy", .string(policy.origin)), ("policy_sha256", .string(policy.digest))]
+    }
+
+    /// 16 random hex digits.
+    public static func newSessionID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return withUnsafeBytes(of: generator.next() as UInt64) { Array($0) }.hexText
+    }
+
+    public func call(_ record: AuditRecord) throws(AuditFailure) {
+        var fields: [(String, JSONValue)] = [
+            ("capability", .string(record.capability)), ("method", .string(record.method)), ("args", record.summary),
+            ("decision", .string(record.decision.rawValue)),
+        ]
+        if let reason = record.reason { fields.append(("reason", .string(reason.clipped(to: 1000)))) }
+        fields += [("bytes", .number(Double(record.bytes))), ("ms", .number((record.seconds * 1e6).rounded() / 1e3))]
+        try write(record.decision == .denied ? .capDenied : .capCall, fields)
+    }
+
+    public func approval(_ request: ApprovalRequest, decision: ApprovalDecision) throws(AuditFailure) {
+        var fields: [(String, JSONValue)] = [
+            ("capability", .string(request.capability)), ("method", .string(request.method)), ("args", request.summary),
+        ]
+        switch decision {
+        case .approved: fields.append(("decision", "approved"))
+        case .denied(let why): fields += [("decision", "denied"), ("reason", .string(why.clipped(to: 1000)))]
+        }
+        try write(.approval, fields)
+    }
+
+    public func event(_ event: AuditEvent) throws(AuditFailure) {
+        try write(event.kind, event.fields)
+        // A session's end is on disk before the run reports it (fsync = "batch" and "always").
+        if event.kind == .sessionEnd { try log.flush() }
+    }
+
+    public func check() throws(AuditFailure) { try log.check() }
+
+    private func write(_ kind: AuditEvent.Kind, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
+        try log.append(kind.rawValue, session: session, policyFields + fields)
+    }
+}
+
+extension Policy {
+    /// SHA-256 of the effective policy's settings (`capsule policy show` without its first
+    /// comment line): the same for the same rules, wherever they were loaded from.
+    public var digest: String {
+        let text = tomlText.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().joined()
+        return SHA256.hash(data: Array(text.utf8)).hexText
+    }
+}
