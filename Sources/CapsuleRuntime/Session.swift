@@ -56,6 +56,8 @@ public final class Session {
     /// Told of the session's start and end and of every execution; nil when nothing is audited.
     private let audit: (any AuditSink)?
     private var endAudited = false
+    /// While an execution runs, the session's end is audited after the execution's.
+    private var executing = false
 
     /// The broker that answers the code's capability calls.
     public var broker: Broker { calls.broker }
@@ -173,10 +175,13 @@ public final class Session {
             return .auditFailed(error.message)
         }
         let started = OS.now()
+        executing = true
         let outcome = drive(frame, id: id, deadline: deadline, onEvent: onEvent)
+        executing = false
         if case .limitExceeded(let limit) = outcome { try? audit.event(AuditEvent(.limitHit, [("execution", .string(id))] + limit.auditFields)) }
         try? audit.event(AuditEvent(.execEnd, [("execution", .string(id))] + outcome.auditFields
             + [("duration_s", .number((Double(OS.now() - started) / 1e6).rounded() / 1e3))]))
+        if !isAlive { auditEnd() }
         return outcome
     }
 
@@ -505,7 +510,7 @@ public final class Session {
         while status >= 0 { readStatus() }
         isAlive = false
         calls.cancelAll()
-        auditEnd()
+        if !executing { auditEnd() }
     }
 
     /// The session's last events: a sandbox stage's failure, if pid 1 reported one, then `session.end`.

@@ -191,7 +191,8 @@ private func runInSession(_ options: SessionOptions,
         session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit)
     } catch {
         printError("capsule: \(error)")
-        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)"), to: options.report)
+        let kind = if case SessionError.audit = error { "audit-error" } else { "capsule-error" }
+        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)", kind: kind), to: options.report)
     }
     for note in session.notes { printError("capsule: note: \(note)") }
     session.interruptDescriptor = installInterruptHandler()
