@@ -147,7 +147,7 @@ public struct NetCapability: Capability {
     }
 
     /// Why `url` is not within `urls`, or nil. A ws:// URL is allowed by its ws:// or its http://
-    /// form, wss:// by wss:// or https:// (`allowListForms`); an http entry never allows ws.
+    /// form, wss:// by wss:// or https:// (`allowListForms`); a ws(s) entry never allows http(s).
     public static func allowListProblem(_ url: RequestURL, urls: [String]) -> CapabilityError? {
         guard !url.allowListForms.contains(where: { NetAllowList.entry(allowing: $0, in: urls) != nil }) else { return nil }
         let listed = urls.isEmpty ? "it lists none" : urls.joined(separator: ", ")
