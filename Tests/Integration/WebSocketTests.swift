@@ -13,6 +13,12 @@ import CapsuleOS
 @Suite(.serialized) struct WebSocketTests {
     func server() throws -> HTTPServer { try HTTPServer(script: "websocket_server.py") }
 
+    /// Whether `check` holds within 10 s: the server logs a connection's end on its own thread.
+    func eventually(_ check: () -> Bool) -> Bool {
+        for _ in 0..<100 where !check() { Host.sleep(seconds: 0.1) }
+        return check()
+    }
+
     func policy(_ urls: [String], level: String = "trusted", websocket: Bool = true, extra: String = "") throws -> Policy {
         try PolicyLoader.parse("""
             level = "\(level)"
@@ -40,7 +46,7 @@ import CapsuleOS
             """, policy: policy(["http://127.0.0.1:\(server.port)/echo"])) // the http:// entry allows ws:// too
         #expect(transcript.lines == ["'hello'", #"b'\x00\xffbin'"#, "é€", "é€ <WebSocket ws://127.0.0.1:\(server.port)/echo open>",
                                      "True 1000 <WebSocket ws://127.0.0.1:\(server.port)/echo closed>"], "\(transcript)")
-        #expect(server.requests.contains(#""ended": "/echo""#), "the close ended the connection: \(server.requests)")
+        #expect(eventually { server.requests.contains(#""ended": "/echo""#) }, "the close ended the connection: \(server.requests)")
     }
 
     @Test func withoutWebSocketTrueOrBelowTrustedItIsRefused() throws {
@@ -315,8 +321,7 @@ import CapsuleOS
         #expect(transcript.lines == ["waiting"], "\(transcript)")
         session.shutdown(grace: 1)
         // The helper holding the socket is stopped with the session; the server sees the end.
-        for _ in 0..<100 where !server.requests.contains(#""ended": "/echo""#) { Host.sleep(seconds: 0.1) }
-        #expect(server.requests.contains(#""ended": "/echo""#), "the connection outlived its session: \(server.requests)")
+        #expect(eventually { server.requests.contains(#""ended": "/echo""#) }, "the connection outlived its session: \(server.requests)")
         Sandboxed.expectNewSessionWorks()
     }
 }

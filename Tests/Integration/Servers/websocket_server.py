@@ -12,6 +12,7 @@ Usage: websocket_server.py ADDRESS LOGFILE — prints the port it listens on, th
   /drop               takes one message, then ends the connection without a close frame
   /ping               pings; on the pong, sends "pong received", then echoes
   /reject             answers 403 instead of upgrading
+A TLS handshake (wss:// to this plain server) is never answered.
 Every handshake's path and headers are appended to LOGFILE as one JSON line, and {"ended": path}
 when its connection ends.
 """
@@ -63,6 +64,9 @@ def frame(opcode, payload, fin=True):
 
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
+        if self.rfile.peek(1)[:1] == b"\x16":  # a TLS ClientHello: never answered, until the client gives up
+            self.rfile.read()
+            return
         request = self.rfile.readline().decode("latin-1").split()
         headers = {}
         while True:
