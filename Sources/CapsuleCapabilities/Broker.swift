@@ -131,6 +131,11 @@ public final class Broker: Sendable {
         }
     }
 
+    /// The session ended: each capability releases what outlives its calls.
+    public func sessionEnded() {
+        for capability in registry.values { capability.sessionEnded() }
+    }
+
     // MARK: Internals
 
     private func check(_ call: CapabilityCall, started: UInt64) -> Result<AdmittedCall, CapabilityError> {
@@ -159,7 +164,7 @@ public final class Broker: Sendable {
                 return .failure(.denied("\(call.capability).\(method.name) carries \(size) bytes, more than \(table) max_bytes = \(limit) allows"))
             }
         }
-        if let rate = grant.ratePerMinute, !limiter.withLock({ $0.admit(call.capability, rate: rate, now: started) }) {
+        if let rate = grant.ratePerMinute, method.counted, !limiter.withLock({ $0.admit(call.capability, rate: rate, now: started) }) {
             return .failure(.denied("rate limit: \(table) rate_per_minute = \(rate), and this call would be call \(rate + 1) within a minute"))
         }
         let context = CallContext(policy: policy, maxBytes: grant.maxBytes, capability: call.capability,

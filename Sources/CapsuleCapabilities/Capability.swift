@@ -15,6 +15,8 @@ public protocol Capability: Sendable {
     func invoke(_ method: Method, _ arguments: Arguments, context: CallContext) async throws(CapabilityError) -> JSONValue
     /// Does the work of an admitted `immediate` method on the session's thread.
     func invokeImmediately(_ method: Method, _ arguments: Arguments, context: CallContext) throws(CapabilityError) -> JSONValue
+    /// The session ended: release what outlives a call (net's WebSockets).
+    func sessionEnded()
 }
 
 extension Capability {
@@ -25,6 +27,8 @@ extension Capability {
     public func invokeImmediately(_ method: Method, _ arguments: Arguments, context: CallContext) throws(CapabilityError) -> JSONValue {
         throw .runtime("\(name).\(method.name) cannot be answered immediately")
     }
+
+    public func sessionEnded() {}
 }
 
 /// A method the code can call: `file.read_text(path)`.
@@ -38,13 +42,18 @@ public struct Method: Sendable {
     /// Cheap and never blocking (`env.get`): answered on the session's own thread, in order with
     /// the code's output, without a task.
     public let immediate: Bool
+    /// Whether a call counts against the table's `rate_per_minute` (waiting for a WebSocket
+    /// message does not).
+    public let counted: Bool
 
-    public init(_ name: String, level: Level, parameters: [Parameter] = [], immediate: Bool = false, doc: String) {
+    public init(_ name: String, level: Level, parameters: [Parameter] = [], immediate: Bool = false, counted: Bool = true,
+                doc: String) {
         self.name = name
         self.doc = doc
         self.parameters = parameters
         self.level = level
         self.immediate = immediate
+        self.counted = counted
     }
 }
 

@@ -1,7 +1,7 @@
 import CapsulePolicy
 
 /// A request URL taken apart: `scheme://host[:port]/path[?query]` (a fragment is dropped; user
-/// names and passwords are refused).
+/// names and passwords are refused). The scheme is http, https, or (for net.websocket) ws, wss.
 public struct RequestURL: Sendable, Equatable {
     public let scheme: String
     /// Lowercased; an IPv6 address keeps its brackets.
@@ -12,14 +12,13 @@ public struct RequestURL: Sendable, Equatable {
 
     public init?(_ text: String) {
         let lower = text.lowercased()
-        let scheme: String
-        if lower.hasPrefix("https://") { scheme = "https" } else if lower.hasPrefix("http://") { scheme = "http" } else { return nil }
+        guard let scheme = ["https", "http", "wss", "ws"].first(where: { lower.hasPrefix($0 + "://") }) else { return nil }
         var rest = Substring(text.dropFirst(scheme.count + 3))
         if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
         let authority = rest.prefix { $0 != "/" && $0 != "?" }
         guard !authority.isEmpty, !authority.contains("@"), !text.contains(where: { $0 == " " || $0 == "\\" || $0.isNewline }) else { return nil }
         var host = Substring(authority)
-        var port = scheme == "https" ? 443 : 80
+        var port = Self.defaultPort(scheme)
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
             guard let number = Int(authority[authority.index(after: colon)...]), (1...65535).contains(number),
                   authority[authority.index(after: colon)...].allSatisfy(\.isNumber) else { return nil }
@@ -40,9 +39,23 @@ public struct RequestURL: Sendable, Equatable {
         self.query = query
     }
 
+    public static func defaultPort(_ scheme: String) -> Int { scheme == "https" || scheme == "wss" ? 443 : 80 }
+
+    public var isWebSocket: Bool { scheme == "ws" || scheme == "wss" }
+    /// Whether the connection is TLS (https, wss).
+    public var isSecure: Bool { scheme == "https" || scheme == "wss" }
+
     /// What the allow-list compares: no query.
     public var prefixForm: String { "\(scheme)://\(host):\(port)\(path)" }
-    public var text: String { "\(scheme)://\(host)\(port == (scheme == "https" ? 443 : 80) ? "" : ":\(port)")\(path)\(query.map { "?\($0)" } ?? "")" }
+    /// The forms a `urls` entry may allow: a ws:// URL is also allowed by the entry for the same
+    /// http:// URL (wss:// by https://), the URL its handshake request goes to.
+    public var allowListForms: [String] {
+        guard isWebSocket else { return [prefixForm] }
+        return [prefixForm, "\(isSecure ? "https" : "http")://\(host):\(port)\(path)"]
+    }
+    public var text: String { "\(scheme)://\(host)\(port == Self.defaultPort(scheme) ? "" : ":\(port)")\(path)\(query.map { "?\($0)" } ?? "")" }
+    /// The request target of the request line: path and query.
+    public var target: String { path + (query.map { "?\($0)" } ?? "") }
     /// The host without IPv6 brackets, as a resolver or a socket address wants it.
     public var bareHost: String { host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host }
 

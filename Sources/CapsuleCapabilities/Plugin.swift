@@ -105,12 +105,15 @@ final class PluginProcess: Sendable {
     }
 
     /// Sends a request and waits (on a task) for its answer; a plugin that does not answer in
-    /// time is stopped, and the next request starts it anew.
-    func request(_ method: String, params: JSONValue) async -> Result<JSONValue, CapabilityError> {
+    /// time (`seconds`, by default `callSeconds`; infinity: no limit) is stopped, and the next
+    /// request starts it anew.
+    func request(_ method: String, params: JSONValue, seconds: Double? = nil) async -> Result<JSONValue, CapabilityError> {
         let id = state.withLock { state in defer { state.nextID += 1 }; return state.nextID }
-        let timeout = Task(executorPreference: CallExecutor.shared) { [callSeconds] in
-            try await Task.sleep(for: .seconds(callSeconds))
-            self.fail(id, .timeout("the plugin \(self.name) did not answer within \(callSeconds) s; it was stopped and starts again on the next call"),
+        let limit = seconds ?? callSeconds
+        let timeout = Task(executorPreference: CallExecutor.shared) {
+            guard limit.isFinite else { return }
+            try await Task.sleep(for: .seconds(limit))
+            self.fail(id, .timeout("the plugin \(self.name) did not answer within \(limit) s; it was stopped and starts again on the next call"),
                       stopping: true)
         }
         defer { timeout.cancel() }
@@ -123,6 +126,11 @@ final class PluginProcess: Sendable {
         } onCancel: {
             fail(id, .runtime("the call was cancelled: the session ended"), stopping: false)
         }
+    }
+
+    /// Stops the running process, if any (its reader reaps it and fails the calls it had).
+    func stop() {
+        if let running = state.withLock({ $0.running }) { OS.kill(running.pid, SIGKILL) }
     }
 
     /// The same, from a thread that may block (the session's, while it starts).

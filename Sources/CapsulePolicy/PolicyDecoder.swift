@@ -518,9 +518,9 @@ enum Validate {
 
     private static func parseURL(_ url: String) -> Result<AllowListURL, URLProblem> {
         func problem(_ sentence: String) -> Result<AllowListURL, URLProblem> { .failure(URLProblem(sentence: sentence)) }
-        let scheme: String
-        if url.hasPrefix("https://") { scheme = "https://" } else if url.hasPrefix("http://") { scheme = "http://" } else {
-            return problem("must start with https:// or http://")
+        // ws:// and wss:// entries allow only net.websocket (docs/policy.md).
+        guard let scheme = ["https://", "http://", "wss://", "ws://"].first(where: url.hasPrefix) else {
+            return problem("must start with https:// or http:// (or wss:// or ws:// for WebSockets)")
         }
         let rest = url.dropFirst(scheme.count)
         let authority = rest.prefix { $0 != "/" }
@@ -529,7 +529,7 @@ enum Validate {
         if url.contains("?") || url.contains("#") { return problem("must not have a query or fragment: it is a prefix") }
         if url.contains(where: { $0 == " " || $0 == "\\" }) { return problem("must not contain spaces or backslashes") }
         var host = Substring(authority)
-        var port = scheme == "https://" ? 443 : 80
+        var port = scheme == "https://" || scheme == "wss://" ? 443 : 80
         if let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") {
             let digits = authority[authority.index(after: colon)...]
             // Digits only: `Int` would also take "+443".

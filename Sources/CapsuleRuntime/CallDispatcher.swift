@@ -91,5 +91,6 @@ final class CallDispatcher: Sendable {
             return Array(state.running.values)
         }
         for task in tasks { task.cancel() }
+        broker.sessionEnded()
     }
 }

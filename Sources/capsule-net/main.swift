@@ -1,7 +1,7 @@
 // capsule-net: the helper process that performs the `net` capability's requests for the
 // supervisor (Sources/CapsuleCapabilities/Net.swift). It speaks the plugin protocol on stdin and
 // stdout (JSON-RPC 2.0, one message a line) and is the only part of capsule that links an HTTP
-// and TLS stack. Every hop of a request is checked against the policy the supervisor sends with
+// and TLS stack (WebSockets: WebSocket.swift). Every hop of a request is checked against the policy the supervisor sends with
 // the call; the name is resolved here, every address it resolves to is checked, and the
 // connection goes to the checked address (no second lookup that DNS rebinding could answer).
 #if canImport(Glibc)
@@ -165,4 +165,6 @@ func send(_ request: HTTPClientRequest, on client: HTTPClient, url: RequestURL, 
     ]))
 }
 
-Helper.serve(summary: "HTTP(S) for capsule's net capability.") { params in await fetch(params) }
+Helper.serve(summary: "HTTP(S) and WebSockets for capsule's net capability.") { params in
+    params["method"]?.stringValue == "fetch" ? await fetch(params) : await webSocketCall(params)
+}

@@ -43,6 +43,22 @@ import Testing
         }
     }
 
+    @Test func aWebSocketURLIsAllowedByItsOwnEntryOrItsHTTPForm() throws {
+        let ws = try #require(RequestURL("WS://127.0.0.1:8080/feed?x=1"))
+        #expect(ws.isWebSocket && !ws.isSecure && ws.port == 8080 && ws.target == "/feed?x=1")
+        #expect(ws.allowListForms == ["ws://127.0.0.1:8080/feed", "http://127.0.0.1:8080/feed"])
+        let wss = try #require(RequestURL("wss://stream.example.com/v2/ticks"))
+        #expect(wss.port == 443 && wss.isSecure && wss.text == "wss://stream.example.com/v2/ticks")
+        #expect(NetCapability.allowListProblem(ws, urls: ["http://127.0.0.1:8080/"]) == nil)
+        #expect(NetCapability.allowListProblem(ws, urls: ["ws://127.0.0.1:8080/feed"]) == nil)
+        #expect(NetCapability.allowListProblem(wss, urls: ["https://stream.example.com/v2/"]) == nil)
+        #expect(NetCapability.allowListProblem(wss, urls: ["http://stream.example.com:443/v2/", "ws://stream.example.com:443/v2/"])?.isDenial == true,
+                "wss needs a TLS entry")
+        #expect(NetCapability.allowListProblem(ws, urls: ["https://127.0.0.1:8080/"])?.isDenial == true)
+        let http = try #require(RequestURL("http://127.0.0.1:8080/feed"))
+        #expect(NetCapability.allowListProblem(http, urls: ["ws://127.0.0.1:8080/"])?.isDenial == true, "a ws entry allows no fetch")
+    }
+
     @Test func redirectsResolveAgainstTheRequest() throws {
         let url = try #require(RequestURL("http://a.example:8080/dir/page?x=1"))
         #expect(url.resolving("/top")?.text == "http://a.example:8080/top")

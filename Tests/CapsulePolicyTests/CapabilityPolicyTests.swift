@@ -46,7 +46,7 @@ private let escalations: [Rejected] = [
     Rejected("unknown method", "level = \"trusted\"\n[capabilities.net]\nmethods = [\"CONNECT\"]",
              "p.toml:3: `capabilities.net.methods`: `CONNECT` is not an HTTP method capsule knows (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"),
     Rejected("ftp URL", "level = \"standard\"\n[capabilities.net]\nurls = [\"ftp://example.com/\"]",
-             "p.toml:3: `capabilities.net.urls`: `ftp://example.com/` must start with https:// or http://"),
+             "p.toml:3: `capabilities.net.urls`: `ftp://example.com/` must start with https:// or http:// (or wss:// or ws:// for WebSockets)"),
     Rejected("URL with a password", "level = \"standard\"\n[capabilities.net]\nurls = [\"https://u:p@example.com/\"]",
              "p.toml:3: `capabilities.net.urls`: `https://u:p@example.com/` must not carry a user name or password"),
     Rejected("URL with a query", "level = \"standard\"\n[capabilities.net]\nurls = [\"https://example.com/?a=1\"]",

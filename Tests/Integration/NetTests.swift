@@ -11,18 +11,18 @@ import CapsulePolicy
 import CapsuleRuntime
 import CapsuleOS
 
-/// Tests/Integration/Servers/http_server.py on `address`, killed when this goes away.
+/// Tests/Integration/Servers/http_server.py (or `script`) on `address`, killed when this goes away.
 final class HTTPServer {
     let pid: pid_t
     let port: Int
     let log: String
     let address: String
 
-    init(address: String = "127.0.0.1") throws {
+    init(address: String = "127.0.0.1", script: String = "http_server.py") throws {
         self.address = address
         log = try Host.temporaryDirectory() + "/requests.log"
         let (read, write) = try OS.socketPair()
-        pid = try OS.spawn("/usr/bin/python3", arguments: ["\(Host.repository)/Tests/Integration/Servers/http_server.py", address, log],
+        pid = try OS.spawn("/usr/bin/python3", arguments: ["\(Host.repository)/Tests/Integration/Servers/\(script)", address, log],
                            descriptors: [(1, write)])
         OS.close(write)
         defer { OS.close(read) }
@@ -35,7 +35,7 @@ final class HTTPServer {
         }
         guard let port = Int(String(decoding: bytes, as: UTF8.self).trimmingCharactersNewline) else {
             kill(pid, SIGKILL)
-            throw SystemError("http_server.py did not start", errno: EIO)
+            throw SystemError("\(script) did not start", errno: EIO)
         }
         self.port = port
     }

@@ -234,8 +234,89 @@ def _fetch(self, url, method="GET", headers=None, body=None, json=None, timeout=
                                           "timeout": timeout}))
 
 
+class WebSocketClosed(ConnectionError):
+    """The WebSocket is closed; .code and .reason say how (1000: a normal close, 1006: the
+    connection ended without a close frame, 1009: a message was larger than max_bytes)."""
+
+    def __init__(self, message, code=1006, reason=""):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket:
+    """An open WebSocket, from net.websocket(url). send(str | bytes) sends a text or binary
+    message; recv(timeout=None) returns the next one (str for text, bytes for binary) and raises
+    WebSocketClosed (a ConnectionError) once it is closed, TimeoutError when none came in time;
+    close(code=1000, reason="") closes it. `with` closes it too; iterating yields the messages
+    until the server closes it. .closed, .close_code, .close_reason and .url say where it stands."""
+
+    def __init__(self, url, socket):
+        self.url = url
+        self.closed = False
+        self.close_code = None
+        self.close_reason = ""
+        self._socket = socket
+
+    def send(self, message):
+        """Send one message: str as a text message, bytes (bytearray, memoryview) as a binary one."""
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)
+        if not isinstance(message, (str, bytes)):
+            raise TypeError(f"WebSocket.send() takes str or bytes, not {type(message).__name__}")
+        self._check_open()
+        call("net", "ws_send", {"socket": self._socket, "data": message})
+
+    def recv(self, timeout=None):
+        """The next message (str or bytes), waiting up to timeout seconds (None: until one comes)."""
+        self._check_open()
+        answer = call("net", "ws_recv", {"socket": self._socket, "timeout": timeout})
+        if answer.get("closed"):
+            self.closed, self.close_code, self.close_reason = True, answer["code"], answer["reason"]
+            self._check_open()
+        return answer["data"].decode("utf-8") if answer["text"] else answer["data"]
+
+    def close(self, code=1000, reason=""):
+        """Close the WebSocket (code 1000 or 3000-4999, reason up to 123 bytes); closing twice does nothing."""
+        if self.closed:
+            return
+        call("net", "ws_close", {"socket": self._socket, "code": code, "reason": reason})
+        self.closed, self.close_code, self.close_reason = True, code, reason
+
+    def _check_open(self):
+        if self.closed:
+            how = f"code {self.close_code}" + (f": {self.close_reason}" if self.close_reason else "")
+            raise WebSocketClosed(f"the WebSocket to {self.url} is closed ({how})", self.close_code, self.close_reason)
+
+    def __iter__(self):
+        while True:
+            try:
+                yield self.recv()
+            except WebSocketClosed:
+                return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<WebSocket {self.url} {'closed' if self.closed else 'open'}>"
+
+
+WebSocket.__module__ = WebSocketClosed.__module__ = "capsule"
+
+
+def _websocket(self, url, headers=None, timeout=None):
+    """Open a WebSocket (ws:// or wss://) to a URL the policy lists ([capabilities.net] urls and
+    websocket = true, level trusted); returns a WebSocket. timeout bounds the handshake."""
+    answer = call("net", "websocket", {"url": str(url), "headers": dict(headers or {}), "timeout": timeout})
+    return WebSocket(str(url), answer["socket"])
+
+
 _EXTRAS = {"file": {"read_text": _read_text, "write_text": _write_text, "open": _open},
-           "net": {"fetch": _fetch}}
+           "net": {"fetch": _fetch, "websocket": _websocket}}
 
 
 def _display(*objs, raw=False):
@@ -294,6 +375,8 @@ def install(capabilities, namespace):
     module.CapabilityDenied = CapabilityDenied
     module.Capability = Capability
     module.Response = Response
+    module.WebSocket = WebSocket
+    module.WebSocketClosed = WebSocketClosed
     for name in BUILTIN:
         setattr(module, name, Ungranted(name))
     granted = {}
