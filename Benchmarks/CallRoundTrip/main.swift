@@ -1,4 +1,5 @@
-// Capability call round trips, beside a raw round trip to the same worker, in one run:
+// Capability call round trips, beside a raw round trip to the same worker, in one run, and
+// calls a second from 1, 2, 4 and 8 threads of the session:
 //   swift run -c release capsule-bench-calls     (scripts/bench-calls)
 // The raw round trip is an input() answered at once by the session's handler (a frame out, a
 // frame back, no broker); the no-op call is env.names() (answered on the session's thread), and
@@ -41,18 +42,21 @@ let code = """
     raw = timed(input)
     noop = timed(env.names)
     task = timed(lambda: file.exists("/usr/lib"))
+    from time import process_time
     def threads(k, fn):
         per = N // k
         def work():
             for _ in range(per): fn()
         ts = [threading.Thread(target=work) for _ in range(k)]
-        t = perf_counter()
+        t, cpu = perf_counter(), process_time()
         for x in ts: x.start()
         for x in ts: x.join()
-        return per * k / (perf_counter() - t)
+        wall = perf_counter() - t
+        return per * k / wall, (process_time() - cpu) / wall  # calls a second; the worker's busy cores
     exists = lambda: file.exists("/usr/lib")
-    rates = [threads(1, env.names), threads(8, env.names), threads(1, exists), threads(8, exists)]
-    print(f"{raw[0]:.1f} {raw[1]:.1f} {noop[0]:.1f} {noop[1]:.1f} {task[0]:.1f} {task[1]:.1f} " + " ".join(f"{r:.0f}" for r in rates))
+    rates = [threads(k, fn) for fn in (env.names, exists) for k in (1, 2, 4, 8)]
+    print(f"{raw[0]:.1f} {raw[1]:.1f} {noop[0]:.1f} {noop[1]:.1f} {task[0]:.1f} {task[1]:.1f} "
+          + " ".join(f"{r:.0f} {c:.2f}" for r, c in rates))
     """
 _ = session.execute(code, wantResult: false) { event in
     switch event {
@@ -64,7 +68,8 @@ _ = session.execute(code, wantResult: false) { event in
     return nil
 }
 let numbers = output.split(separator: " ").compactMap { Double($0.trimmingSuffix("\n")) }
-guard numbers.count == 10 else {
+let threadCounts = [1, 2, 4, 8]
+guard numbers.count == 6 + 4 * threadCounts.count else {
     FileHandleless.write(2, "capsule-bench-calls: the benchmark did not finish: \(output)\n")
     exit(1)
 }
@@ -76,10 +81,14 @@ for (name, value) in [("raw: input() answered at once (baseline)", raw), ("env.n
                       ("file.exists() — call on the broker's threads", task)] {
     print("| \(name) | \(String(format1: value.0)) | \(String(format1: value.1)) | \(String(format1: value.0 / raw.0)) |")
 }
-print("\n| calls a second | 1 thread | 8 threads |")
-print("|---|---|---|")
-print("| env.names() | \(Int(numbers[6])) | \(Int(numbers[7])) |")
-print("| file.exists() | \(Int(numbers[8])) | \(Int(numbers[9])) |")
+print("\n| calls a second, all threads together | " + threadCounts.map { "\($0) thread\($0 == 1 ? "" : "s")" }.joined(separator: " | ") + " |")
+print("|---|" + threadCounts.map { _ in "---|" }.joined())
+// Each rate is followed by the worker's CPU time over the wall time (its busy cores).
+for (row, name) in ["env.names()", "file.exists()"].enumerated() {
+    let pairs = Array(numbers[(6 + row * 2 * threadCounts.count)...].prefix(2 * threadCounts.count))
+    print("| \(name) | " + stride(from: 0, to: pairs.count, by: 2).map { "\(Int(pairs[$0]))" }.joined(separator: " | ") + " |")
+    print("| \(name): worker's busy cores | " + stride(from: 1, to: pairs.count, by: 2).map { String(format2: pairs[$0]) }.joined(separator: " | ") + " |")
+}
 
 enum FileHandleless {
     static func write(_ fd: Int32, _ text: String) {
@@ -93,6 +102,13 @@ extension Substring {
 }
 
 extension String {
+    /// Two decimals.
+    init(format2 value: Double) {
+        let hundredths = Int((value * 100).rounded())
+        let fraction = abs(hundredths % 100)
+        self = "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+
     /// One decimal, without Foundation's String(format:).
     init(format1 value: Double) {
         let tenths = Int((value * 10).rounded())

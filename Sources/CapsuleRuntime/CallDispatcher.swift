@@ -62,13 +62,14 @@ final class CallDispatcher: Sendable {
     }
 
     private func post(_ answer: CapabilityAnswer) {
-        let posted = state.withLock { state in
+        let first = state.withLock { state in
             guard state.running.removeValue(forKey: answer.id) != nil, !state.closed else { return false }
             state.answers.append(answer)
-            return true
+            return state.answers.count == 1
         }
+        // One wake-up for a batch: answers posted before the session takes the first come with it.
         var byte: UInt8 = 1
-        if posted { _ = write(wake, &byte, 1) } // a full pipe already wakes the session
+        if first { _ = write(wake, &byte, 1) } // a full pipe already wakes the session
     }
 
     /// The answers that arrived, in order.

@@ -58,6 +58,8 @@ public final class Session {
     private var endAudited = false
     /// While an execution runs, the session's end is audited after the execution's.
     private var executing = false
+    /// Answers not yet sent (`sendReply`); `send` puts them before anything else it sends.
+    private var replies: [UInt8] = []
 
     /// The broker that answers the code's capability calls.
     public var broker: Broker { calls.broker }
@@ -343,6 +345,8 @@ public final class Session {
 
     private func sendAnswer(_ answer: CapabilityAnswer) -> Step { sendReply(answer.id, answer.reply) }
 
+    /// Queues a call's answer; the answers queued while frames are read go out in one write (see
+    /// `pump`), so many threads' calls cost the worker one read, not one each.
     private func sendReply(_ id: String, _ reply: CapabilityReply) -> Step {
         var frame = SupervisorMessage.capReply(id: id, reply: reply).encoded
         let limit = policy.limits.maxFrameBytes
@@ -352,7 +356,13 @@ public final class Session {
                 message: "the answer is \(frame.count) bytes as sent, more than the \(limit) one frame may carry "
                     + "(limits.max_frame_bytes in the policy); ask for less at a time", errno: nil)).encoded
         }
-        return send(frame) == nil ? .continue : .stop
+        replies += frame
+        return .continue
+    }
+
+    /// Sends the queued answers; false when the worker is gone or out of time.
+    private func sendReplies() -> Bool {
+        replies.isEmpty || send([]) == nil
     }
 
     // MARK: Internals
@@ -384,6 +394,8 @@ public final class Session {
                 while OS.now() < min(deadline, interruptDeadline ?? .max), let json = try decoder.next() {
                     let message: WorkerMessage
                     do { message = try WorkerMessage(json) } catch { return .protocolError(error.description) }
+                    // Answers wait only for the calls that follow them, never for a handler that may block.
+                    if !message.isCapCall && !sendReplies() { return .stopped }
                     switch handle(message) {
                     case .continue: continue
                     case .stop: return .stopped
@@ -398,6 +410,7 @@ public final class Session {
 
             let deadline = min(deadline, interruptDeadline ?? .max)
             if OS.now() >= deadline { return .deadline }
+            if !sendReplies() { return .stopped }
             var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
             for entry in outputs where entry.fd >= 0 { fds.append(pollfd(fd: entry.fd, events: Int16(POLLIN), revents: 0)) }
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
@@ -533,8 +546,10 @@ public final class Session {
     }
 
     private func send(_ frame: [UInt8], until limit: UInt64? = nil) -> ExecutionOutcome? {
+        let bytes = replies.isEmpty ? frame : replies + frame
+        replies.removeAll(keepingCapacity: true)
         do {
-            if try OS.sendAll(channel, frame, deadline: limit ?? deadline ?? OS.now()) { return nil }
+            if try OS.sendAll(channel, bytes, deadline: limit ?? deadline ?? OS.now()) { return nil }
             return expired()
         } catch {
             reap()
@@ -572,6 +587,11 @@ extension WorkerMessage {
              .inputRequest(let id, _, _), .done(let id, _, _, _): id
         case .capCall: nil // a call belongs to a thread of the code, not to one execution
         }
+    }
+
+    var isCapCall: Bool {
+        if case .capCall = self { return true }
+        return false
     }
 
     var typeName: String {

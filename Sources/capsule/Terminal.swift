@@ -30,6 +30,10 @@ struct SessionOptions: ParsableArguments {
             completion: .file())
     var audit: String?
 
+    @Option(name: .customLong("approval-timeout"),
+            help: ArgumentHelp("Seconds the approver or the person at the terminal has to answer (default 60); no answer denies the call."))
+    var approvalTimeout: Double = 60
+
     @Option(name: .customLong("display-dir"),
             help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
                                discussion: "Without it, only the text/plain part of a display is printed."))
@@ -37,6 +41,9 @@ struct SessionOptions: ParsableArguments {
 
     /// A report that cannot be written is refused before anything runs, in one sentence.
     func validate() throws {
+        guard approvalTimeout > 0 && approvalTimeout <= 86400 else {
+            throw ValidationError("--approval-timeout takes seconds above 0 and at most 86400 (a day), such as 60")
+        }
         guard let report else { return }
         switch openReport(report, creating: false) {
         case .success(let fd): OS.close(fd)
@@ -72,8 +79,9 @@ struct SourceError: Error {
     init(_ message: String) { self.message = message }
 }
 
-/// One of our output streams: filtered when it is a terminal, passed through otherwise (a pipe or
-/// file gets exactly what the code wrote).
+/// One of our output streams: filtered when it is a terminal (and written through `Screen`, which
+/// holds it while an approval question waits), passed through otherwise (a pipe or file gets
+/// exactly what the code wrote).
 private struct Output {
     let fd: Int32
     var filter: TerminalFilter?
@@ -84,15 +92,15 @@ private struct Output {
     }
 
     mutating func write(_ text: String) {
-        try? OS.writeAll(fd, filter?.filter(text) ?? text)
+        if let shown = filter?.filter(text) { Screen.shared.write(fd, shown) } else { try? OS.writeAll(fd, text) }
     }
 
     mutating func write(_ bytes: [UInt8]) {
-        if let text = filter?.filter(bytes: bytes) { try? OS.writeAll(fd, text) } else { try? OS.writeAll(fd, bytes) }
+        if let shown = filter?.filter(bytes: bytes) { Screen.shared.write(fd, shown) } else { try? OS.writeAll(fd, bytes) }
     }
 
     mutating func finish() {
-        if let rest = filter?.flush(), !rest.isEmpty { try? OS.writeAll(fd, rest) }
+        if let rest = filter?.flush() { Screen.shared.write(fd, rest) }
     }
 }
 
@@ -124,14 +132,21 @@ private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> 
 }
 
 /// The write end of the self-pipe that turns ^C, SIGTERM and SIGHUP into an interrupt of the
-/// running code, and the first of those signals (0 before any), which the outcome names.
+/// running code (and `promptInterruptWriter`'s, which ends a waiting approval question), and the
+/// first of those signals (0 before any), which the outcome names.
 nonisolated(unsafe) private var interruptWriter: Int32 = -1
+nonisolated(unsafe) private var promptInterruptWriter: Int32 = -1
 nonisolated(unsafe) private var stopSignal: Int32 = 0
 
 private func installInterruptHandler() -> Int32? {
     guard let (reader, writer) = try? OS.socketPair() else { return nil }
     try? OS.setNonBlocking(writer)
     interruptWriter = writer
+    if let (promptReader, promptWriter) = try? OS.socketPair() {
+        try? OS.setNonBlocking(promptReader)
+        try? OS.setNonBlocking(promptWriter)
+        (promptInterruptReader, promptInterruptWriter) = (promptReader, promptWriter)
+    }
     // Each one interrupts, as ^C does: the code gets KeyboardInterrupt and the same grace; a
     // second signal kills it at once. One ignored at start stays ignored (nohup, `&` in a script).
     var handled = sigset_t()
@@ -141,6 +156,7 @@ private func installInterruptHandler() -> Int32? {
             if stopSignal == 0 { stopSignal = signal }
             var byte: UInt8 = 1
             _ = write(interruptWriter, &byte, 1)
+            _ = write(promptInterruptWriter, &byte, 1)
         }
         if previous.map({ unsafeBitCast($0, to: Int.self) }) == unsafeBitCast(SIG_IGN, to: Int.self) {
             signal(stop, SIG_IGN)
@@ -187,7 +203,7 @@ private func runInSession(_ options: SessionOptions,
     }
     let session: Session
     do {
-        let broker = Broker(policy: policy, audit: audit, approver: makeApprover(options.approver))
+        let broker = Broker(policy: policy, audit: audit, approver: makeApprover(options.approver, seconds: options.approvalTimeout))
         session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit)
     } catch {
         printError("capsule: \(error)")

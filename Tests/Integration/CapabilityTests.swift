@@ -40,8 +40,11 @@ final class HostTree {
 final class SlowApprover: Approver {
     let seconds: Double
     let cancelled = Mutex(false)
+    /// Requests it has begun to decide.
+    let started = Mutex(0)
     init(seconds: Double) { self.seconds = seconds }
     func decide(_ request: ApprovalRequest, policy: Policy) async -> ApprovalDecision {
+        started.withLock { $0 += 1 }
         do { try await Task.sleep(for: .seconds(seconds)) } catch {
             cancelled.withLock { $0 = true }
             return .denied("cancelled")
@@ -183,6 +186,79 @@ final class SlowApprover: Approver {
             print(len(results), set(results) == {("shared", "hello from the host\\n")})
             """, policy: tree.policy())
         #expect(transcript.lines == ["400 True"], "\(transcript)")
+    }
+
+    @Test func eachThreadGetsItsOwnAnswersAndNoneIsLost() throws {
+        // Every answer differs by thread and call, immediate ones (env.get's default) and those
+        // from the broker's threads (file) alike, so an answer delivered to the wrong thread shows.
+        let tree = try HostTree()
+        for i in 0..<8 { try Host.writeFile("\(tree.path)/in/t\(i).txt", "thread \(i)\n") }
+        let policy = try PolicyLoader.parse("""
+            level = "restricted"
+            [capabilities.file]
+            read = ["\(tree.path)/in"]
+            [capabilities.env]
+            names = ["CAPSULE_INTEGRATION_UNSET"]
+            """, file: "threads.toml")
+        unsetenv("CAPSULE_INTEGRATION_UNSET")
+        let transcript = try Sandboxed.runFresh("""
+            import threading
+            from capsule import env, file
+            wrong, done = [], []
+            def work(i):
+                for k in range(100):
+                    mine = f"{i}-{k}"
+                    if env.get("CAPSULE_INTEGRATION_UNSET", mine) != mine: wrong.append(("env", i, k))
+                    if file.read_text(f"\(tree.path)/in/t{i}.txt") != f"thread {i}\\n": wrong.append(("read", i, k))
+                    there = f"\(tree.path)/in/t{i}.txt" if k % 2 else f"\(tree.path)/in/none{i}-{k}"
+                    if file.exists(there) != bool(k % 2): wrong.append(("exists", i, k))
+                done.append(i)
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(sorted(done), len(wrong), wrong[:5])
+            """, policy: policy)
+        #expect(transcript.lines == ["[0, 1, 2, 3, 4, 5, 6, 7] 0 []"], "\(transcript)")
+    }
+
+    @Test func anInterruptWhileEightThreadsWaitForAnswersLeavesTheSessionWorking() throws {
+        let approver = SlowApprover(seconds: 600)
+        let policy = try HostTree().policy().withInput()
+        let session = try Session(policy: policy, location: try Sandboxed.location(),
+                                  broker: Broker(policy: policy, approver: approver))
+        defer { session.shutdown(grace: 1) }
+        let (reader, writer) = try OS.socketPair()
+        defer { OS.close(reader); OS.close(writer) }
+        session.interruptDescriptor = reader
+        // ^C once all eight calls wait for their answers.
+        let interrupter = HostThread {
+            for _ in 0..<600 where approver.started.withLock({ $0 }) < 8 { Host.sleep(seconds: 0.05) }
+            _ = try? OS.writeAll(writer, [1])
+        }
+        let interrupted = Sandboxed.run("""
+            import threading, capsule
+            answers, ended = [], []
+            def ask(i):
+                try:
+                    answers.append(capsule.ask(f"q{i}"))
+                finally:
+                    ended.append(i)
+            threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(8)]
+            for t in threads: t.start()
+            try:
+                for t in threads: t.join()
+            except KeyboardInterrupt:  # (not is_alive(): CPython 3.11 reports the thread whose join was interrupted as ended)
+                print("interrupted", len(ended), answers, flush=True)
+                raise
+            """, in: session)
+        interrupter.join()
+        #expect(approver.started.withLock { $0 } == 8)
+        #expect(interrupted.lines == ["interrupted 0 []"], "\(interrupted)")
+        #expect(interrupted.errors.first?.hasPrefix("KeyboardInterrupt") == true, "\(interrupted)")
+        // The eight calls still wait (one of their threads reads the channel); the session goes on.
+        let next = Sandboxed.run("print('next', len(answers), len(ended))", in: session)
+        #expect(next.lines == ["next 0 0"], "\(next)")
+        #expect(next.errors.isEmpty, "\(next)")
     }
 
     @Test func aSlowCallHoldsNeitherTheOutputNorOtherThreads() throws {
