@@ -4,10 +4,13 @@
 // The raw round trip is an input() answered at once by the session's handler (a frame out, a
 // frame back, no broker); the no-op call is env.names() (answered on the session's thread), and
 // file.exists a call the broker runs on its own threads. Timings are taken inside Python with
-// perf_counter, so both include the same interpreter work. Never a test: it prints a table.
+// perf_counter, so both include the same interpreter work. Last, the same calls in a session
+// with the audit log on (fsync = "batch") beside one without, alternating. Never a test: it
+// prints a table.
 #if canImport(Glibc)
 import Glibc
 #endif
+import CapsuleAudit
 import CapsuleCapabilities
 import CapsulePolicy
 import CapsuleRuntime
@@ -88,6 +91,50 @@ for (row, name) in ["env.names()", "file.exists()"].enumerated() {
     let pairs = Array(numbers[(6 + row * 2 * threadCounts.count)...].prefix(2 * threadCounts.count))
     print("| \(name) | " + stride(from: 0, to: pairs.count, by: 2).map { "\(Int(pairs[$0]))" }.joined(separator: " | ") + " |")
     print("| \(name): worker's busy cores | " + stride(from: 1, to: pairs.count, by: 2).map { String(format2: pairs[$0]) }.joined(separator: " | ") + " |")
+}
+
+// The audit log's cost: the same no-op and broker-thread calls with and without it, twice each,
+// alternating, the better p50 of each kept (the machine is shared and noisy).
+let logPath = "/tmp/capsule-bench-audit-\(getpid()).jsonl"
+defer { unlink(logPath); var n = 1; while unlink("\(logPath).\(n)") == 0 { n += 1 } }
+let audit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: logPath, fsync: .batch)), policy: policy)
+let audited = try Session(policy: policy, location: try WorkerLocation.find(),
+                          broker: Broker(policy: policy, audit: audit), audit: audit)
+defer { audited.shutdown() }
+let pair = """
+    from time import perf_counter
+    from capsule import env, file
+    def p50(fn, n=\(calls)):
+        samples = []
+        for _ in range(n):
+            t = perf_counter(); fn(); samples.append(perf_counter() - t)
+        samples.sort()
+        return samples[len(samples) // 2] * 1e6
+    for _ in range(200): env.names()
+    print(f"{p50(env.names):.1f} {p50(lambda: file.exists('/usr/lib')):.1f}")
+    """
+func measure(_ session: Session) -> [Double] {
+    var text = ""
+    _ = session.execute(pair, wantResult: false) { event in
+        if case .stream(.stdout, let chunk) = event { text += chunk }
+        return nil
+    }
+    return text.split(separator: " ").compactMap { Double($0.trimmingSuffix("\n")) }
+}
+var plain = [Double.infinity, .infinity], logged = [Double.infinity, .infinity]
+for _ in 0..<2 {
+    for (session, best) in [(session, 0), (audited, 1)] {
+        let got = measure(session)
+        guard got.count == 2 else { continue }
+        if best == 0 { plain = zip(plain, got).map { min($0, $1) } } else { logged = zip(logged, got).map { min($0, $1) } }
+    }
+}
+print("\naudit log on (fsync = \"batch\") beside off, p50 µs, better of two alternating runs")
+print("| call | audit off | audit on | added |")
+print("|---|---|---|---|")
+for (index, name) in ["env.names() — no-op call", "file.exists()"].enumerated() {
+    let added = (logged[index] / plain[index] - 1) * 100
+    print("| \(name) | \(String(format1: plain[index])) | \(String(format1: logged[index])) | \(String(format1: added)) % |")
 }
 
 enum FileHandleless {
