@@ -241,6 +241,27 @@ import CapsuleProtocol
         #expect(!verify.stderr.contains("broken"), "\(verify)")
     }
 
+    @Test func theCodeCanNeitherReachNorNameTheLog() throws {
+        let tree = try HostTree()
+        let log = "\(tree.path)/audit.jsonl"
+        let script = "\(tree.path)/tamper.py"
+        try Host.writeFile(script, """
+            import os
+            links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+            print(any("audit" in link for link in links))
+            for path in ["\(log)", "/proc/1/cwd/\(log)", "/proc/self/root\(log)"]:
+                try:
+                    open(path, "a").write("forged\\n")
+                    print("wrote", path)
+                except OSError as e:
+                    print(type(e).__name__)
+            """)
+        let run = try CLI.run(["run", "--policy", "sandbox", "--audit", log, script])
+        #expect(run.stdout == "False\nFileNotFoundError\nFileNotFoundError\nFileNotFoundError\n", "\(run)")
+        #expect(!(try Host.readFile(log)).contains("forged"))
+        #expect(try CLI.run(["audit", "verify", log]).status == 0)
+    }
+
     @Test func anUnwritableAuditPathRefusesTheRun() throws {
         let script = try Host.temporaryDirectory() + "/a.py"
         try Host.writeFile(script, "print('ran')\n")
