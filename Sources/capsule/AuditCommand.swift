@@ -1,13 +1,15 @@
 import ArgumentParser
 import CapsuleAudit
 import CapsuleOS
+import CapsuleRuntime
 
 /// `capsule audit`: read and check audit logs (docs/audit.md).
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
-        abstract: "Read and verify audit logs.",
+        abstract: "Read and verify audit logs: show, follow, count and check their events (docs/audit.md).",
         subcommands: [
+            Show.self, Tail.self, Stats.self,
             Verify.self,
         ]
     )
@@ -31,7 +33,7 @@ extension AuditCommand {
             let result: AuditVerification
             do { result = try AuditVerifier.verify(files, keyFile: keyFile) } catch {
                 printError("capsule: \(error.message)")
-                throw ExitCode(1)
+                throw ExitCode(ExitStatus.capsuleError) // as show and stats: capsule could not read it
             }
             let where_ = result.files.count == 1 ? result.files[0] : "\(result.files.count) files (\(result.files.joined(separator: ", ")))"
             if let problem = result.problem {
