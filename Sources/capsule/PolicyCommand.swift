@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import CapsuleAudit
+import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol

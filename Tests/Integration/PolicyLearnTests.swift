@@ -159,7 +159,7 @@ import CapsuleOS
         #expect(try record("sandbox", script, log: log).status == 0)
         let denied = try CLI.run(["policy", "learn", log])
         #expect(denied.status == 1 && denied.stdout.isEmpty, "\(denied)")
-        #expect(denied.stderr.hasPrefix("capsule: policy learn: \(log) records only denied capability calls (1, the first: file.read_bytes /etc/hostname (session "), "\(denied)")
+        #expect(denied.stderr.hasPrefix("capsule: policy learn: \(log) records only denied capability calls (1, the first: file.read_text (session "), "\(denied)")
 
         // An existing -o file is kept unless --force.
         let sessionLog = "\(tree.path)/ok.jsonl"
