@@ -306,14 +306,14 @@ public struct FileCapability: Capability {
 /// Globs over `/`-separated paths relative to a root: `*` and `?` stay within one name, `**` as a
 /// whole name spans any number of them; a glob without `/` is matched against the last name, at
 /// any depth (`*.csv` matches `a/b.csv`).
-enum Glob {
-    static func matches(_ pattern: String, _ path: String) -> Bool {
+package enum Glob {
+    package static func matches(_ pattern: String, _ path: String) -> Bool {
         let names = path.split(separator: "/").map(String.init)
         if !pattern.contains("/") { return pattern == "**" || matchName(Array(pattern.utf8), Array((names.last ?? "").utf8)) }
         return matchParts(pattern.split(separator: "/").map(String.init)[...], names[...])
     }
 
-    static func hasWildcards(_ pattern: String) -> Bool { pattern.contains { "*?[".contains($0) } }
+    package static func hasWildcards(_ pattern: String) -> Bool { pattern.contains { "*?[".contains($0) } }
 
     private static func matchParts(_ pattern: ArraySlice<String>, _ names: ArraySlice<String>) -> Bool {
         guard let first = pattern.first else { return names.isEmpty }
@@ -351,7 +351,7 @@ enum Glob {
         "**/.docker/config.json", ".docker/config.json", "**/.kube/config", ".kube/config", "**/.gnupg/**", ".gnupg/**",
     ]
 
-    static func isSecret(_ relative: String) -> Bool {
+    package static func isSecret(_ relative: String) -> Bool {
         secretPatterns.contains { matches($0, relative) }
     }
 }

@@ -47,6 +47,8 @@ public struct EnvCapability: Sendable, Equatable {
     public var grant = CapabilityGrant()
     /// Host environment variables the code may read through the capability.
     public var names: [String] = []
+
+    public init() {}
 }
 
 public struct FileCapability: Sendable, Equatable {
@@ -55,6 +57,8 @@ public struct FileCapability: Sendable, Equatable {
     public var write: [String] = []
     public var include = ["**"]
     public var exclude: [String] = []
+
+    public init() {}
 }
 
 /// A secret the broker attaches to requests for one host; the code never sees it.
@@ -82,6 +86,8 @@ public struct NetCapability: Sendable, Equatable {
     public var methods = ["GET"]
     public var websocket = false
     public var timeoutSeconds: Double?
+
+    public init() {}
 }
 
 public struct DBCapability: Sendable, Equatable {
@@ -90,6 +96,8 @@ public struct DBCapability: Sendable, Equatable {
     public var databases: [String: String] = [:]
     public var write = false
     public var maxRows: Int?
+
+    public init() {}
 }
 
 public struct CustomCapability: Sendable, Equatable {

@@ -190,7 +190,8 @@ func byteText(_ bytes: Int) -> String {
     return bytes == 1 ? "1 byte" : "\(bytes) bytes"
 }
 
-private func quoted(_ text: String) -> String {
+/// A TOML basic string (also for `policy learn`, which writes its own commented TOML).
+package func quoted(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -225,6 +225,14 @@ enum PolicyRules {
     }
 }
 
+extension Policy {
+    /// The lowest level that allows everything this policy grants, and the key that needs it
+    /// (nil when `sandbox` does): `policy learn` sets its level by the loader's own rule.
+    public var lowestLevel: (level: Level, key: String?) {
+        PolicyRules.requirements(self).max { $0.level < $1.level }.map { ($0.level, $0.key) } ?? (.sandbox, nil)
+    }
+}
+
 /// The `net.urls` allow-list, for the broker: the same matching rule `extends` uses.
 public enum NetAllowList {
     /// The first entry of `urls` that allows a request to `url` (`scheme://host[:port]/path`, no
