@@ -171,9 +171,17 @@ struct Writer {
     /// starts it in a new file).
     private mutating func reopen() throws(AuditFailure) {
         if fd >= 0 { OS.close(fd) }
-        do { fd = try OS.open(options.path, flags: O_RDWR | O_APPEND | O_CREAT, mode: 0o600) } catch {
-            let hint = error.errno == ENOENT ? "; create its directory first" : ""
+        // Never through a symlink, and only a regular file: /dev/null or a FIFO would take the
+        // lines and keep nothing.
+        do { fd = try OS.open(options.path, flags: O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, mode: 0o600) } catch {
+            let hint = error.errno == ENOENT ? "; create its directory first"
+                : error.errno == ELOOP ? " (it is a symbolic link; name the file itself)" : ""
             throw fail("cannot open", error, hint: hint)
+        }
+        guard OS.isRegularFile(fd: fd) else {
+            OS.close(fd)
+            fd = -1
+            throw AuditFailure("the audit log \(options.path) is not a regular file; name a file (it is created if missing)")
         }
         size = -1
     }

@@ -122,7 +122,21 @@ enum PolicyRules {
             fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
         }
         checkCapabilities(policy.capabilities, base.capabilities, fail: fail)
+        checkAudit(policy.audit, base.audit, fail: fail)
         return problems
+    }
+
+    /// An audited base stays audited as it says: the same file and key, no weaker fsync (a child
+    /// pointing the log at /dev/null or another file would switch auditing off for the base's owner).
+    private static func checkAudit(_ audit: AuditSettings?, _ base: AuditSettings?, fail: (String, String) -> Void) {
+        guard let base, let audit else { return }
+        if let path = base.path, audit.path != path { fail("audit.path", "the log must stay \(path)") }
+        if let key = base.keyFile, audit.keyFile != key { fail("audit.key_file", "the key must stay \(key)") }
+        let strength: [AuditSettings.Fsync: Int] = [.never: 0, .batch: 1, .always: 2]
+        if strength[audit.fsync]! < strength[base.fsync]! {
+            fail("audit.fsync", "\"\(audit.fsync.rawValue)\" is weaker than the \"\(base.fsync.rawValue)\" it sets")
+        }
+        if let rotate = base.rotateMB, audit.rotateMB != rotate { fail("audit.rotate_mb", "must stay \(rotate)") }
     }
 
     private static func limitPairs(_ a: Limits, _ b: Limits) -> [(String, Double, Double)] {

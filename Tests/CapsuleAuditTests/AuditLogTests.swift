@@ -153,6 +153,17 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         #expect(verification.problem?.line == 3, "\(String(describing: verification.problem))")
     }
 
+    @Test func onlyARegularFileNamedDirectlyTakesTheLog() throws {
+        let scratch = Scratch()
+        #expect(throws: AuditFailure("the audit log /dev/null is not a regular file; name a file (it is created if missing)")) {
+            try AuditLog(AuditOptions(path: "/dev/null"))
+        }
+        symlink("/tmp/elsewhere.jsonl", "\(scratch.path)/link.jsonl")
+        #expect(throws: AuditFailure("cannot open the audit log \(scratch.path)/link.jsonl: Too many levels of symbolic links (it is a symbolic link; name the file itself)")) {
+            try AuditLog(AuditOptions(path: "\(scratch.path)/link.jsonl"))
+        }
+    }
+
     @Test func keysMustBeLongEnoughAndReadable() throws {
         let scratch = Scratch()
         let short = "\(scratch.path)/short.key"

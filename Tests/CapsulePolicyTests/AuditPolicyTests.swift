@@ -39,6 +39,12 @@ import Testing
             #expect(loaded.audit?.path == "/var/log/a.jsonl")
             let off = directory.write("off.toml", "extends = \"base.toml\"\n[audit]\nenabled = false\n")
             #expect(throws: PolicyError.self) { try PolicyLoader.load(off) }
+            // Nor redirected or weakened: /dev/null, another file, a weaker fsync.
+            let elsewhere = directory.write("elsewhere.toml", "extends = \"base.toml\"\n[audit]\npath = \"/dev/null\"\nfsync = \"never\"\n")
+            let problems = PolicyLoader.problems(elsewhere).map(\.description)
+            #expect(problems.count == 2, "\(problems)")
+            #expect(problems.first?.hasSuffix("`audit.path`: the log must stay /var/log/a.jsonl; a policy that extends `\(directory.path)/base.toml` may only narrow it") == true, "\(problems)")
+            #expect(problems.last?.contains("`audit.fsync`: \"never\" is weaker than the \"batch\" it sets") == true, "\(problems)")
         }
     }
 }
