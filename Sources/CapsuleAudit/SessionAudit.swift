@@ -42,7 +42,7 @@ public final class SessionAudit: AuditSink {
         ]
         switch decision {
         case .approved: fields.append(("decision", "approved"))
-        case .denied(let why): fields += [("decision", "denied"), ("reason", .string(why.clipped(to: 1000)))]
+        case .denied(let why), .interrupted(let why): fields += [("decision", "denied"), ("reason", .string(why.clipped(to: 1000)))]
         }
         try write(.approval, fields)
     }

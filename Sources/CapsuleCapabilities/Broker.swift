@@ -113,8 +113,13 @@ public final class Broker: Sendable {
             let decision = await approver?.decide(request, policy: policy)
                 ?? .denied("nobody can approve it: the policy says ask = true, and this session has no terminal and no --approver")
             do throws(AuditFailure) { try audit?.approval(request, decision: decision) } catch { return Self.unaudited(error).reply }
-            if case .denied(let why) = decision {
+            switch decision {
+            case .approved: break
+            case .denied(let why):
                 let error = CapabilityError.denied("\(admitted.call.capability).\(admitted.call.method) was not approved: \(why)")
+                return record(admitted, error.reply, decision: .denied, reason: error.message, bytes: 0)
+            case .interrupted(let why):
+                let error = CapabilityError(exception: "KeyboardInterrupt", "\(admitted.call.capability).\(admitted.call.method) was not approved: \(why)")
                 return record(admitted, error.reply, decision: .denied, reason: error.message, bytes: 0)
             }
             if admitted.method.immediate {

@@ -142,6 +142,9 @@ public struct ApprovalRequest: Sendable, Equatable {
 public enum ApprovalDecision: Sendable, Equatable {
     case approved
     case denied(String)
+    /// The person stopped the run instead of answering (^C, the terminal hung up): the call
+    /// raises KeyboardInterrupt in the code, as ^C anywhere else does.
+    case interrupted(String)
 }
 
 /// Whoever runs the session: a person at a terminal, a program given with `--approver`, a client.

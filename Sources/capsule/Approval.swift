@@ -80,6 +80,8 @@ struct CommandApprover: Approver {
 private enum Answer {
     case text(String, ended: Bool)
     case timedOut, interrupted
+    /// The terminal went away (its other end closed).
+    case hungUp
 }
 
 /// What `fd` says before `deadline`: up to its end, or with `line` up to a newline (a byte at a
@@ -93,6 +95,7 @@ private func readAnswer(_ fd: Int32, deadline: UInt64, line: Bool = false, limit
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: interrupt, events: Int16(POLLIN), revents: 0)]
         guard (try? OS.poll(&fds, timeoutMilliseconds: OS.pollMilliseconds(until: deadline))) ?? 0 > 0 else { continue }
         if fds[1].revents != 0 { return .interrupted }
+        if line && fds[0].revents & Int16(POLLHUP) != 0 { return .hungUp } // a terminal gone (a program's answer may come with its end)
         let count = buffer.withUnsafeMutableBytes { raw in (try? OS.read(fd, into: raw)) ?? 0 }
         if count == 0 { return .text(String(decoding: bytes, as: UTF8.self), ended: true) }
         if line && buffer[0] == UInt8(ascii: "\n") { return .text(String(decoding: bytes, as: UTF8.self).trimmingNewlines, ended: false) }
@@ -136,7 +139,11 @@ struct TerminalApprover: Approver {
                     return .denied("nobody answered within \(seconds.secondsText)")
                 case .interrupted:
                     try? OS.writeAll(tty, "\n")
-                    return .denied("interrupted (^C or a signal) before anyone answered")
+                    return .interrupted("interrupted (^C or a signal) before anyone answered")
+                case .hungUp:
+                    // The run ends as at SIGHUP, whichever of the two capsule noticed first.
+                    noteHangUp()
+                    return .interrupted("the terminal hung up before anyone answered")
                 }
             }
         }
@@ -184,6 +191,19 @@ final class Screen: @unchecked Sendable {
         }
         try? OS.writeAll(fd, text)
         atLineStart = text.utf8.last == UInt8(ascii: "\n")
+    }
+
+    /// At the run's end: writes what is held and holds nothing more. A question still waiting
+    /// (its call was cancelled with the session) must not swallow the code's last output, such as
+    /// the traceback of the KeyboardInterrupt that ^C at an earlier question raised.
+    func release() {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        for (fd, text) in held { try? OS.writeAll(fd, text) }
+        held = []
+        heldBytes = 0
+        holding = false
+        pthread_cond_broadcast(&released)
     }
 
     /// Runs `ask` with the terminal to itself (one question at a time), then writes what was held.

@@ -138,6 +138,15 @@ nonisolated(unsafe) private var interruptWriter: Int32 = -1
 nonisolated(unsafe) private var promptInterruptWriter: Int32 = -1
 nonisolated(unsafe) private var stopSignal: Int32 = 0
 
+/// The terminal hung up (an approval question saw it first): as the kernel's SIGHUP would, once,
+/// unless a stop signal came already or SIGHUP is ignored (nohup).
+func noteHangUp() {
+    guard stopSignal == 0 else { return }
+    kill(getpid(), SIGHUP) // to the process: this thread may block it
+    // The handler runs on another thread: the outcome must name SIGHUP once the call returns.
+    for _ in 0..<1000 where stopSignal == 0 { usleep(1000) }
+}
+
 private func installInterruptHandler() -> Int32? {
     guard let (reader, writer) = try? OS.socketPair() else { return nil }
     try? OS.setNonBlocking(writer)
@@ -253,10 +262,13 @@ private func runInSession(_ options: SessionOptions,
         }
         return nil
     }
+    Screen.shared.release()
     out.finish()
     err.finish()
     session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
-    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent,
+    // Code that ended interrupted after capsule got a stop signal ended because of it (the
+    // KeyboardInterrupt may have come from an approval question that the signal ended).
+    let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent || stopSignal != 0,
                             interruptSignal: stopSignal == 0 ? SIGINT : stopSignal)
     if let reason = status.reason { printError("capsule: \(reason)") }
     return report(status, to: options.report)

@@ -197,7 +197,7 @@ final class TerminalRun {
         let terminal = try TerminalRun(["run", "--policy", policy, "--report", report, script])
         #expect(terminal.waitFor(Self.prompt), "\(terminal.text)")
         terminal.hangUp()
-        #expect(terminal.finish() == 129)
+        #expect(terminal.finish() == 129, "\(terminal.text)")
         #expect(Host.readText(report)?.contains(#""exit_code":129"#) == true, "\(Host.readText(report) ?? "no report")")
     }
 

@@ -29,6 +29,7 @@ _EXCEPTIONS = {
     "ConnectionError": ConnectionError, "ValueError": ValueError, "TypeError": TypeError,
     "RuntimeError": RuntimeError, "AttributeError": AttributeError, "KeyError": KeyError,
     "LookupError": LookupError, "PermissionError": PermissionError,
+    "KeyboardInterrupt": KeyboardInterrupt,  # the person pressed ^C at an approval question
 }
 
 
