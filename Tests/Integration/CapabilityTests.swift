@@ -86,7 +86,9 @@ final class SlowApprover: Approver {
         let transcript = try Sandboxed.runFresh("""
             from capsule import file
             seen = set()
-            for _ in range(400):
+            for n in range(20000):  # at least 400 reads, and on until one caught b in place
+                if n >= 400 and "inner" in seen:
+                    break
                 try:
                     seen.add(file.read_text("\(tree.path)/in/a/b/../secret.txt").strip())
                 except Exception as e:
