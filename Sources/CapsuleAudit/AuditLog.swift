@@ -131,6 +131,8 @@ struct Writer {
     private(set) var failure: AuditFailure?
     private var lastSync: UInt64 = 0
     private var unsynced = false
+    /// The last line read says another writer rotated the file: move to the new one.
+    private var rotatedAway = false
 
     static let batchNanoseconds: UInt64 = 100_000_000
 
@@ -221,8 +223,6 @@ struct Writer {
             return
         }
     }
-
-    private var rotatedAway = false
 
     /// Reads the file's last line: its `seq`, its digest as the next `prev`, and whether it says
     /// the file was rotated (then the writer moves to the new file).

@@ -408,6 +408,21 @@ struct CLIRun: CustomStringConvertible {
     }
 }
 
+/// Spawn attributes as a shell starts a program: no signal blocked or ignored (the test runner's
+/// threads block most), with `flags` added (POSIX_SPAWN_SETSID, say).
+func withShellLikeSpawnAttributes<T>(flags: Int32 = 0, _ body: (inout posix_spawnattr_t) -> T) -> T {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    posix_spawnattr_setsigmask(&attributes, &signals)
+    for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&signals, number) }
+    posix_spawnattr_setsigdefault(&attributes, &signals)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags))
+    return body(&attributes)
+}
+
 enum CLI {
     static var executable: String { "\(Host.buildDirectory)/capsule" }
 
@@ -464,17 +479,7 @@ enum CLI {
         defer { free(environment[0]) }
         var pid: pid_t = 0
         let started = OS.now()
-        // As a shell starts it: no signal blocked or ignored (the test runner's threads block most).
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        posix_spawnattr_setsigmask(&attributes, &signals)
-        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&signals, number) }
-        posix_spawnattr_setsigdefault(&attributes, &signals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, environment)
+        let spawned = withShellLikeSpawnAttributes { posix_spawn(&pid, path, &actions, &$0, argv, environment) }
         close(out[1])
         close(err[1])
         defer { close(out[0]); close(err[0]) }

@@ -35,21 +35,14 @@ final class TerminalRun {
         posix_spawn_file_actions_addopen(&actions, 0, name, O_RDWR, 0)
         posix_spawn_file_actions_adddup2(&actions, 0, 1)
         posix_spawn_file_actions_adddup2(&actions, 0, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        posix_spawnattr_setsigmask(&attributes, &signals)
-        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&signals, number) }
-        posix_spawnattr_setsigdefault(&attributes, &signals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80 /* POSIX_SPAWN_SETSID */))
         let argv: [UnsafeMutablePointer<CChar>?] = ([CLI.executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let environment: [UnsafeMutablePointer<CChar>?] = [strdup("LLVM_PROFILE_FILE=/dev/null"), strdup("TERM=xterm"), nil]
         defer { for pointer in environment { free(pointer) } }
         var child: pid_t = 0
-        let spawned = posix_spawn(&child, CLI.executable, &actions, &attributes, argv, environment)
+        let spawned = withShellLikeSpawnAttributes(flags: 0x80 /* POSIX_SPAWN_SETSID */) {
+            posix_spawn(&child, CLI.executable, &actions, &$0, argv, environment)
+        }
         guard spawned == 0 else {
             close(master)
             throw SystemError("posix_spawn \(CLI.executable)", errno: spawned)
