@@ -36,8 +36,11 @@ public struct FileCapability: Capability {
     let roots: [Root]
     let include: [String]
     let exclude: [String]
+    let beneath: Beneath
 
-    public init(_ policy: CapsulePolicy.FileCapability) {
+    /// `beneath` says how paths are resolved below a root (tests force the fallback walk).
+    public init(_ policy: CapsulePolicy.FileCapability, beneath: Beneath = Beneath()) {
+        self.beneath = beneath
         // A root listed for writing is readable too; the longest root containing a path is its root.
         let write = policy.write.map(OS.normalizedPath)
         var paths = policy.read.map(OS.normalizedPath)
@@ -100,7 +103,7 @@ public struct FileCapability: Capability {
             let (parent, name) = try openParent(path)
             defer { OS.close(parent) }
             do {
-                let target = try Beneath.open(parent, name, flags: O_PATH | O_NOFOLLOW)
+                let target = try beneath.open(parent, name, flags: O_PATH | O_NOFOLLOW)
                 let kind = (try? OS.info(target))?.kind
                 OS.close(target)
                 try OS.remove(name, in: parent, isDirectory: kind == .directory)
@@ -170,7 +173,7 @@ public struct FileCapability: Capability {
         let rootFD = try openRoot(root, path: path)
         defer { OS.close(rootFD) }
         let handle: Int32
-        do { handle = try Beneath.open(rootFD, rest, flags: O_PATH) } catch {
+        do { handle = try beneath.open(rootFD, rest, flags: O_PATH) } catch {
             throw resolutionError(error, path: path, root: root, writing: false)
         }
         do {
@@ -208,7 +211,7 @@ public struct FileCapability: Capability {
         guard visible(relative, directory: false) else { throw .denied(hiddenReason(path, relative: relative)) }
         let rootFD = try openRoot(root, path: path)
         defer { OS.close(rootFD) }
-        do { return try Beneath.open(rootFD, rest, flags: flags | O_NONBLOCK, noSymlinks: true) } catch {
+        do { return try beneath.open(rootFD, rest, flags: flags | O_NONBLOCK, noSymlinks: true) } catch {
             throw resolutionError(error, path: path, root: root, writing: true)
         }
     }
@@ -225,7 +228,7 @@ public struct FileCapability: Capability {
         let name = parts.removeLast()
         let rootFD = try openRoot(root, path: path)
         defer { OS.close(rootFD) }
-        do { return (try Beneath.open(rootFD, parts.joined(separator: "/"), flags: O_PATH | O_DIRECTORY, noSymlinks: true), name) } catch {
+        do { return (try beneath.open(rootFD, parts.joined(separator: "/"), flags: O_PATH | O_DIRECTORY, noSymlinks: true), name) } catch {
             throw resolutionError(error, path: path, root: root, writing: true)
         }
     }
@@ -240,7 +243,7 @@ public struct FileCapability: Capability {
         defer { OS.close(rootFD) }
         for end in (parents ? 1 : parts.count)...parts.count {
             let parent = parts[0..<(end - 1)].joined(separator: "/")
-            do { try Self.ensureDirectory(parts[end - 1], under: parent, of: rootFD) } catch {
+            do { try ensureDirectory(parts[end - 1], under: parent, of: rootFD) } catch {
                 throw resolutionError(error, path: path, root: root, writing: true)
             }
         }
@@ -248,12 +251,12 @@ public struct FileCapability: Capability {
     }
 
     /// mkdir that accepts an existing directory (not an existing file).
-    private static func ensureDirectory(_ name: String, under parent: String, of root: Int32) throws(SystemError) {
-        let directory = try Beneath.open(root, parent, flags: O_PATH | O_DIRECTORY, noSymlinks: true)
+    private func ensureDirectory(_ name: String, under parent: String, of root: Int32) throws(SystemError) {
+        let directory = try beneath.open(root, parent, flags: O_PATH | O_DIRECTORY, noSymlinks: true)
         defer { OS.close(directory) }
         do { try OS.makeDirectory(name, in: directory) } catch {
             guard error.errno == EEXIST else { throw error }
-            let existing = try Beneath.open(directory, name, flags: O_PATH | O_NOFOLLOW)
+            let existing = try beneath.open(directory, name, flags: O_PATH | O_NOFOLLOW)
             defer { OS.close(existing) }
             if try OS.info(existing).kind != .directory { throw error }
         }
@@ -273,7 +276,7 @@ public struct FileCapability: Capability {
     }
 
     private func isDirectory(_ name: String, in directory: Int32) -> Bool {
-        guard let fd = try? Beneath.open(directory, name, flags: O_PATH | O_NOFOLLOW) else { return false }
+        guard let fd = try? beneath.open(directory, name, flags: O_PATH | O_NOFOLLOW) else { return false }
         defer { OS.close(fd) }
         return (try? OS.info(fd))?.kind == .directory
     }

@@ -8,17 +8,20 @@ import CCapsuleSys
 /// renames during the lookup cannot leave the directory. Where openat2 is missing (Linux < 5.6,
 /// some seccomp profiles), a walk one component at a time with `O_NOFOLLOW` that refuses `..`
 /// and every symlink does the same, more strictly.
-public enum Beneath {
-    /// Set by tests to exercise the walk on a kernel that has openat2.
-    nonisolated(unsafe) public static var forceWalk = false
+public struct Beneath: Sendable {
+    /// Whether to walk even where openat2 works (tests exercise the fallback this way). A value
+    /// each user holds, not a global, so one test's choice never reaches another's lookups.
+    public let walkOnly: Bool
+
+    public init(walkOnly: Bool = false) { self.walkOnly = walkOnly }
 
     /// Opens `path` (relative, `/`-separated) beneath `directory`. `noSymlinks` refuses a symlink
     /// anywhere in the path (for writes, where following one would truncate its target first).
-    public static func open(_ directory: Int32, _ path: String, flags: Int32, mode: mode_t = 0o644,
-                            noSymlinks: Bool = false) throws(SystemError) -> Int32 {
+    public func open(_ directory: Int32, _ path: String, flags: Int32, mode: mode_t = 0o644,
+                     noSymlinks: Bool = false) throws(SystemError) -> Int32 {
         // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
         let flags = flags | O_CLOEXEC | ((flags & O_PATH) != 0 ? 0 : O_NOCTTY)
-        if !forceWalk {
+        if !walkOnly {
             let resolve = UInt64(CAPSULE_RESOLVE_BENEATH | CAPSULE_RESOLVE_NO_MAGICLINKS)
                 | (noSymlinks ? UInt64(CAPSULE_RESOLVE_NO_SYMLINKS) : 0)
             while true {
@@ -31,7 +34,7 @@ public enum Beneath {
                 break // no openat2 here (or a filter refuses it): walk
             }
         }
-        return try walk(directory, path, flags: flags, mode: mode)
+        return try Self.walk(directory, path, flags: flags, mode: mode)
     }
 
     /// One component at a time: every directory opened with `O_NOFOLLOW | O_DIRECTORY`, the last

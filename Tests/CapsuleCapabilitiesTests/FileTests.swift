@@ -38,14 +38,16 @@ final class Tree {
         (try? OS.readFile("\(path)/\(name)", limit: 1 << 20)).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    func broker(level: String = "standard", extra: String = "") throws -> Broker {
-        Broker(policy: try PolicyLoader.parse("""
+    /// `walk` resolves paths by the fallback walk even where openat2 works.
+    func broker(level: String = "standard", extra: String = "", walk: Bool = false) throws -> Broker {
+        let policy = try PolicyLoader.parse("""
             level = "\(level)"
             [capabilities.file]
             read = ["\(path)/in"]
             \(level == "restricted" ? "" : "write = [\"\(path)/out\"]")
             \(extra)
-            """, file: "p.toml"))
+            """, file: "p.toml")
+        return Broker(policy: policy, extra: [FileCapability(policy.capabilities.file!, beneath: Beneath(walkOnly: walk))])
     }
 
     deinit {
@@ -62,10 +64,8 @@ final class Tree {
     }
 
     @Test(arguments: [false, true]) func readsInsideTheRoot(walk: Bool) async throws {
-        Beneath.forceWalk = walk
-        defer { Beneath.forceWalk = false }
         let tree = try Tree()
-        let broker = try tree.broker()
+        let broker = try tree.broker(walk: walk)
         #expect(await read(broker, "\(tree.path)/in/a.txt").value?.bytesValue == Array("alpha\n".utf8))
         #expect(await read(broker, "a.txt").value?.bytesValue == Array("alpha\n".utf8), "relative to the first root")
         #expect(await read(broker, "\(tree.path)/in/sub/b.csv").value?.bytesValue == Array("1,2\n".utf8))
@@ -80,10 +80,8 @@ final class Tree {
     }
 
     @Test(arguments: [false, true]) func escapesAreDenied(walk: Bool) async throws {
-        Beneath.forceWalk = walk
-        defer { Beneath.forceWalk = false }
         let tree = try Tree()
-        let broker = try tree.broker()
+        let broker = try tree.broker(walk: walk)
         for path in ["\(tree.path)/in/../secret.txt", "../secret.txt", "sub/../../secret.txt", "\(tree.path)/secret.txt", "/etc/passwd",
                      "\(tree.path)/in/absolute-link", "\(tree.path)/in/relative-link", "\(tree.path)/in/.env", "/proc/self/root/etc/passwd"] {
             let reply = await read(broker, path)
@@ -123,10 +121,8 @@ final class Tree {
     }
 
     @Test(arguments: [false, true]) func writesStayInWriteRootsAndNeverFollowSymlinks(walk: Bool) async throws {
-        Beneath.forceWalk = walk
-        defer { Beneath.forceWalk = false }
         let tree = try Tree()
-        let broker = try tree.broker()
+        let broker = try tree.broker(walk: walk)
         let out = "\(tree.path)/out"
         #expect(await call(broker, "file", "write_bytes", ["path": .string("\(out)/r.txt"), "data": "one"]).value == 3)
         #expect(await call(broker, "file", "append", ["path": .string("\(out)/r.txt"), "data": .bytes(Array(" two".utf8))]).value == 4)

@@ -92,7 +92,7 @@ final class SlowApprover: Approver {
                 try:
                     seen.add(file.read_text("\(tree.path)/in/a/b/../secret.txt").strip())
                 except Exception as e:
-                    seen.add(type(e).__name__)
+                    seen.add(f"{type(e).__name__}: {e}")
             print(sorted(seen))
             """, policy: tree.policy())
         #expect(!transcript.stdout.contains("TOP SECRET"), "\(transcript)")
