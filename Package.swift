@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        // Tests only: our own SHA-256 (CapsuleOS) is checked against it.
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         // Already in the graph through async-http-client; capsule-net's WebSocket client uses them directly.
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -53,13 +54,11 @@ let package = Package(
                 dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol"],
                 swiftSettings: swiftSettings),
         .target(name: "CapsuleRuntime",
-                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox", "CapsuleCapabilities",
-                               .product(name: "Crypto", package: "swift-crypto")],
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleSandbox", "CapsuleCapabilities"],
                 swiftSettings: swiftSettings),
         // The audit log: a hash-chained JSONL file per log, shared by every session of the process.
         .target(name: "CapsuleAudit",
-                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleCapabilities",
-                               .product(name: "Crypto", package: "swift-crypto")],
+                dependencies: ["CapsuleOS", "CapsulePolicy", "CapsuleProtocol", "CapsuleCapabilities"],
                 swiftSettings: swiftSettings),
         .executableTarget(
             name: "capsule",
@@ -117,7 +116,8 @@ let package = Package(
                     dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "CapsuleAuditTests",
-                    dependencies: ["CapsuleAudit", "CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS"],
+                    dependencies: ["CapsuleAudit", "CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS",
+                                   .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",

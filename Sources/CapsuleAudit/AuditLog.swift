@@ -5,7 +5,6 @@ import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
-import Crypto
 import Synchronization
 
 /// Where a log goes and how it is kept: the policy's `[audit]` table, or `--audit FILE` over it.
@@ -93,14 +92,13 @@ let genesis = String(repeating: "0", count: 64)
 
 /// How a chain digests a line: plain SHA-256, or HMAC-SHA256 with the key.
 struct ChainDigest: Sendable {
-    let key: SymmetricKey?
+    let key: HMACSHA256?
 
     var name: String { key == nil ? "sha256" : "hmac-sha256" }
 
     func callAsFunction(_ line: some Collection<UInt8>) -> String {
-        let bytes = Array(line)
-        if let key { return HMAC<SHA256>.authenticationCode(for: bytes, using: key).hexText }
-        return SHA256.hash(data: bytes).hexText
+        if let key { return key.code(line).hexText }
+        return SHA256.hash(line).hexText
     }
 
     /// The key file's bytes (a trailing newline dropped); at least 16 of them.
@@ -115,7 +113,7 @@ struct ChainDigest: Sendable {
             throw AuditFailure("the audit key_file \(path) holds \(bytes.count) bytes; a key needs at least 16 "
                 + "(make one with: head -c 32 /dev/urandom | base64 > \(path))")
         }
-        return ChainDigest(key: SymmetricKey(data: bytes))
+        return ChainDigest(key: HMACSHA256(key: bytes))
     }
 }
 

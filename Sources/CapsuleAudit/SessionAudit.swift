@@ -5,7 +5,6 @@ import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
-import Crypto
 
 /// One session's view of an audit log: every event it writes names the session and its policy
 /// (name and SHA-256). Give the same one to the session and to its broker.
@@ -65,6 +64,6 @@ extension Policy {
     /// comment line): the same for the same rules, wherever they were loaded from.
     public var digest: String {
         let text = tomlText.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().joined()
-        return SHA256.hash(data: Array(text.utf8)).hexText
+        return SHA256.hash(Array(text.utf8)).hexText
     }
 }

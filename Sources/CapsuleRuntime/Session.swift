@@ -6,7 +6,6 @@ import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
 import CapsuleSandbox
-import Crypto
 
 /// One sandboxed Python worker and its persistent namespace. Not thread-safe: one owner drives it.
 /// It knows nothing of terminals or HTTP: events go to a handler, input comes back from it.
@@ -170,7 +169,7 @@ public final class Session {
         do throws(AuditFailure) {
             try audit.event(AuditEvent(.execStart, [
                 ("execution", .string(id)), ("filename", .string(filename.clipped(to: 200))),
-                ("code_sha256", .string(SHA256.hash(data: source).hexText)),
+                ("code_sha256", .string(SHA256.hash(source).hexText)),
                 ("code_bytes", .number(Double(source.count))),
             ]))
         } catch {
