@@ -20,6 +20,7 @@ struct AuditCommand: ParsableCommand {
 extension AuditCommand {
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Check that a log's chain is unbroken: no line edited, removed, inserted or reordered.",
             discussion: "Exit 0 when it holds (a note says if sessions did not end: the tail may be cut), 1 naming the first broken line. A live log brings its rotated archives (FILE.1, FILE.2, …); several files are checked as one chain in the order given.")
 

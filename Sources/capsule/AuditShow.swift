@@ -47,6 +47,7 @@ struct AuditFilterOptions: ParsableArguments {
 extension AuditCommand {
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "show",
             abstract: "Print the events of audit logs (with their rotated archives) as a table, or as JSONL with --json.",
             discussion: "Filters combine: an event is shown when it matches every option given. Exit status 0, "
                 + "125 when a file cannot be read or is not an audit log.")
@@ -76,6 +77,7 @@ extension AuditCommand {
 
     struct Tail: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "tail",
             abstract: "Print the last events of an audit log; with -f, keep printing new ones as they are written.",
             discussion: "-f follows the log across rotation (when the file is moved to FILE.N, the new FILE) "
                 + "and ends at ^C or SIGTERM with status 0.")
@@ -138,6 +140,7 @@ extension AuditCommand {
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "stats",
             abstract: "Count the calls and denials of audit logs per capability, method and session, and the targets denied most.")
 
         @Flag(help: "Print the counts as one JSON object.")

@@ -15,6 +15,7 @@ struct CapabilitiesCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "list",
             abstract: "List the capabilities a policy grants, with each method, its parameters and the level it needs.")
 
         @Option(help: "A policy level or a policy file.", completion: Completion.policy)

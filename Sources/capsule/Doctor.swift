@@ -6,6 +6,7 @@ import CapsuleSandbox
 
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "doctor",
         abstract: "Show which kernel features the sandbox can use on this host, found by trying each one."
     )
 

@@ -2,6 +2,7 @@ import ArgumentParser
 
 struct Exec: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "exec",
         abstract: "Run Python code given with -c, or read from standard input with -.",
         usage: "capsule exec [--policy <policy>] [--report <report>] (-c <code> | -) [--] [<arguments> ...]",
         discussion: """

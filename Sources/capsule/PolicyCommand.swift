@@ -20,6 +20,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "check",
             abstract: "Validate policy files; exit 1 listing every problem, or 0 when all are valid.")
 
         @Argument(help: "Policy files (or level names).", completion: Completion.policy)
@@ -48,6 +49,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "show",
             abstract: "Print the effective policy, after `extends` and defaults, as TOML.")
 
         @Argument(help: "A policy file or a level name.", completion: Completion.policy)
@@ -58,6 +60,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Explain: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "explain",
             abstract: "Say in plain language what code under the policy can read, write and reach, and its limits.")
 
         @Argument(help: "A policy file or a level name.", completion: Completion.policy)
@@ -68,6 +71,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "diff",
             abstract: "Show how two effective policies differ; exit 0 when they are the same, 1 when not.")
 
         @Argument(help: "The first policy (file or level).", completion: Completion.policy)
@@ -91,6 +95,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Learn: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "learn",
             abstract: "Write the narrowest policy that allows every capability call an audit log records.",
             discussion: "Record a job with `capsule run --policy trusted --audit log.jsonl job.py`, then `capsule policy learn log.jsonl -o job.toml`.")
 

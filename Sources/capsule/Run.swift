@@ -4,6 +4,7 @@ import CapsuleOS
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run a Python script in the sandbox; exit with the script's status.",
         discussion: """
             Output streams as it is produced. Exit status: the script's own (sys.exit(n) gives n, an \
