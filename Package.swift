@@ -98,7 +98,7 @@ let package = Package(
         // scripts/bench-calls: capability call round trips beside a raw round trip.
         .executableTarget(
             name: "capsule-bench-calls",
-            dependencies: ["CapsuleRuntime", "CapsuleCapabilities", "CapsulePolicy", "CapsuleSandbox", "CapsuleAudit"],
+            dependencies: ["CapsuleRuntime", "CapsuleCapabilities", "CapsulePolicy", "CapsuleSandbox", "CapsuleAudit", "CapsuleOS", "CapsuleProtocol"],
             path: "Benchmarks/CallRoundTrip",
             swiftSettings: swiftSettings
         ),

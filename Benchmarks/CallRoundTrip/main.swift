@@ -11,6 +11,8 @@
 import Glibc
 #endif
 import CapsuleAudit
+import CapsuleOS
+import CapsuleProtocol
 import CapsuleCapabilities
 import CapsulePolicy
 import CapsuleRuntime
@@ -93,8 +95,8 @@ for (row, name) in ["env.names()", "file.exists()"].enumerated() {
     print("| \(name): worker's busy cores | " + stride(from: 1, to: pairs.count, by: 2).map { String(format2: pairs[$0]) }.joined(separator: " | ") + " |")
 }
 
-// The audit log's cost: the same no-op and broker-thread calls with and without it, twice each,
-// alternating, the better p50 of each kept (the machine is shared and noisy).
+// The audit log's cost: the same no-op and broker-thread calls with and without it, four times
+// each, alternating, the better p50 of each kept (the machine is shared and noisy).
 let logPath = "/tmp/capsule-bench-audit-\(getpid()).jsonl"
 defer { unlink(logPath); var n = 1; while unlink("\(logPath).\(n)") == 0 { n += 1 } }
 let audit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: logPath, fsync: .batch)), policy: policy)
@@ -122,20 +124,53 @@ func measure(_ session: Session) -> [Double] {
     return text.split(separator: " ").compactMap { Double($0.trimmingSuffix("\n")) }
 }
 var plain = [Double.infinity, .infinity], logged = [Double.infinity, .infinity]
-for _ in 0..<2 {
+for _ in 0..<4 {
     for (session, best) in [(session, 0), (audited, 1)] {
         let got = measure(session)
         guard got.count == 2 else { continue }
         if best == 0 { plain = zip(plain, got).map { min($0, $1) } } else { logged = zip(logged, got).map { min($0, $1) } }
     }
 }
-print("\naudit log on (fsync = \"batch\") beside off, p50 µs, better of two alternating runs")
+print("\naudit log on (fsync = \"batch\") beside off, p50 µs, better of four alternating runs")
 print("| call | audit off | audit on | added |")
 print("|---|---|---|---|")
 for (index, name) in ["env.names() — no-op call", "file.exists()"].enumerated() {
     let added = (logged[index] / plain[index] - 1) * 100
     print("| \(name) | \(String(format1: plain[index])) | \(String(format1: logged[index])) | \(String(format1: added)) % |")
 }
+
+// Where an audited call's added time goes: each part of writing one `cap.call` line, timed alone
+// in this process (median of 2000), beside the whole append.
+func median(_ body: () -> Void) -> Double {
+    var samples: [Double] = []
+    for _ in 0..<2000 {
+        let start = OS.now()
+        body()
+        samples.append(Double(OS.now() - start) / 1e3)
+    }
+    return samples.sorted()[samples.count / 2]
+}
+let record = AuditRecord(capability: "env", method: "names", summary: [:], decision: .allowed, reason: nil, bytes: 12, seconds: 0.000021)
+let sampleLine = JSONValue.object([("seq", 1234), ("ts", .string(OS.timestamp())), ("session", "0123456789abcdef"), ("kind", "cap.call"),
+                                   ("policy", "bench.toml"), ("policy_sha256", .string(String(repeating: "a", count: 64))),
+                                   ("capability", "env"), ("method", "names"), ("args", [:]), ("decision", "allowed"),
+                                   ("bytes", 12), ("ms", 0.021), ("prev", .string(String(repeating: "b", count: 64)))]).serialized()
+let partsPath = "/tmp/capsule-bench-audit-parts-\(getpid()).jsonl"
+defer { unlink(partsPath) }
+let partsAudit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: partsPath, fsync: .never)), policy: policy)
+let batchAudit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: partsPath + ".batch", fsync: .batch)), policy: policy)
+defer { unlink(partsPath + ".batch") }
+let parts: [(String, Double)] = [
+    ("timestamp (OS.timestamp)", median { _ = OS.timestamp() }),
+    ("SHA-256 of a \(sampleLine.count)-byte line, as hex\(SHA256.acceleratable ? " (SHA extensions)" : "")", median { _ = SHA256.hash(sampleLine).hexText }),
+    ("the same, portable loop", median { var hasher = SHA256(portable: true); hasher.update(sampleLine); _ = hasher.finalize().hexText }),
+    ("the whole append, fsync = never", median { try? partsAudit.call(record) }),
+    ("the whole append, fsync = batch", median { try? batchAudit.call(record) }),
+]
+print("\none cap.call line's parts, median µs in this process")
+print("| part | µs |")
+print("|---|---|")
+for (name, value) in parts { print("| \(name) | \(String(format2: value)) |") }
 
 enum FileHandleless {
     static func write(_ fd: Int32, _ text: String) {

@@ -65,9 +65,11 @@ public final class AuditLog: Sendable {
         writer = Mutex(try Writer(options))
     }
 
-    /// Appends one event: `seq`, `ts`, `session` (when given), `kind`, then `fields`, then `prev`.
-    public func append(_ kind: String, session: String?, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
-        try writer.withLock { writer throws(AuditFailure) in try writer.append(kind, session: session, fields) }
+    /// Appends one event: `seq`, `ts`, `session` (when given), `kind`, then `shared` (members every
+    /// line of a session carries, serialized once), then `fields`, then `prev`.
+    public func append(_ kind: String, session: String?, shared: AuditMembers = AuditMembers(),
+                       _ fields: [(String, JSONValue)]) throws(AuditFailure) {
+        try writer.withLock { writer throws(AuditFailure) in try writer.append(kind, session: session, shared, fields) }
     }
 
     /// Throws once the log has failed: nothing more may proceed.
@@ -84,6 +86,17 @@ public final class AuditLog: Sendable {
         var buffer = [CChar](repeating: 0, count: 4096)
         guard getcwd(&buffer, buffer.count) != nil else { return "." }
         return String(cString: buffer)
+    }
+}
+
+/// Members that every line of a session carries, serialized once: `,"key":value` each.
+public struct AuditMembers: Sendable {
+    let serialized: [UInt8]
+
+    public init(_ members: [(String, JSONValue)] = []) {
+        var bytes: [UInt8] = []
+        for (key, value) in members { Writer.member(key, value, into: &bytes) }
+        serialized = bytes
     }
 }
 
@@ -142,12 +155,12 @@ struct Writer {
     }
 
 
-    mutating func append(_ kind: String, session: String?, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
+    mutating func append(_ kind: String, session: String?, _ shared: AuditMembers, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
         if let failure { throw failure }
         do throws(AuditFailure) {
             try locked { writer throws(AuditFailure) in
                 try writer.rotateIfDue()
-                try writer.write(kind, session: session, fields)
+                try writer.write(kind, session: session, shared: shared, fields)
             }
         } catch {
             failure = error
@@ -283,13 +296,23 @@ struct Writer {
     static func baseName(_ path: String) -> String { path.split(separator: "/").last.map(String.init) ?? path }
 
     /// Writes one line at the end of the file (the lock held); a failed write is cut back off.
-    private mutating func write(_ kind: String, session: String?, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
-        var members: [(String, JSONValue)] = [("seq", .number(Double(seq + 1))), ("ts", .string(OS.timestamp()))]
-        if let session { members.append(("session", .string(session))) }
-        members.append(("kind", .string(kind)))
-        members += fields
-        members.append(("prev", .string(prev)))
-        var line = JSONValue.object(members).serialized()
+    /// The line's bytes are put together directly (no JSON tree): this is on every call's path.
+    private mutating func write(_ kind: String, session: String?, shared: AuditMembers = AuditMembers(),
+                                _ fields: [(String, JSONValue)]) throws(AuditFailure) {
+        var line: [UInt8] = []
+        line.reserveCapacity(256 + shared.serialized.count)
+        line += #"{"seq":"#.utf8
+        line += String(seq + 1).utf8
+        line += #","ts":""#.utf8
+        line += OS.timestamp().utf8
+        line.append(UInt8(ascii: "\""))
+        if let session { Self.member("session", .string(session), into: &line) }
+        Self.member("kind", .string(kind), into: &line)
+        line += shared.serialized
+        for (key, value) in fields { Self.member(key, value, into: &line) }
+        line += #","prev":""#.utf8
+        line += prev.utf8
+        line += #""}"#.utf8
         let lineDigest = digest(line)
         line.append(UInt8(ascii: "\n"))
         do {
@@ -307,6 +330,14 @@ struct Writer {
         case .batch where OS.now() - lastSync >= Self.batchNanoseconds: try flush()
         case .batch, .never: break
         }
+    }
+
+    /// `,"key":value`
+    static func member(_ key: String, _ value: JSONValue, into line: inout [UInt8]) {
+        line.append(UInt8(ascii: ","))
+        JSONValue.string(key).serialize(into: &line)
+        line.append(UInt8(ascii: ":"))
+        value.serialize(into: &line)
     }
 
     private func fail(_ what: String, _ error: SystemError, hint: String = "") -> AuditFailure {

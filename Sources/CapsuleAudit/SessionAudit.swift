@@ -11,12 +11,12 @@ import CapsuleProtocol
 public final class SessionAudit: AuditSink {
     public let log: AuditLog
     public let session: String
-    private let policyFields: [(String, JSONValue)]
+    private let policyMembers: AuditMembers
 
     public init(log: AuditLog, policy: Policy, session: String = SessionAudit.newSessionID()) {
         self.log = log
         self.session = session
-        policyFields = [("policy", .string(policy.origin)), ("policy_sha256", .string(policy.digest))]
+        policyMembers = AuditMembers([("policy", .string(policy.origin)), ("policy_sha256", .string(policy.digest))])
     }
 
     /// 16 random hex digits.
@@ -55,7 +55,7 @@ public final class SessionAudit: AuditSink {
     public func check() throws(AuditFailure) { try log.check() }
 
     private func write(_ kind: AuditEvent.Kind, _ fields: [(String, JSONValue)]) throws(AuditFailure) {
-        try log.append(kind.rawValue, session: session, policyFields + fields)
+        try log.append(kind.rawValue, session: session, shared: policyMembers, fields)
     }
 }
 

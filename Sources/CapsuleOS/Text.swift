@@ -34,12 +34,18 @@ extension Unicode.Scalar {
 extension Sequence<UInt8> {
     /// Lowercase hexadecimal, two digits a byte (digests as logs and checksums show them).
     public var hexText: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for byte in self {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
+        // Through contiguous storage: unspecialized generic iteration costs microseconds a digest.
+        withContiguousStorageIfAvailable(hexadecimal) ?? Array(self).withUnsafeBufferPointer(hexadecimal)
+    }
+}
+
+private func hexadecimal(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+    String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+        let digits: StaticString = "0123456789abcdef"
+        for (index, byte) in bytes.enumerated() {
+            out[2 * index] = digits.utf8Start[Int(byte >> 4)]
+            out[2 * index + 1] = digits.utf8Start[Int(byte & 0x0f)]
         }
-        return String(decoding: out, as: UTF8.self)
+        return bytes.count * 2
     }
 }

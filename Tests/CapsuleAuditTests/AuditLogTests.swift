@@ -67,6 +67,10 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         // RFC 3339 UTC with microseconds.
         let ts = lines[1].event?["ts"]?.stringValue ?? ""
         #expect(ts.count == 27 && ts.hasSuffix("Z") && ts.dropFirst(19).first == ".", "\(ts)")
+        let pattern = ts.map { $0.isNumber ? "d" : String($0) }.joined()
+        #expect(pattern == "dddd-dd-ddTdd:dd:dd.ddddddZ", "\(ts)")
+        let written = Double(AuditTime.microseconds(ts) ?? 0) / 1e6
+        #expect(abs(written - Double(time(nil))) < 600, "the wall clock, not some other: \(ts)")
         #expect(try AuditVerifier.verify([log.path]).problem == nil)
     }
 

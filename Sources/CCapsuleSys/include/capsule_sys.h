@@ -1,4 +1,5 @@
-// System calls Swift cannot reach through Glibc (variadic `syscall`, no libc wrapper).
+// System calls Swift cannot reach through Glibc (variadic `syscall`, no libc wrapper), and the
+// one CPU instruction set capsule uses (SHA-256 for the audit chain).
 #pragma once
 #include <stdint.h>
 
@@ -11,3 +12,11 @@ enum {
     CAPSULE_RESOLVE_NO_SYMLINKS = 0x04,
     CAPSULE_RESOLVE_BENEATH = 0x08,
 };
+
+#include <stddef.h>
+
+/// Whether this CPU has the SHA extensions (and SSSE3, SSE4.1) that capsule_sha256_blocks needs.
+int capsule_sha256_accelerated(void);
+/// SHA-256's compression of `blocks` 64-byte blocks into `state` (A..H), with the SHA extensions;
+/// call it only where capsule_sha256_accelerated() says so.
+void capsule_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks);
