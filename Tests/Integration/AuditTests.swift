@@ -105,6 +105,25 @@ import CapsuleProtocol
         #expect(logged[5]["status"]?.stringValue == "limit")
     }
 
+    @Test func coreutilsSha256sumOfEachLineIsTheNextLinesPrev() throws {
+        // The chain as a reviewer checks it without capsule: sha256sum of a line's bytes.
+        let tree = try HostTree()
+        let log = "\(tree.path)/audit.jsonl"
+        let script = "\(tree.path)/job.py"
+        try Host.writeFile(script, "print('hello')\n")
+        let run = try CLI.run(["run", "--policy", "sandbox", "--audit", log, script])
+        #expect(run.status == 0, "\(run)")
+        let lines = try Host.readFile(log).split(separator: "\n").map(String.init)
+        #expect(lines.count >= 5, "\(lines)")
+        for index in 1..<lines.count {
+            let out = "\(tree.path)/digest.txt"
+            #expect(Host.spawnAndWait("/bin/sh", ["-c", "sed -n \(index)p '\(log)' | tr -d '\\n' | sha256sum > '\(out)'"]) == 0)
+            let digest = String(try Host.readFile(out).prefix(64))
+            let prev = try JSONValue.parse(Array(lines[index].utf8))["prev"]?.stringValue
+            #expect(prev == digest, "line \(index + 1)")
+        }
+    }
+
     @Test func eightConcurrentRunsShareOneUnbrokenChain() throws {
         let tree = try HostTree()
         let log = "\(tree.path)/audit.jsonl"
