@@ -118,12 +118,12 @@ public struct AuditStats: Sendable {
             let clipped = safe.count > width ? String(safe.prefix(width - 1)) + "…" : safe
             return clipped + String(repeating: " ", count: max(1, width - clipped.count + 1))
         }
-        func counts(_ count: Count) -> String { "\(count.calls) calls, \(count.denied) denied, \(count.failed) failed" }
+        func counts(_ count: Count) -> String { "\(counted(count.calls, "call")), \(count.denied) denied, \(count.failed) failed" }
         var lines = [
-            "\(events) events from \(first ?? "-") to \(last ?? "-") (UTC)",
-            "\(sessions.count) sessions, \(kinds["exec.start"] ?? 0) executions, \(counts(total)), "
-                + "\(kinds["approval"] ?? 0) approvals, \(kinds["limit.hit"] ?? 0) limits hit, "
-                + "\(kinds["sandbox.error"] ?? 0) sandbox errors",
+            "\(counted(events, "event")) from \(first ?? "-") to \(last ?? "-") (UTC)",
+            "\(counted(sessions.count, "session")), \(counted(kinds["exec.start"] ?? 0, "execution")), \(counts(total)), "
+                + "\(counted(kinds["approval"] ?? 0, "approval")), \(counted(kinds["limit.hit"] ?? 0, "limit", "hit")), "
+                + "\(counted(kinds["sandbox.error"] ?? 0, "sandbox error"))",
         ]
         if !capabilities.isEmpty {
             lines += ["", cell("CAPABILITY", 34) + cell("CALLS", 8) + cell("DENIED", 8) + "FAILED"]
@@ -154,3 +154,7 @@ public struct AuditStats: Sendable {
     }
 }
 
+/// "1 session", "2 sessions"; `after` follows the noun ("1 limit hit").
+func counted(_ count: Int, _ noun: String, _ after: String = "") -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")" + (after.isEmpty ? "" : " \(after)")
+}

@@ -49,7 +49,7 @@ public enum AuditTable {
             return (text("pid").map { "pid \($0)" } ?? "", "", joined(text("policy").map { "policy \($0)" },
                                                                       text("python").map { "python \($0)" }))
         case "session.end":
-            return ("", "", joined(text("executions").map { "\($0) executions" }, text("exit_code").map { "exit \($0)" },
+            return ("", "", joined(event["executions"]?.intValue.map { counted($0, "execution") }, text("exit_code").map { "exit \($0)" },
                                    text("signal").map { "signal \($0)" }))
         case "policy.loaded":
             return (text("origin") ?? text("policy") ?? "", text("level") ?? "",
