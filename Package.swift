@@ -119,6 +119,8 @@ let package = Package(
                     dependencies: ["CapsuleAudit", "CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleOS",
                                    .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "CapsuleCLITests", dependencies: ["capsule", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
                                    "CapsuleOS", "CapsuleCapabilities", "CapsuleAudit"],

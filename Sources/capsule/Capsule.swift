@@ -11,10 +11,14 @@ struct Capsule: ParsableCommand {
     )
 
     /// As ArgumentParser's main, except that `help NAME` for a command that does not exist is a
-    /// usage error (ArgumentParser would show the top-level help and exit 0).
+    /// usage error (ArgumentParser would show the top-level help and exit 0), and that the common
+    /// forms of `capsule run` skip its parsing (Run.quickly).
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "help", let error = unknownHelpTopic(Array(arguments.dropFirst())) { exit(withError: error) }
+        if arguments.first == "run", let run = Run.quickly(Array(arguments.dropFirst())) {
+            do { try run.run() } catch { exit(withError: error) } // run() ends by throwing its ExitCode
+        }
         main(arguments)
     }
 

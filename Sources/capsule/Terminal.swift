@@ -41,15 +41,23 @@ struct SessionOptions: ParsableArguments {
 
     /// A report that cannot be written is refused before anything runs, in one sentence.
     func validate() throws {
-        guard approvalTimeout > 0 && approvalTimeout <= 86400 else {
+        guard Self.approvalTimeoutIsValid(approvalTimeout) else {
             throw ValidationError("--approval-timeout takes seconds above 0 and at most 86400 (a day), such as 60")
         }
-        guard let report else { return }
-        switch openReport(report, creating: false) {
-        case .success(let fd): OS.close(fd)
-        case .failure(let problem):
-            printError("capsule: \(problem.message)")
+        if let problem = reportProblem {
+            printError("capsule: \(problem)")
             throw ExitCode(ExitStatus.capsuleError)
+        }
+    }
+
+    static func approvalTimeoutIsValid(_ seconds: Double) -> Bool { seconds > 0 && seconds <= 86400 }
+
+    /// Why `--report` cannot be written, if it cannot.
+    var reportProblem: String? {
+        guard let report else { return nil }
+        switch openReport(report, creating: false) {
+        case .success(let fd): OS.close(fd); return nil
+        case .failure(let problem): return problem.message
         }
     }
 }
