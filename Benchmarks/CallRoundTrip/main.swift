@@ -95,48 +95,53 @@ for (row, name) in ["env.names()", "file.exists()"].enumerated() {
     print("| \(name): worker's busy cores | " + stride(from: 1, to: pairs.count, by: 2).map { String(format2: pairs[$0]) }.joined(separator: " | ") + " |")
 }
 
-// The audit log's cost: the same no-op and broker-thread calls with and without it, four times
-// each, alternating, the better p50 of each kept (the machine is shared and noisy).
+// The audit log's cost: the same no-op and broker-thread calls with and without it, in 30
+// rounds of 200 calls each, the two sessions in turn (each first half the time); the result is
+// the median of the rounds' audited/plain p50 ratios, so a change of the machine's load falls on
+// both sides of each ratio.
 let logPath = "/tmp/capsule-bench-audit-\(getpid()).jsonl"
 defer { unlink(logPath); var n = 1; while unlink("\(logPath).\(n)") == 0 { n += 1 } }
 let audit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: logPath, fsync: .batch)), policy: policy)
 let audited = try Session(policy: policy, location: try WorkerLocation.find(),
                           broker: Broker(policy: policy, audit: audit), audit: audit)
 defer { audited.shutdown() }
-let pair = """
-    from time import perf_counter
-    from capsule import env, file
-    def p50(fn, n=\(calls)):
+let warm = "from time import perf_counter\nfrom capsule import env, file\nfor _ in range(200): env.names()\n"
+let round = """
+    def p50(fn, n=200):
         samples = []
         for _ in range(n):
             t = perf_counter(); fn(); samples.append(perf_counter() - t)
         samples.sort()
         return samples[len(samples) // 2] * 1e6
-    for _ in range(200): env.names()
     print(f"{p50(env.names):.1f} {p50(lambda: file.exists('/usr/lib')):.1f}")
     """
-func measure(_ session: Session) -> [Double] {
+func measure(_ session: Session, _ code: String) -> [Double] {
     var text = ""
-    _ = session.execute(pair, wantResult: false) { event in
+    _ = session.execute(code, wantResult: false) { event in
         if case .stream(.stdout, let chunk) = event { text += chunk }
         return nil
     }
     return text.split(separator: " ").compactMap { Double($0.trimmingSuffix("\n")) }
 }
-var plain = [Double.infinity, .infinity], logged = [Double.infinity, .infinity]
-for _ in 0..<4 {
-    for (session, best) in [(session, 0), (audited, 1)] {
-        let got = measure(session)
-        guard got.count == 2 else { continue }
-        if best == 0 { plain = zip(plain, got).map { min($0, $1) } } else { logged = zip(logged, got).map { min($0, $1) } }
-    }
+_ = measure(session, warm)
+_ = measure(audited, warm)
+var plainRounds: [[Double]] = [], loggedRounds: [[Double]] = []
+for index in 0..<30 {
+    let order = index % 2 == 0 ? [(session, false), (audited, true)] : [(audited, true), (session, false)]
+    var got: [Bool: [Double]] = [:]
+    for (which, logs) in order { got[logs] = measure(which, round) }
+    guard let plain = got[false], let logged = got[true], plain.count == 2, logged.count == 2 else { continue }
+    plainRounds.append(plain)
+    loggedRounds.append(logged)
 }
-print("\naudit log on (fsync = \"batch\") beside off, p50 µs, better of four alternating runs")
-print("| call | audit off | audit on | added |")
+func middle(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+print("\naudit log on (fsync = \"batch\") beside off, p50 µs: medians of \(plainRounds.count) rounds of 200 calls, in turn")
+print("| call | audit off | audit on | added (median of the rounds' ratios) |")
 print("|---|---|---|---|")
-for (index, name) in ["env.names() — no-op call", "file.exists()"].enumerated() {
-    let added = (logged[index] / plain[index] - 1) * 100
-    print("| \(name) | \(String(format1: plain[index])) | \(String(format1: logged[index])) | \(String(format1: added)) % |")
+for (index, name) in ["env.names() — no-op call", "file.exists()"].enumerated() where !plainRounds.isEmpty {
+    let ratios = zip(plainRounds, loggedRounds).map { $1[index] / $0[index] }
+    print("| \(name) | \(String(format1: middle(plainRounds.map { $0[index] }))) | "
+        + "\(String(format1: middle(loggedRounds.map { $0[index] }))) | \(String(format1: (middle(ratios) - 1) * 100)) % |")
 }
 
 // Where an audited call's added time goes: each part of writing one `cap.call` line, timed alone

@@ -15,6 +15,8 @@ enum {
 
 #include <stddef.h>
 
+/// SHA-256's 64 round constants.
+const uint32_t *capsule_sha256_constants(void);
 /// Whether this CPU has the SHA extensions (and SSSE3, SSE4.1) that capsule_sha256_blocks needs.
 int capsule_sha256_accelerated(void);
 /// SHA-256's compression of `blocks` 64-byte blocks into `state` (A..H), with the SHA extensions;
