@@ -291,8 +291,8 @@ final class Background {
     init(_ argv: [String]) throws {
         let (read, write) = try OS.socketPair()
         reader = read
-        // Through env(1): capsule with no coverage file of its own in the working directory.
-        pid = try OS.spawn("/usr/bin/env", arguments: ["LLVM_PROFILE_FILE=/dev/null"] + argv,
+        // Through env(1), with CLI's coverage setting and nothing else of ours.
+        pid = try OS.spawn("/usr/bin/env", arguments: [CLI.profileSetting] + argv,
                            descriptors: [(child: 1, parent: write), (child: 2, parent: write)])
         OS.close(write)
     }

@@ -426,6 +426,17 @@ func withShellLikeSpawnAttributes<T>(flags: Int32 = 0, _ body: (inout posix_spaw
 enum CLI {
     static var executable: String { "\(Host.buildDirectory)/capsule" }
 
+    /// `LLVM_PROFILE_FILE=…` for a capsule process a test starts: beside the test run's own
+    /// profiles when it has them (`swift test --enable-code-coverage` merges every .profraw there,
+    /// so the CLI's lines count), a pool of four files that processes merge into as they exit;
+    /// otherwise nowhere (a coverage build would leave default.profraw in the working directory).
+    static let profileSetting: String = {
+        guard let own = OS.environment("LLVM_PROFILE_FILE"), let slash = own.lastIndex(of: "/") else {
+            return "LLVM_PROFILE_FILE=/dev/null"
+        }
+        return "LLVM_PROFILE_FILE=\(own[..<slash])/subprocess-%4m.profraw"
+    }()
+
     /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
     /// such as setpriv to run it as another user. Standard input is /dev/null, or `stdin` (a
     /// descriptor the caller keeps); `signal` is sent to capsule once stdout shows its text.
@@ -474,8 +485,8 @@ enum CLI {
         let path = wrapper.first ?? executable
         let argv: [UnsafeMutablePointer<CChar>?] = (wrapper + [executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        // A coverage build of capsule would otherwise leave default.profraw in the working directory.
-        let environment: [UnsafeMutablePointer<CChar>?] = [strdup("LLVM_PROFILE_FILE=/dev/null"), nil]
+        // Another user (through `via`) could not write the test run's profiles: nowhere, then.
+        let environment: [UnsafeMutablePointer<CChar>?] = [strdup(wrapper.isEmpty ? CLI.profileSetting : "LLVM_PROFILE_FILE=/dev/null"), nil]
         defer { free(environment[0]) }
         var pid: pid_t = 0
         let started = OS.now()

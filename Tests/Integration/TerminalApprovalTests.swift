@@ -37,7 +37,7 @@ final class TerminalRun {
         posix_spawn_file_actions_adddup2(&actions, 0, 2)
         let argv: [UnsafeMutablePointer<CChar>?] = ([CLI.executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        let environment: [UnsafeMutablePointer<CChar>?] = [strdup("LLVM_PROFILE_FILE=/dev/null"), strdup("TERM=xterm"), nil]
+        let environment: [UnsafeMutablePointer<CChar>?] = [strdup(CLI.profileSetting), strdup("TERM=xterm"), nil]
         defer { for pointer in environment { free(pointer) } }
         var child: pid_t = 0
         let spawned = withShellLikeSpawnAttributes(flags: 0x80 /* POSIX_SPAWN_SETSID */) {
