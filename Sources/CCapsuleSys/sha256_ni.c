@@ -1,6 +1,6 @@
-// SHA-256 block compression with the x86 SHA extensions (SHA-NI), for the audit chain: about ten
-// times the portable Swift loop in SHA256.swift, which remains the fallback and the reference the
-// tests hold this to. The round structure follows Intel's published description of the
+// SHA-256 block compression with the x86 SHA extensions (SHA-NI), for the audit chain: an audit
+// line hashes about 3.5 times faster than with the portable Swift loop in SHA256.swift, which
+// remains the fallback and the reference the tests hold this to. The round structure follows Intel's published description of the
 // instructions (sha256rnds2 does two rounds; sha256msg1/msg2 extend the message schedule).
 #include "capsule_sys.h"
 

@@ -3,8 +3,8 @@ import CCapsuleSys
 /// SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), for the audit chain and `code_sha256`.
 ///
 /// Our own, so the supervisor links no crypto library: a portable loop, and the x86 SHA extensions
-/// (CCapsuleSys) where the CPU has them, about ten times faster; every audit line is hashed on the
-/// way to a call's answer. Tests hold both to the standard's vectors and to swift-crypto.
+/// (CCapsuleSys) where the CPU has them, about 3.5 times faster on an audit line (1.2 against
+/// 4.2 µs); every audit line is hashed on the way to a call's answer. Tests hold both to the standard's vectors and to swift-crypto.
 public struct SHA256: Sendable {
     /// Whether this CPU has the SHA extensions.
     public static let acceleratable = capsule_sha256_accelerated() != 0
