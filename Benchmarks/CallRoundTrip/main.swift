@@ -95,10 +95,10 @@ for (row, name) in ["env.names()", "file.exists()"].enumerated() {
     print("| \(name): worker's busy cores | " + stride(from: 1, to: pairs.count, by: 2).map { String(format2: pairs[$0]) }.joined(separator: " | ") + " |")
 }
 
-// The audit log's cost: the same no-op and broker-thread calls with and without it, in 30
-// rounds of 200 calls each, the two sessions in turn (each first half the time); the result is
-// the median of the rounds' audited/plain p50 ratios, so a change of the machine's load falls on
-// both sides of each ratio.
+// The audit log's cost: the same no-op and broker-thread calls with and without it, in 200
+// rounds (CAPSULE_BENCH_AUDIT_ROUNDS) of 200 calls each, the two sessions in turn (each first
+// half the time); the result is the median of the rounds' audited/plain p50 ratios, so a change
+// of the machine's load falls on both sides of each ratio. 30 rounds left runs 5 points apart.
 let logPath = "/tmp/capsule-bench-audit-\(getpid()).jsonl"
 defer { unlink(logPath); var n = 1; while unlink("\(logPath).\(n)") == 0 { n += 1 } }
 let audit = SessionAudit(log: try AuditLog.shared(AuditOptions(path: logPath, fsync: .batch)), policy: policy)
@@ -125,8 +125,9 @@ func measure(_ session: Session, _ code: String) -> [Double] {
 }
 _ = measure(session, warm)
 _ = measure(audited, warm)
+let auditRounds = Int(OS.environment("CAPSULE_BENCH_AUDIT_ROUNDS") ?? "") ?? 200
 var plainRounds: [[Double]] = [], loggedRounds: [[Double]] = []
-for index in 0..<30 {
+for index in 0..<auditRounds {
     let order = index % 2 == 0 ? [(session, false), (audited, true)] : [(audited, true), (session, false)]
     var got: [Bool: [Double]] = [:]
     for (which, logs) in order { got[logs] = measure(which, round) }

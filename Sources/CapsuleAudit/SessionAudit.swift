@@ -26,13 +26,16 @@ public final class SessionAudit: AuditSink {
     }
 
     public func call(_ record: AuditRecord) throws(AuditFailure) {
-        var fields: [(String, JSONValue)] = [
-            ("capability", .string(record.capability)), ("method", .string(record.method)), ("args", record.summary),
-            ("decision", .string(record.decision.rawValue)),
-        ]
-        if let reason = record.reason { fields.append(("reason", .string(reason.clipped(to: 1000)))) }
-        fields += [("bytes", .number(Double(record.bytes))), ("ms", .number((record.seconds * 1e6).rounded() / 1e3))]
-        try write(record.decision == .denied ? .capDenied : .capCall, fields)
+        let kind: AuditEvent.Kind = record.decision == .denied ? .capDenied : .capCall
+        try log.append(kind.rawValue, session: session, shared: policyMembers) { line in
+            line.member("capability", string: record.capability)
+            line.member("method", string: record.method)
+            line.member("args", record.summary)
+            line.member("decision", string: record.decision.rawValue)
+            if let reason = record.reason { line.member("reason", string: reason.clipped(to: 1000)) }
+            line.member("bytes", integer: record.bytes)
+            line.member("ms", milliseconds: record.seconds)
+        }
     }
 
     public func approval(_ request: ApprovalRequest, decision: ApprovalDecision) throws(AuditFailure) {

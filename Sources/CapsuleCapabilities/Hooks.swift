@@ -62,7 +62,7 @@ public struct AuditRecord: Sendable, Equatable {
     private static func brief(_ value: JSONValue) -> JSONValue {
         if value.bytesValue != nil { return size(value) }
         switch value {
-        case .string(let text) where text.count > 200: return .string(String(text.prefix(200)) + "…")
+        case .string(let text) where text.utf8.count > 200 && text.count > 200: return .string(String(text.prefix(200)) + "…")
         case .array, .object: return size(value)
         default: return value
         }

@@ -315,16 +315,23 @@ extension OS {
 
     /// The wall clock as RFC 3339 UTC with microseconds: `2026-12-01T13:05:00.123456Z`.
     public static func timestamp() -> String {
+        var text: [UInt8] = []
+        timestamp(into: &text)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// Appends the wall clock's 27 bytes, as `timestamp()` has them: this runs for every audit line.
+    public static func timestamp(into text: inout [UInt8]) {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         var seconds = spec.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        // Digits straight into 27 bytes: this runs for every audit line.
-        var text = [UInt8](repeating: 0, count: 27)
+        let start = text.count
+        text.append(contentsOf: repeatElement(0, count: 27))
         func put(_ value: Int, _ width: Int, at end: Int) {
             var value = value
-            for index in stride(from: end - 1, through: end - width, by: -1) {
+            for index in stride(from: start + end - 1, through: start + end - width, by: -1) {
                 text[index] = UInt8(ascii: "0") + UInt8(value % 10)
                 value /= 10
             }
@@ -336,8 +343,8 @@ extension OS {
         put(Int(parts.tm_min), 2, at: 16)
         put(Int(parts.tm_sec), 2, at: 19)
         put(Int(spec.tv_nsec) / 1000, 6, at: 26)
-        (text[4], text[7], text[10], text[13], text[16], text[19], text[26]) =
-            (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"), UInt8(ascii: ":"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
-        return String(decoding: text, as: UTF8.self)
+        (text[start + 4], text[start + 7], text[start + 10], text[start + 13]) =
+            (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"), UInt8(ascii: ":"))
+        (text[start + 16], text[start + 19], text[start + 26]) = (UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
     }
 }

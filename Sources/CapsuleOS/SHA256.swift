@@ -30,6 +30,13 @@ public struct SHA256: Sendable {
         return hasher.finalize()
     }
 
+    /// The same for an array, with no generic call on the way: every audit line takes this one.
+    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
+        var hasher = SHA256()
+        bytes.withUnsafeBufferPointer { hasher.update(buffer: $0) }
+        return hasher.finalize()
+    }
+
     public mutating func update(_ bytes: some Sequence<UInt8>) {
         // One call into contiguous storage (an Array's or a slice's), not one per byte: callers in
         // other modules get this generic unspecialized.
@@ -38,7 +45,7 @@ public struct SHA256: Sendable {
         }
     }
 
-    private mutating func update(buffer input: UnsafeBufferPointer<UInt8>) {
+    fileprivate mutating func update(buffer input: UnsafeBufferPointer<UInt8>) {
         guard var next = input.baseAddress else { return }
         var left = input.count
         length &+= UInt64(left)
@@ -150,6 +157,13 @@ public struct HMACSHA256: Sendable {
     }
 
     /// The 32-byte code of `message`.
+    public func code(_ message: [UInt8]) -> [UInt8] {
+        var inner = self.inner, outer = self.outer
+        message.withUnsafeBufferPointer { inner.update(buffer: $0) }
+        outer.update(inner.finalize())
+        return outer.finalize()
+    }
+
     public func code(_ message: some Sequence<UInt8>) -> [UInt8] {
         var inner = self.inner, outer = self.outer
         inner.update(message)

@@ -39,6 +39,17 @@ extension Sequence<UInt8> {
     }
 }
 
+extension Array<UInt8> {
+    /// Appends `bytes` as lowercase hexadecimal, without going through `String`.
+    public mutating func appendHex(_ bytes: [UInt8]) {
+        let digits: StaticString = "0123456789abcdef"
+        for byte in bytes {
+            append(digits.utf8Start[Int(byte >> 4)])
+            append(digits.utf8Start[Int(byte & 0x0f)])
+        }
+    }
+}
+
 private func hexadecimal(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
     String(unsafeUninitializedCapacity: bytes.count * 2) { out in
         let digits: StaticString = "0123456789abcdef"

@@ -86,7 +86,7 @@ func utf8SequenceLength(in bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> 
 
 extension Array where Element == UInt8 {
     /// Appends `value` in decimal without going through `String`.
-    mutating func appendDecimal(_ value: Int64) {
+    package mutating func appendDecimal(_ value: Int64) {
         if value < 0 { append(ASCII.minus) }
         var magnitude = value.magnitude
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits

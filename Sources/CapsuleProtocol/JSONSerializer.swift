@@ -56,7 +56,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ value: String, into out: inout [UInt8]) {
+    package static func writeString(_ value: String, into out: inout [UInt8]) {
         out.append(ASCII.quote)
         var value = value
         value.withUTF8 { utf8 in

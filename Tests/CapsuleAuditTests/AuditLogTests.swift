@@ -8,6 +8,7 @@ import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
 @testable import CapsuleAudit
+import Synchronization
 
 /// A fresh directory, removed afterwards.
 final class Scratch {
@@ -95,6 +96,54 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
             let mine = lines.filter { $0.session == "s\(index)" }.compactMap { $0.event?["n"]?.intValue }
             #expect(mine == Array(0..<200))
         }
+    }
+
+    /// A writer alone keeps the file's lock past a line (a lease); another process must still get
+    /// it within moments, whether or not more lines follow, and a dropped log lets go at once.
+    @Test func aLeaseOnTheLockEndsOnTimeAndAnotherWriterGetsIn() throws {
+        let scratch = Scratch()
+        let path = "\(scratch.path)/a.jsonl"
+        let log = try AuditLog(AuditOptions(path: path, fsync: .batch))
+        try log.append("exec.start", session: "s", [])
+        let other = try OS.open(path, flags: O_RDWR | O_APPEND)
+        defer { OS.close(other) }
+        // The keeper ends the lease though no line follows.
+        let deadline = OS.now() + 5_000_000_000
+        var locked = false
+        while !locked && OS.now() < deadline {
+            locked = flock(other, LOCK_EX | LOCK_NB) == 0
+            if !locked { usleep(1000) }
+        }
+        #expect(locked, "another writer never got the log's lock")
+        // While the other holds it, a line waits for it, then goes after the other's.
+        try OS.writeAll(other, "{\"other\":true}\n")
+        let appended = Mutex(false)
+        concurrently(2) { index in
+            if index == 0 {
+                try? log.append("exec.end", session: "s", [])
+                appended.withLock { $0 = true }
+            } else {
+                usleep(100_000)
+                #expect(!appended.withLock { $0 }, "a line was written while another process held the lock")
+                flock(other, LOCK_UN)
+            }
+        }
+        let lines = try AuditReader.lines(of: path)
+        #expect(lines.map(\.kind) == ["audit.start", "exec.start", nil, "exec.end"])
+        #expect(lines[3].event?["prev"]?.stringValue == ChainDigest(key: nil)(lines[2].bytes))
+        // The batch reaches the disk without another line to carry it.
+        let synced = OS.now() + 5_000_000_000
+        while log.unsynced && OS.now() < synced { usleep(10_000) }
+        #expect(!log.unsynced)
+    }
+
+    @Test func aDroppedLogLetsGoOfTheLock() throws {
+        let scratch = Scratch()
+        let path = "\(scratch.path)/a.jsonl"
+        try AuditLog(AuditOptions(path: path)).append("exec.start", session: "s", [])
+        let other = try OS.open(path, flags: O_RDWR | O_APPEND)
+        defer { OS.close(other) }
+        #expect(flock(other, LOCK_EX | LOCK_NB) == 0)
     }
 
     @Test func oneWriterPerFileIsSharedByTheProcess() throws {
