@@ -34,8 +34,8 @@ public struct FileCapability: Capability {
     }
 
     let roots: [Root]
-    let include: [String]
-    let exclude: [String]
+    let include: [Glob.Pattern]
+    let exclude: [Glob.Pattern]
     let beneath: Beneath
 
     /// `beneath` says how paths are resolved below a root (tests force the fallback walk).
@@ -46,8 +46,8 @@ public struct FileCapability: Capability {
         var paths = policy.read.map(OS.normalizedPath)
         for path in write where !paths.contains(path) { paths.append(path) }
         roots = paths.map { Root(path: $0, writable: write.contains($0)) }
-        include = policy.include
-        exclude = policy.exclude
+        include = policy.include.map(Glob.Pattern.init)
+        exclude = policy.exclude.map(Glob.Pattern.init)
     }
 
     public func invoke(_ method: Method, _ arguments: Arguments, context: CallContext) async throws(CapabilityError) -> JSONValue {
@@ -179,7 +179,7 @@ public struct FileCapability: Capability {
         do {
             let info = try OS.info(handle)
             let isDirectory = info.kind == .directory
-            let relative = try relativePath(of: handle, in: root)
+            let relative = try relativePath(of: handle, beneath: rootFD)
             guard visible(relative, directory: isDirectory) else {
                 OS.close(handle)
                 throw CapabilityError.denied(hiddenReason(path, relative: relative))
@@ -262,11 +262,15 @@ public struct FileCapability: Capability {
         }
     }
 
-    /// The path of an open descriptor relative to its root ("" for the root itself).
     private func relativePath(of fd: Int32, in root: Root) throws(SystemError) -> String {
-        let real = try OS.path(of: fd)
         let rootFD = try OS.openFile(root.path, flags: O_PATH | O_DIRECTORY)
         defer { OS.close(rootFD) }
+        return try relativePath(of: fd, beneath: rootFD)
+    }
+
+    /// The path of an open descriptor relative to its root's (open) directory ("" for the root itself).
+    private func relativePath(of fd: Int32, beneath rootFD: Int32) throws(SystemError) -> String {
+        let real = try OS.path(of: fd)
         let rootReal = try OS.path(of: rootFD)
         if real == rootReal { return "" }
         let prefix = rootReal == "/" ? "/" : rootReal + "/"
@@ -288,51 +292,82 @@ public struct FileCapability: Capability {
     /// visible only when an include entry names it without wildcards.
     func visible(_ relative: String, directory: Bool) -> Bool {
         if relative.isEmpty { return true }
-        if exclude.contains(where: { Glob.matches($0, relative) }) { return false }
-        if Glob.isSecret(relative) {
-            return include.contains { !Glob.hasWildcards($0) && Glob.matches($0, relative) }
+        let path = Glob.Path(relative)
+        if exclude.contains(where: { $0.matches(path) }) { return false }
+        if Glob.isSecret(path) {
+            return include.contains { !$0.wildcards && $0.matches(path) }
         }
-        return directory || include.contains { Glob.matches($0, relative) }
+        return directory || include.contains { $0.matches(path) }
     }
 
     private func hiddenReason(_ path: String, relative: String) -> String {
-        if exclude.contains(where: { Glob.matches($0, relative) }) {
+        if exclude.contains(where: { $0.matches(Glob.Path(relative)) }) {
             return "'\(path)' matches an exclude glob of [capabilities.file]"
         }
         if Glob.isSecret(relative) {
             return "'\(path)' looks like a secret (keys, tokens, credentials); it is readable only when an include entry of [capabilities.file] names it exactly"
         }
-        return "'\(path)' matches no include glob of [capabilities.file] (\(include.joined(separator: ", ")))"
+        return "'\(path)' matches no include glob of [capabilities.file] (\(include.map(\.text).joined(separator: ", ")))"
     }
 }
 
 /// Globs over `/`-separated paths relative to a root: `*` and `?` stay within one name, `**` as a
 /// whole name spans any number of them; a glob without `/` is matched against the last name, at
 /// any depth (`*.csv` matches `a/b.csv`).
+/// `*`, `?` and `**` globs over paths relative to a root. A pattern without `/` matches a path's
+/// last name; `**` alone matches everything. Patterns are split once (`Pattern`) and a path once
+/// per check (`Path`): every file call checks its path against the policy's globs and the ~35
+/// secret patterns, and matching them as strings cost most of a call's time.
 package enum Glob {
-    package static func matches(_ pattern: String, _ path: String) -> Bool {
-        let names = path.split(separator: "/").map(String.init)
-        if !pattern.contains("/") { return pattern == "**" || matchName(Array(pattern.utf8), Array((names.last ?? "").utf8)) }
-        return matchParts(pattern.split(separator: "/").map(String.init)[...], names[...])
+    package struct Pattern: Sendable {
+        package let text: String
+        let names: [[UInt8]]
+        let nameOnly: Bool
+        let everything: Bool
+        package let wildcards: Bool
+
+        package init(_ text: String) {
+            self.text = text
+            names = text.utf8.split(separator: UInt8(ascii: "/")).map(Array.init)
+            nameOnly = !text.utf8.contains(UInt8(ascii: "/"))
+            everything = text == "**"
+            wildcards = Glob.hasWildcards(text)
+        }
+
+        package func matches(_ path: Path) -> Bool {
+            if nameOnly { return everything || Glob.matchName(names.first ?? [], path.names.last ?? []) }
+            return Glob.matchParts(names[...], path.names[...])
+        }
     }
 
-    package static func hasWildcards(_ pattern: String) -> Bool { pattern.contains { "*?[".contains($0) } }
+    /// A relative path split into its names.
+    package struct Path {
+        let names: [ArraySlice<UInt8>]
+        package init(_ relative: String) { names = Array(relative.utf8).split(separator: UInt8(ascii: "/")) }
+    }
 
-    private static func matchParts(_ pattern: ArraySlice<String>, _ names: ArraySlice<String>) -> Bool {
+    package static func matches(_ pattern: String, _ path: String) -> Bool { Pattern(pattern).matches(Path(path)) }
+
+    package static func hasWildcards(_ pattern: String) -> Bool { pattern.utf8.contains { $0 == 42 || $0 == 63 || $0 == 91 } }
+
+    private static let doubleStar: [UInt8] = Array("**".utf8)
+
+    private static func matchParts(_ pattern: ArraySlice<[UInt8]>, _ names: ArraySlice<ArraySlice<UInt8>>) -> Bool {
         guard let first = pattern.first else { return names.isEmpty }
-        if first == "**" {
+        if first == doubleStar {
             let rest = pattern.dropFirst()
             return (0...names.count).contains { matchParts(rest, names.dropFirst($0)) }
         }
-        guard let name = names.first, matchName(Array(first.utf8), Array(name.utf8)) else { return false }
+        guard let name = names.first, matchName(first, name) else { return false }
         return matchParts(pattern.dropFirst(), names.dropFirst())
     }
 
     /// `*` and `?` within one name (iterative, with one backtrack point).
-    private static func matchName(_ pattern: [UInt8], _ name: [UInt8]) -> Bool {
+    private static func matchName(_ pattern: [UInt8], _ name: ArraySlice<UInt8>) -> Bool {
+        let base = name.startIndex
         var p = 0, n = 0, star = -1, resume = 0
         while n < name.count {
-            if p < pattern.count && (pattern[p] == UInt8(ascii: "?") || pattern[p] == name[n]) {
+            if p < pattern.count && (pattern[p] == UInt8(ascii: "?") || pattern[p] == name[base + n]) {
                 p += 1; n += 1
             } else if p < pattern.count && pattern[p] == UInt8(ascii: "*") {
                 star = p; resume = n; p += 1
@@ -354,7 +389,9 @@ package enum Glob {
         "**/.docker/config.json", ".docker/config.json", "**/.kube/config", ".kube/config", "**/.gnupg/**", ".gnupg/**",
     ]
 
-    package static func isSecret(_ relative: String) -> Bool {
-        secretPatterns.contains { matches($0, relative) }
-    }
+    private static let secrets = secretPatterns.map(Pattern.init)
+
+    package static func isSecret(_ relative: String) -> Bool { isSecret(Path(relative)) }
+
+    package static func isSecret(_ path: Path) -> Bool { secrets.contains { $0.matches(path) } }
 }

@@ -103,9 +103,12 @@ extension OS {
 
     /// The path the kernel has for an open descriptor (its `/proc/self/fd` link).
     public static func path(of fd: Int32) throws(SystemError) -> String {
-        var buffer = [CChar](repeating: 0, count: 4097)
-        let count = try retrying("readlink") { readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1) }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { buffer in
+            capture { () throws(SystemError) in
+                let count = try retrying("readlink") { readlink("/proc/self/fd/\(fd)", buffer.baseAddress!, buffer.count) }
+                return String(decoding: UnsafeBufferPointer(rebasing: buffer[0..<count]), as: UTF8.self)
+            }
+        }.get()
     }
 
     /// Reads to the end; more than `limit` bytes is EFBIG (nothing past the limit is read).
