@@ -10,6 +10,11 @@ public enum ExecutionStatus: String, Sendable, Equatable, CaseIterable {
     case ok, error, interrupted
 }
 
+/// Whether code is a whole statement, as Python's interactive console decides (`complete`).
+public enum Completeness: String, Sendable, Equatable, CaseIterable {
+    case complete, incomplete, invalid
+}
+
 /// Worker → supervisor.
 public enum WorkerMessage: Sendable, Equatable {
     case ready(pid: Int, python: String)
@@ -25,6 +30,8 @@ public enum WorkerMessage: Sendable, Equatable {
     /// The code called a capability method. `id` is the call's own (calls come from any thread of
     /// the code, between executions too); `arguments` is an object.
     case capCall(id: String, capability: String, method: String, arguments: JSONValue)
+    /// The answer to `complete`: whether the code is a whole statement.
+    case completeness(id: String, status: Completeness, blankLineCompletes: Bool)
 }
 
 /// Supervisor → worker.
@@ -40,6 +47,8 @@ public enum SupervisorMessage: Sendable, Equatable {
     /// Sent once, right after `ready`: the capabilities the policy grants, as the worker shows them
     /// to the code (names, methods, parameters, docstrings).
     case configure(capabilities: JSONValue)
+    /// Asks, while no execution runs, whether `code` is a whole statement (as Python's console reads one).
+    case complete(id: String, code: String)
     case shutdown
 }
 
@@ -79,6 +88,9 @@ extension WorkerMessage {
         case "cap_call":
             self = .capCall(id: try message.string("id"), capability: try message.string("capability"),
                             method: try message.string("method"), arguments: try message.object("args"))
+        case "completeness":
+            self = .completeness(id: try message.string("id"), status: try message.enumeration("status"),
+                                 blankLineCompletes: try message.bool("blank_line_completes"))
         default:
             throw .unknownType(message.type, direction: "worker")
         }
@@ -94,6 +106,7 @@ extension WorkerMessage {
         case .inputRequest: "input_request"
         case .done: "done"
         case .capCall: "cap_call"
+        case .completeness: "completeness"
         }
     }
 
@@ -121,6 +134,9 @@ extension WorkerMessage {
         case .capCall(let id, let capability, let method, let arguments):
             ["type": "cap_call", "id": .string(id), "capability": .string(capability), "method": .string(method),
              "args": arguments]
+        case .completeness(let id, let status, let blankLineCompletes):
+            ["type": "completeness", "id": .string(id), "status": .string(status.rawValue),
+             "blank_line_completes": .bool(blankLineCompletes)]
         }
     }
 
@@ -160,6 +176,8 @@ extension SupervisorMessage {
             }
         case "configure":
             self = .configure(capabilities: try message.array("capabilities"))
+        case "complete":
+            self = .complete(id: try message.string("id"), code: try message.string("code"))
         case "shutdown":
             self = .shutdown
         default:
@@ -174,6 +192,7 @@ extension SupervisorMessage {
         case .inputReply: "input_reply"
         case .capReply: "cap_reply"
         case .configure: "configure"
+        case .complete: "complete"
         case .shutdown: "shutdown"
         }
     }
@@ -198,6 +217,8 @@ extension SupervisorMessage {
                               + (errno.map { [("errno", .number(Double($0)))] } ?? []))]
         case .configure(let capabilities):
             ["type": "configure", "capabilities": capabilities]
+        case .complete(let id, let code):
+            ["type": "complete", "id": .string(id), "code": .string(code)]
         case .shutdown:
             ["type": "shutdown"]
         }

@@ -265,8 +265,8 @@ public final class Session {
                 return .stop
             case .ready:
                 return .failure("`ready` sent twice")
-            case .capCall:
-                break // handled above
+            case .capCall, .completeness:
+                break // handled above (a `completeness` has no execution id)
             }
             return .continue
         }
@@ -283,6 +283,47 @@ public final class Session {
         case .closed, .stopped:
             return endedOutcome()
         }
+    }
+
+    // MARK: Statements
+
+    /// Whether `code` is a whole statement as Python's interactive console reads one, and whether a
+    /// blank line would complete it: what a REPL asks before it runs what was typed. Only between
+    /// executions; it is no execution (nothing is audited). What background threads print meanwhile
+    /// goes to `onEvent`, and their capability calls are answered. Nil when the worker is gone or
+    /// does not answer within 10 s.
+    public func completeness(of code: String, onEvent: (SessionEvent) -> String? = { _ in nil })
+        -> (status: Completeness, blankLineCompletes: Bool)? {
+        guard isAlive else { return nil }
+        let id = "c\(nextID)"
+        nextID += 1
+        let deadline = OS.now() + 10_000_000_000
+        let frame = SupervisorMessage.complete(id: id, code: code).encoded
+        guard frame.count <= policy.limits.maxFrameBytes, send(frame, until: deadline) == nil else { return nil }
+        var answer: (Completeness, Bool)?
+        let end = pump(deadline: deadline, output: { name, bytes in
+            _ = onEvent(.streamData(name, bytes))
+            return .continue
+        }, answer: sendAnswer) { message in
+            switch message {
+            case .completeness(let answered, let status, let blankLineCompletes) where answered == id:
+                answer = (status, blankLineCompletes)
+                return .stop
+            case .capCall(let callID, let capability, let method, let arguments):
+                let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
+                return self.startCall(call, answer: self.sendAnswer)
+            case .stream(_, let name, let text):
+                _ = onEvent(.stream(name, text))
+                return .continue
+            case .streamData(_, let name, let data):
+                _ = onEvent(.streamData(name, data))
+                return .continue
+            default:
+                return .failure("\(message.typeName) while no execution runs")
+            }
+        }
+        if answer == nil, case .protocolError = end { kill() }
+        return answer
     }
 
     /// Sends SIGINT: the running code gets KeyboardInterrupt and `finally` blocks run. Code that
@@ -585,6 +626,7 @@ extension WorkerMessage {
         case .stream(let id, _, _), .streamData(let id, _, _), .result(let id, _), .error(let id, _, _, _),
              .inputRequest(let id, _, _), .done(let id, _, _, _): id
         case .capCall: nil // a call belongs to a thread of the code, not to one execution
+        case .completeness: nil
         }
     }
 
@@ -602,6 +644,7 @@ extension WorkerMessage {
         case .inputRequest: "`input_request`"
         case .done: "`done`"
         case .capCall: "`cap_call`"
+        case .completeness: "`completeness`"
         }
     }
 }

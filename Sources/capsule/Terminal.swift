@@ -145,6 +145,7 @@ private func readInputLine(until deadline: () -> UInt64?, interrupt: Int32?) -> 
 nonisolated(unsafe) private var interruptWriter: Int32 = -1
 nonisolated(unsafe) private var promptInterruptWriter: Int32 = -1
 nonisolated(unsafe) private var stopSignal: Int32 = 0
+nonisolated(unsafe) private var latestSignal: Int32 = 0
 
 /// The terminal hung up (an approval question saw it first): as the kernel's SIGHUP would, once,
 /// unless a stop signal came already or SIGHUP is ignored (nohup).
@@ -171,6 +172,7 @@ private func installInterruptHandler() -> Int32? {
     for stop in [SIGINT, SIGTERM, SIGHUP] {
         let previous = signal(stop) { signal in
             if stopSignal == 0 { stopSignal = signal }
+            latestSignal = signal
             var byte: UInt8 = 1
             _ = write(interruptWriter, &byte, 1)
             _ = write(promptInterruptWriter, &byte, 1)
@@ -200,23 +202,29 @@ func runScript(_ source: [UInt8], filename: String, argv: [String], options: Ses
     }
 }
 
-private func runInSession(_ options: SessionOptions,
-                          _ execute: (Session, (SessionEvent) -> String?) -> ExecutionOutcome) -> Int32 {
+/// A session opened for the options, with ^C, SIGTERM and SIGHUP turned into interrupts of its
+/// code; or the exit status of why not (said on stderr and in `--report` already).
+enum OpenedSession {
+    case opened(Session, Policy)
+    case failed(Int32)
+}
+
+func openSession(_ options: SessionOptions) -> OpenedSession {
     let policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
-        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report)
+        return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report))
     }
     if let directory = options.displayDir, let problem = DisplayWriter.prepare(directory) {
         printError("capsule: \(problem)")
-        return report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report)
+        return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report))
     }
     let audit: SessionAudit?
     switch sessionAudit(policy, path: options.audit) {
     case .success(let opened): audit = opened
     case .failure(let failure):
         printError("capsule: \(failure.message); nothing runs until it can be written")
-        return report(ExitStatus(code: ExitStatus.capsuleError, reason: failure.message, kind: "audit-error"), to: options.report)
+        return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: failure.message, kind: "audit-error"), to: options.report))
     }
     let session: Session
     do {
@@ -225,16 +233,27 @@ private func runInSession(_ options: SessionOptions,
     } catch {
         printError("capsule: \(error)")
         let kind = if case SessionError.audit = error { "audit-error" } else { "capsule-error" }
-        return report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)", kind: kind), to: options.report)
+        return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)", kind: kind), to: options.report))
     }
     for note in session.notes { printError("capsule: note: \(note)") }
     session.interruptDescriptor = installInterruptHandler()
+    return .opened(session, policy)
+}
 
-    // On a terminal the code's output cannot drive the terminal (see TerminalFilter).
-    var out = Output(fd: 1), err = Output(fd: 2)
-    var displays = DisplayWriter(directory: options.displayDir)
-    var refusalNoted = false
-    let outcome = execute(session) { event in
+/// Shows a session's events here: output on our stdout and stderr (filtered on a terminal, see
+/// TerminalFilter), results, tracebacks and displays; answers input() from standard input.
+final class EventPrinter {
+    private let session: Session
+    private var out = Output(fd: 1), err = Output(fd: 2)
+    private var displays: DisplayWriter
+    private var refusalNoted = false
+
+    init(session: Session, displayDir: String?) {
+        self.session = session
+        displays = DisplayWriter(directory: displayDir)
+    }
+
+    func handle(_ event: SessionEvent) -> String? {
         switch event {
         case .stream(.stdout, let text):
             out.write(text)
@@ -250,10 +269,10 @@ private func runInSession(_ options: SessionOptions,
             // Without a traceback (the worker could not format one) CPython's last line still says it.
             err.write(traceback.isEmpty ? (evalue.isEmpty ? ename : "\(ename): \(evalue)") + "\n" : traceback.joined())
         case .display(let bundle):
-            displays.show(bundle, out: { out.write($0) }, err: { err.write($0) })
+            displays.show(bundle, out: { self.out.write($0) }, err: { self.err.write($0) })
         case .inputRequest(let prompt, _):
             out.write(prompt)
-            switch readInputLine(until: { session.deadline }, interrupt: session.interruptDescriptor) {
+            switch readInputLine(until: { self.session.deadline }, interrupt: session.interruptDescriptor) {
             case .line(let line): return line
             case .end: return nil
             case .interrupted:
@@ -270,16 +289,49 @@ private func runInSession(_ options: SessionOptions,
         }
         return nil
     }
-    Screen.shared.release()
-    out.finish()
-    err.finish()
-    session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
+
+    /// Writes what a terminal filter still holds; the screen is ours again.
+    func finish() {
+        Screen.shared.release()
+        out.finish()
+        err.finish()
+    }
+}
+
+/// The status a run ends with, its reason said on stderr.
+func finalStatus(_ outcome: ExecutionOutcome, session: Session, policy: Policy) -> ExitStatus {
     // Code that ended interrupted after capsule got a stop signal ended because of it (the
     // KeyboardInterrupt may have come from an approval question that the signal ended).
     let status = ExitStatus(outcome, policy: policy, interruptSent: session.interruptSent || stopSignal != 0,
                             interruptSignal: stopSignal == 0 ? SIGINT : stopSignal)
     if let reason = status.reason { printError("capsule: \(reason)") }
-    return report(status, to: options.report)
+    return status
+}
+
+/// The signal that came last (0 before any): SIGTERM and SIGHUP end `capsule repl`, ^C does not.
+func lastStopSignal() -> Int32 { latestSignal }
+
+/// Bytes the interrupt handler wrote while no code ran (^C at a prompt): read and forgotten, so
+/// they do not interrupt the next execution.
+func forgetInterrupts(_ descriptor: Int32?) {
+    guard let descriptor else { return }
+    var fds = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
+    var bytes = [UInt8](repeating: 0, count: 64)
+    while (try? OS.poll(&fds, timeoutMilliseconds: 0)) ?? 0 > 0, fds[0].revents != 0, read(descriptor, &bytes, bytes.count) > 0 {}
+}
+
+private func runInSession(_ options: SessionOptions,
+                          _ execute: (Session, (SessionEvent) -> String?) -> ExecutionOutcome) -> Int32 {
+    let session: Session, policy: Policy
+    switch openSession(options) {
+    case .opened(let opened, let itsPolicy): (session, policy) = (opened, itsPolicy)
+    case .failed(let code): return code
+    }
+    let printer = EventPrinter(session: session, displayDir: options.displayDir)
+    let outcome = execute(session, printer.handle)
+    printer.finish()
+    session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
+    return report(finalStatus(outcome, session: session, policy: policy), to: options.report)
 }
 
 /// The session's view of the audit log the policy's `[audit]` table or `--audit` names; nil when

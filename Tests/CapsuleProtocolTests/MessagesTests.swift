@@ -18,6 +18,8 @@ let workerMessages: [WorkerMessage] = [
     .done(id: "e2", status: .error, duration: 1.5, exitCode: 3),
     .done(id: "e3", status: .interrupted, duration: 0, exitCode: 0),
     .done(id: "e4", status: .ok, duration: 2, exitCode: -1),
+    .completeness(id: "c5", status: .incomplete, blankLineCompletes: true),
+    .completeness(id: "c6", status: .invalid, blankLineCompletes: false),
 ]
 
 let supervisorMessages: [SupervisorMessage] = [
@@ -28,6 +30,7 @@ let supervisorMessages: [SupervisorMessage] = [
     .inputReply(id: "e3", value: "Ada"),
     .inputReply(id: "e3", value: ""),
     .inputReply(id: "e3", value: nil),
+    .complete(id: "c5", code: "if x:\n    y"),
     .shutdown,
 ]
 
@@ -51,7 +54,7 @@ let supervisorMessages: [SupervisorMessage] = [
     @Test func typeMatchesTheWire() {
         for message in workerMessages { #expect(message.json["type"]?.stringValue == message.type) }
         for message in supervisorMessages { #expect(message.json["type"]?.stringValue == message.type) }
-        #expect(workerMessages.map(\.type).uniqued() == ["ready", "stream", "result", "error", "input_request", "done"])
+        #expect(workerMessages.map(\.type).uniqued() == ["ready", "stream", "result", "error", "input_request", "done", "completeness"])
     }
 
     @Test func unexpectedMessageReadsAsASentence() {

@@ -73,6 +73,7 @@ _MEMBERS = {
     "input_reply": (("id", str),),
     "cap_reply": (("id", str), ("ok", bool)),
     "configure": (("capabilities", list),),
+    "complete": (("id", str), ("code", str)),
     "shutdown": (),
 }
 
