@@ -152,15 +152,10 @@ struct ChainDigest: Sendable {
 
     var name: String { key == nil ? "sha256" : "hmac-sha256" }
 
-    func callAsFunction(_ line: some Collection<UInt8>) -> String { bytes(line).hexText }
+    func callAsFunction(_ line: some Collection<UInt8>) -> String { bytes(Array(line)).hexText }
 
     /// The 32 bytes, as a line's `prev` carries them in hexadecimal.
     func bytes(_ line: [UInt8]) -> [UInt8] {
-        if let key { return key.code(line) }
-        return SHA256.hash(line)
-    }
-
-    func bytes(_ line: some Collection<UInt8>) -> [UInt8] {
         if let key { return key.code(line) }
         return SHA256.hash(line)
     }
@@ -236,8 +231,7 @@ struct Writer {
             failed(error)
             throw error
         }
-        let syncDue = options.fsync == .batch && unsynced && !wasUnsynced ? lastSync + Self.batchNanoseconds : nil
-        return earliest(leaseTaken, syncDue)
+        return earliest(leaseTaken, wasUnsynced ? nil : syncDue)
     }
 
     /// Nothing more is written, and the file's lock is not kept for lines that never come.
@@ -275,9 +269,11 @@ struct Writer {
                 lastSync = now
             }
         }
-        let syncDue = options.fsync == .batch && unsynced ? lastSync + Self.batchNanoseconds : nil
         return (sync, earliest(leaseEnd, syncDue))
     }
+
+    /// When the keeper must sync what is written (`fsync = "batch"`, lines not yet on disk).
+    private var syncDue: UInt64? { options.fsync == .batch && unsynced ? lastSync + Self.batchNanoseconds : nil }
 
     mutating func flush() throws(AuditFailure) {
         guard unsynced, failure == nil else { return }
@@ -400,7 +396,7 @@ struct Writer {
         let body = tail.dropLast()
         let start = body.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? body.startIndex
         let line = body[start...]
-        prev = digest.bytes(line)
+        prev = digest.bytes(Array(line))
         if let event = try? JSONValue.parse(line) {
             seq = event["seq"]?.intValue ?? seq + 1
             rotatedAway = event["kind"]?.stringValue == "audit.rotated"

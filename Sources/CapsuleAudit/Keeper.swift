@@ -39,27 +39,13 @@ final class Keeper: @unchecked Sendable {
             pthread_mutex_unlock(&mutex)
             return
         }
-        running = start()
+        // The thread holds the keeper while it runs.
+        running = OS.startThread { self.run() }
         if !running { due = .max }
         let started = running
         pthread_mutex_unlock(&mutex)
         // No thread to be had: do it all now rather than hold the file's lock for nobody.
         if !started { _ = work?(OS.now(), true) }
-    }
-
-    private func start() -> Bool {
-        var thread = pthread_t()
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        let retained = Unmanaged.passRetained(self)
-        let started = pthread_create(&thread, &attributes, { raw in
-            Unmanaged<Keeper>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, retained.toOpaque()) == 0
-        if !started { retained.release() }
-        return started
     }
 
     private func run() {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CapsuleOS
 
 /// Runs blocking work (file system calls) on a thread of its own, so a slow disk never holds one
 /// of the few threads Swift's concurrency runs every session's tasks on.
@@ -42,25 +43,13 @@ private final class BlockingThreads: @unchecked Sendable {
         let start = jobs.count > waiting
         if !start { pthread_cond_signal(&condition) }
         pthread_mutex_unlock(&mutex)
-        guard start, !startThread() else { return }
+        guard start, !OS.startThread({ self.work() }) else { return }
         // No thread to be had: do it here, unless a thread took it meanwhile.
         pthread_mutex_lock(&mutex)
         let index = jobs.firstIndex { $0 === job }
         if let index { jobs.remove(at: index) }
         pthread_mutex_unlock(&mutex)
         if index != nil { body() }
-    }
-
-    private func startThread() -> Bool {
-        var thread = pthread_t()
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        return pthread_create(&thread, &attributes, { raw in
-            Unmanaged<BlockingThreads>.fromOpaque(raw!).takeUnretainedValue().work()
-            return nil
-        }, Unmanaged.passUnretained(self).toOpaque()) == 0
     }
 
     private func work() {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CapsuleOS
 
 /// Threads of capsule's own that run the broker's tasks. Swift's shared pool has one thread a
 /// core, and a program embedding sessions may well block those threads (a synchronous session
@@ -17,14 +18,7 @@ package final class CallExecutor: TaskExecutor, @unchecked Sendable {
     init(threads: Int) {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&condition, nil)
-        for _ in 0..<threads {
-            var thread = pthread_t()
-            let started = pthread_create(&thread, nil, { raw in
-                Unmanaged<CallExecutor>.fromOpaque(raw!).takeUnretainedValue().work()
-                return nil
-            }, Unmanaged.passUnretained(self).toOpaque())
-            if started == 0 { pthread_detach(thread) }
-        }
+        for _ in 0..<threads { _ = OS.startThread { self.work() } }
     }
 
     package func enqueue(_ job: consuming ExecutorJob) {

@@ -262,6 +262,31 @@ public enum OS {
     }
 }
 
+// MARK: Threads
+
+extension OS {
+    /// Runs `body` on a new detached thread of capsule's own (not one of Swift's shared pool);
+    /// false when no thread could be started (then `body` never runs).
+    public static func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
+        final class Box {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        var thread = pthread_t()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let box = Unmanaged.passRetained(Box(body))
+        let started = pthread_create(&thread, &attributes, { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, box.toOpaque()) == 0
+        if !started { box.release() }
+        return started
+    }
+}
+
 // MARK: Append-only logs
 
 extension OS {

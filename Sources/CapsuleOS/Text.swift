@@ -42,20 +42,20 @@ extension Sequence<UInt8> {
 extension Array<UInt8> {
     /// Appends `bytes` as lowercase hexadecimal, without going through `String`.
     public mutating func appendHex(_ bytes: [UInt8]) {
-        let digits: StaticString = "0123456789abcdef"
         for byte in bytes {
-            append(digits.utf8Start[Int(byte >> 4)])
-            append(digits.utf8Start[Int(byte & 0x0f)])
+            append(hexDigits.utf8Start[Int(byte >> 4)])
+            append(hexDigits.utf8Start[Int(byte & 0x0f)])
         }
     }
 }
 
+private let hexDigits: StaticString = "0123456789abcdef"
+
 private func hexadecimal(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
     String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-        let digits: StaticString = "0123456789abcdef"
         for (index, byte) in bytes.enumerated() {
-            out[2 * index] = digits.utf8Start[Int(byte >> 4)]
-            out[2 * index + 1] = digits.utf8Start[Int(byte & 0x0f)]
+            out[2 * index] = hexDigits.utf8Start[Int(byte >> 4)]
+            out[2 * index + 1] = hexDigits.utf8Start[Int(byte & 0x0f)]
         }
         return bytes.count * 2
     }
