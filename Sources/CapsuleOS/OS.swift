@@ -47,21 +47,29 @@ public enum OS {
     public static func sendAll(_ fd: Int32, _ bytes: [UInt8], deadline: UInt64) throws(SystemError) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes.withUnsafeBytes { raw in
-                Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-            }
-            if sent >= 0 {
-                offset += sent
-                continue
-            }
-            let code = Glibc.errno
-            if code == EINTR { continue }
-            guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemError("send", errno: code) }
+            let sent = try sendSome(fd, bytes, from: offset)
+            offset += sent
+            if sent > 0 { continue }
             if now() >= deadline { return false }
             var fds = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)]
             _ = try poll(&fds, timeoutMilliseconds: pollMilliseconds(until: deadline))
         }
         return true
+    }
+
+    /// Sends what a socket takes now of `bytes[offset...]`, never blocking and never raising
+    /// SIGPIPE: the count sent, 0 when the socket is full.
+    public static func sendSome(_ fd: Int32, _ bytes: [UInt8], from offset: Int) throws(SystemError) -> Int {
+        while true {
+            let sent = bytes.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            }
+            if sent >= 0 { return sent }
+            let code = Glibc.errno
+            if code == EINTR { continue }
+            guard code == EAGAIN || code == EWOULDBLOCK else { throw SystemError("send", errno: code) }
+            return 0
+        }
     }
 
     /// How many bytes wait to be read on `fd` now, without reading any: what a pipe or socket

@@ -42,6 +42,10 @@ public enum ExecutionOutcome: Sendable, Equatable {
     case codeTooLarge(filename: String, bytes: Int, encodedBytes: Int, limit: Int)
     /// The code was not sent: the audit log cannot record it (fail closed). The session is unchanged.
     case auditFailed(String)
+    /// The code was not sent: another execution runs in the session. The session is unchanged.
+    case busy
+
+    static let busyReason = "another execution is running in this session; wait for its `done`, or interrupt it, before sending more code"
 }
 
 /// Why a session could not start.
@@ -63,4 +67,48 @@ public enum SessionError: Error, Sendable, Equatable, CustomStringConvertible {
             "the sandbox ended before it was ready (\(signal.map { "signal \($0)" } ?? "exit status \(code ?? -1)"))"
         }
     }
+}
+
+/// What an `Execution` yields: the events in order, then how it ended.
+public enum ExecutionEvent: Sendable, Equatable {
+    case event(SessionEvent)
+    case done(ExecutionOutcome)
+}
+
+/// A running execution's events (`Session.submit`), ending with `.done`. Iterate it once.
+/// Events not taken hold the session once they reach a few megabytes: it reads no more from the
+/// code until the reader catches up (the code waits, as it would writing to a slow terminal).
+public struct Execution: AsyncSequence, Sendable {
+    public typealias Element = ExecutionEvent
+    let stream: AsyncStream<ExecutionEvent>
+    let outbox: Outbox
+
+    public struct Iterator: AsyncIteratorProtocol {
+        var base: AsyncStream<ExecutionEvent>.Iterator
+        let outbox: Outbox
+
+        public mutating func next() async -> ExecutionEvent? {
+            let item = await base.next()
+            if case .event(let event)? = item { outbox.taken(event) }
+            return item
+        }
+    }
+
+    public func makeAsyncIterator() -> Iterator { Iterator(base: stream.makeAsyncIterator(), outbox: outbox) }
+
+    /// Waits for the end, handing each event to `onEvent`; returns how it ended.
+    public func outcome(onEvent: (SessionEvent) -> Void = { _ in }) async -> ExecutionOutcome {
+        for await item in self {
+            switch item {
+            case .event(let event): onEvent(event)
+            case .done(let outcome): return outcome
+            }
+        }
+        return .workerEnded(exitCode: nil, signal: nil) // not reached: every execution ends with `done`
+    }
+}
+
+/// A second execution (or completeness question, or shutdown) while one runs in the session.
+public struct SessionBusy: Error, Sendable, Equatable, CustomStringConvertible {
+    public var description: String { ExecutionOutcome.busyReason }
 }

@@ -84,6 +84,8 @@ public struct ExitStatus: Sendable, Equatable {
                       kind: "capsule-error")
         case .auditFailed(let text):
             self.init(code: Self.capsuleError, reason: "\(text); the code was not run", kind: "audit-error")
+        case .busy:
+            self.init(code: Self.capsuleError, reason: ExecutionOutcome.busyReason, kind: "busy")
         case .protocolError(let text):
             // The text may quote what the code wrote on its channel: short and harmless it must be.
             self.init(code: Self.capsuleError,

@@ -6,36 +6,68 @@ import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
 import CapsuleSandbox
+import Synchronization
 
-/// One sandboxed Python worker and its persistent namespace. Not thread-safe: one owner drives it.
-/// It knows nothing of terminals or HTTP: events go to a handler, input comes back from it.
-public final class Session {
+/// One sandboxed Python worker and its persistent namespace. It knows nothing of terminals or HTTP:
+/// events go to its caller, input comes back from it.
+///
+/// Everything it does runs on one `EventLoop` thread shared with other sessions, waiting on its
+/// descriptors without holding the thread. Two ways in, the same work behind both:
+/// - async: `Session.open`, `submit(code)` (an `Execution`, the events as an async sequence),
+///   `answerInput`, `interrupt`, `close`;
+/// - blocking, for a command-line program: `init`, `execute(code, onEvent:)`, `shutdown`, `kill`.
+///   The handler runs on the caller's thread, which may block in it (reading a terminal) while
+///   the session goes on reading output and answering capability calls.
+/// One execution at a time: a second one while the first runs is refused (`SessionBusy`,
+/// `ExecutionOutcome.busy`). `interrupt`, `answerInput` and `kill` may come from any thread.
+public final class Session: @unchecked Sendable {
     public let policy: Policy
     public let pid: Int32
     /// Notes from sandbox setup (e.g. no cgroup on this host), for the caller to show.
     public var notes: [String] { report.notes }
-    public private(set) var isAlive = true
+    public var isAlive: Bool { alive.load(ordering: .acquiring) }
+    private let alive = Atomic<Bool>(true)
     /// The worker's Python version, from `ready`.
     public private(set) var pythonVersion = ""
 
     /// When readable, the running execution is interrupted (for a signal handler's self-pipe).
+    /// Set it between executions.
     public var interruptDescriptor: Int32?
     /// While code runs: when it must have finished — its wall-clock time, or sooner once it was
     /// interrupted (monotonic nanoseconds, as `OS.now()`). An event handler that waits, for a
     /// person's input say, waits no longer than this.
     public var deadline: UInt64? {
-        executionDeadline.map { min($0, interruptDeadline ?? .max) }
+        shared.withLock { state in state.executionDeadline.map { min($0, state.interruptDeadline ?? .max) } }
     }
     /// Whether this execution was interrupted by the supervisor (not by the code raising
     /// KeyboardInterrupt itself).
-    public private(set) var interruptSent = false
-    private var executionDeadline: UInt64?
-    private var interruptedTwice = false
+    public var interruptSent: Bool { shared.withLock(\.interruptSent) }
 
-    /// Set by `interrupt()`: when the code must have stopped, or it is killed.
-    private var interruptDeadline: UInt64?
     /// How long interrupted code may take to stop (its `finally` blocks run meanwhile).
     public static let interruptGrace = 2.0
+
+    /// The thread that runs this session's work.
+    public let loop: EventLoop
+    /// What other threads touch: whether work runs, the interrupt's clock, input answers.
+    private let shared = Mutex(Shared())
+    private struct Shared {
+        var busy = false
+        var executionDeadline: UInt64?
+        /// Set by `interrupt()`: when the code must have stopped, or it is killed.
+        var interruptDeadline: UInt64?
+        var interruptedTwice = false
+        var interruptSent = false
+        /// Input requests delivered and not yet answered, and the answers not yet sent.
+        var inputsWanted = 0
+        var answers: [String?] = []
+    }
+    /// The session's descriptors in one epoll set, which the loop waits on; `wake` is in it too,
+    /// written when another thread has something for the session (an interrupt, an answer).
+    private let readiness: Int32
+    private let wake: Int32
+    /// The interrupt descriptor in `readiness` now (none while an input request waits for its
+    /// answer: the handler that asks a person watches it then).
+    private var watchedInterrupt: Int32?
 
     private let channel: Int32
     private var status: Int32
@@ -63,14 +95,30 @@ public final class Session {
     /// The broker that answers the code's capability calls.
     public var broker: Broker { calls.broker }
 
-    /// Starts a sandbox for `policy`. Its capability calls go to `broker` (by default one with the
-    /// capabilities the policy grants, no audit hook and nobody to approve). `audit` is told of the
-    /// session and its executions (give the broker the same sink for its calls); when it cannot
-    /// record them, nothing starts.
-    public init(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
-                startTimeout: Double = 30) throws(SessionError) {
+    /// Starts a sandbox for `policy` and waits until its worker is ready. Its capability calls go
+    /// to `broker` (by default one with the capabilities the policy grants, no audit hook and
+    /// nobody to approve). `audit` is told of the session and its executions (give the broker the
+    /// same sink for its calls); when it cannot record them, nothing starts.
+    /// `loop`: the thread it runs on (by default the group's loops in turn).
+    public static func open(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
+                            startTimeout: Double = 30, loop: EventLoop? = nil) async throws(SessionError) -> Session {
+        let session = try Session(launching: policy, location: location, broker: broker, audit: audit, loop: loop)
+        try await session.onLoop { await session.handshake(startTimeout: startTimeout) }.get()
+        return session
+    }
+
+    /// `open`, for a caller that blocks until the session is ready (not on an event loop thread).
+    public convenience init(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
+                            startTimeout: Double = 30) throws(SessionError) {
+        try self.init(launching: policy, location: location, broker: broker, audit: audit, loop: nil)
+        try blocking({ _ in nil }) { _ in await self.handshake(startTimeout: startTimeout) }.get()
+    }
+
+    private init(launching policy: Policy, location: WorkerLocation, broker: Broker?, audit: (any AuditSink)?,
+                 loop: EventLoop?) throws(SessionError) {
         self.policy = policy
         self.audit = audit
+        self.loop = loop ?? EventLoop.next()
         calls = CallDispatcher(broker: broker ?? Broker(policy: policy))
         do throws(AuditFailure) {
             try audit?.check()
@@ -89,9 +137,23 @@ public final class Session {
         status = process.status
         outputs = [(process.stdout, .stdout), (process.stderr, .stderr)]
         decoder = FrameDecoder(maxFrameBytes: policy.limits.maxFrameBytes)
+        do throws(SystemError) {
+            readiness = try OS.descriptorSet()
+            wake = try OS.eventDescriptor()
+        } catch {
+            OS.kill(pid, SIGTERM)
+            _ = try? OS.wait(pid, block: true)
+            for fd in [channel, status, process.stdout, process.stderr] { OS.close(fd) }
+            throw .sandbox("no epoll set or eventfd for the session: \(error)")
+        }
+        for fd in [channel, process.stdout, process.stderr, status, calls.descriptor, wake] { OS.watch(fd, in: readiness) }
+    }
 
+    /// Waits for `ready`, configures the worker's capabilities and records the session's start.
+    private func handshake(startTimeout: Double) async -> Result<Void, SessionError> {
         var ready = false
-        let end = pump(deadline: OS.now() + UInt64(startTimeout * 1e9), answer: sendAnswer) { message in
+        let deadline = OS.now() + UInt64(startTimeout * 1e9)
+        let end = await pump(deadline: deadline, answer: sendAnswer) { message in
             guard case .ready(_, let python) = message else {
                 return .failure("expected `ready` first, got \(message.typeName)")
             }
@@ -99,40 +161,51 @@ public final class Session {
             ready = true
             return .stop
         }
-        if ready, send(.configure(capabilities: calls.broker.configuration), until: OS.now() + UInt64(startTimeout * 1e9)) == nil {
+        if ready, await send(.configure(capabilities: calls.broker.configuration), until: deadline) == nil {
             do throws(AuditFailure) {
                 try audit?.event(AuditEvent(.sessionStart, [("pid", .number(Double(pid))), ("python", .string(pythonVersion))]))
-                return
+                return .success(())
             } catch {
-                kill()
-                throw .audit(error.message)
+                await terminate()
+                return .failure(.audit(error.message))
             }
         }
-        kill()
+        await terminate()
         switch end {
-        case .protocolError(let text): throw .protocolError(text)
-        case .deadline: throw .startTimeout(seconds: startTimeout)
+        case .protocolError(let text): return .failure(.protocolError(text))
+        case .deadline: return .failure(.startTimeout(seconds: startTimeout))
         default:
-            if let failure = report.failure { throw .sandbox(failure.description) }
-            throw .exitedBeforeReady(exitCode: report.exitCode, signal: report.signal)
+            if let failure = report.failure { return .failure(.sandbox(failure.description)) }
+            return .failure(.exitedBeforeReady(exitCode: report.exitCode, signal: report.signal))
         }
     }
 
     deinit {
-        if isAlive { kill() }
+        if isAlive {
+            OS.kill(pid, SIGTERM) // the launcher kills the sandbox
+            termination = try? OS.wait(pid, block: true)
+            calls.cancelAll()
+            auditEnd()
+        }
         OS.close(channel)
         if status >= 0 { OS.close(status) }
         for output in outputs where output.fd >= 0 { OS.close(output.fd) }
+        OS.close(readiness)
+        OS.close(wake)
     }
 
     // MARK: Executing code
 
-    /// Runs `code` in the session's namespace and delivers what it produces to `onEvent`.
+    /// Runs `code` in the session's namespace and delivers what it produces to `onEvent`, on the
+    /// caller's thread; an `inputRequest` is answered with what `onEvent` returns.
     public func execute(_ code: String, filename: String = "<string>", argv: [String] = [""],
                         wantResult: Bool = true,
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
-        run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
-            filename: filename, source: Array(code.utf8), onEvent: onEvent)
+        guard claim() else { return .busy }
+        return blocking(onEvent) { emit in
+            await self.run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
+                           filename: filename, source: Array(code.utf8), emit: emit)
+        }
     }
 
     /// Runs a script file's bytes in the session's namespace, decoded as CPython decodes a script
@@ -140,24 +213,74 @@ public final class Session {
     /// produces to `onEvent`.
     public func execute(script source: [UInt8], filename: String, argv: [String],
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
-        run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
-            filename: filename, source: source, onEvent: onEvent)
+        guard claim() else { return .busy }
+        return blocking(onEvent) { emit in
+            await self.run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
+                           filename: filename, source: source, emit: emit)
+        }
+    }
+
+    /// Starts running `code` and returns at once: its events, ending with `.done`, come from the
+    /// `Execution` (iterate it once). The code runs whether or not anyone iterates; an input
+    /// request waits for `answerInput`. Throws `SessionBusy` while another execution runs.
+    public func submit(_ code: String, filename: String = "<string>", wantResult: Bool = true) throws(SessionBusy) -> Execution {
+        guard claim() else { throw SessionBusy() }
+        let (stream, continuation) = AsyncStream<ExecutionEvent>.makeStream()
+        let outbox = Outbox(wake: wake)
+        continuation.onTermination = { ending in
+            if case .cancelled = ending { outbox.abandon() } // nobody reads on: nothing to wait for
+        }
+        Task(executorPreference: loop) {
+            self.outbox = outbox
+            let outcome = await self.run({ .execute(id: $0, code: code, filename: filename, argv: [""], result: wantResult) },
+                                         filename: filename, source: Array(code.utf8)) { event in
+                outbox.added(event)
+                continuation.yield(.event(event))
+            }
+            self.outbox = nil
+            self.release()
+            continuation.yield(.done(outcome))
+            continuation.finish()
+        }
+        return Execution(stream: stream, outbox: outbox)
+    }
+
+    /// Answers the running execution's oldest unanswered `inputRequest`: a line, or nil for end of
+    /// input. Ignored when no request waits (the execution ended meanwhile, say).
+    public func answerInput(_ line: String?) {
+        let taken = shared.withLock { state in
+            guard state.inputsWanted > 0 else { return false }
+            state.inputsWanted -= 1
+            state.answers.append(line)
+            return true
+        }
+        if taken { OS.signal(wake) }
     }
 
     /// Sends the execute message made for the next execution id and pumps until it is done.
     /// The audit log hears of it before it is sent (nothing is sent that it could not record) and
     /// of how it ended.
     private func run(_ makeExecute: (String) -> SupervisorMessage, filename: String, source: [UInt8],
-                     onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
+                     emit: @escaping Emit) async -> ExecutionOutcome {
         guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
         let id = String(nextID)
         nextID += 1
         let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
-        executionDeadline = deadline
-        interruptDeadline = nil
-        interruptSent = false
-        interruptedTwice = false
-        defer { executionDeadline = nil }
+        shared.withLock { state in
+            state.executionDeadline = deadline
+            state.interruptDeadline = nil
+            state.interruptSent = false
+            state.interruptedTwice = false
+            state.inputsWanted = 0
+            state.answers = []
+        }
+        defer {
+            shared.withLock { state in
+                state.executionDeadline = nil
+                state.inputsWanted = 0
+                state.answers = []
+            }
+        }
         let execute = makeExecute(id)
         // The worker accepts frames up to the policy's limit, as the supervisor does.
         let frame = execute.encoded
@@ -165,7 +288,7 @@ public final class Session {
             return .codeTooLarge(filename: filename, bytes: source.count, encodedBytes: frame.count,
                                  limit: policy.limits.maxFrameBytes)
         }
-        guard let audit else { return drive(frame, id: id, deadline: deadline, onEvent: onEvent) }
+        guard let audit else { return await drive(frame, id: id, deadline: deadline, emit: emit) }
         do throws(AuditFailure) {
             try audit.event(AuditEvent(.execStart, [
                 ("execution", .string(id)), ("filename", .string(filename.clipped(to: 200))),
@@ -177,7 +300,7 @@ public final class Session {
         }
         let started = OS.now()
         executing = true
-        let outcome = drive(frame, id: id, deadline: deadline, onEvent: onEvent)
+        let outcome = await drive(frame, id: id, deadline: deadline, emit: emit)
         executing = false
         if case .limitExceeded(let limit) = outcome { try? audit.event(AuditEvent(.limitHit, [("execution", .string(id))] + limit.auditFields)) }
         try? audit.event(AuditEvent(.execEnd, [("execution", .string(id))] + outcome.auditFields
@@ -187,8 +310,8 @@ public final class Session {
     }
 
     /// Sends the execute frame and pumps until the execution is done.
-    private func drive(_ frame: [UInt8], id: String, deadline: UInt64, onEvent: (SessionEvent) -> String?) -> ExecutionOutcome {
-        if let ended = send(frame) { return ended }
+    private func drive(_ frame: [UInt8], id: String, deadline: UInt64, emit: @escaping Emit) async -> ExecutionOutcome {
+        if let ended = await send(frame) { return ended }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?
@@ -206,19 +329,35 @@ public final class Session {
         func deliver(_ event: SessionEvent, bytes count: Int, cut: (Int) -> SessionEvent) -> Step {
             guard admit(count) else {
                 let room = policy.limits.maxOutputBytes - (outputBytes - count)
-                if room > 0 { _ = onEvent(cut(room)) }
+                if room > 0 { emit(cut(room)) }
                 return overLimit
             }
-            _ = onEvent(event)
+            emit(event)
             return .continue
         }
         func deliverData(_ name: StreamName, _ data: [UInt8]) -> Step {
             deliver(.streamData(name, data), bytes: data.count) { .streamData(name, Array(data.prefix($0))) }
         }
         func answer(_ answer: CapabilityAnswer) -> Step {
-            deliverAnswer(answer, admit: admit, overLimit: overLimit, onEvent: onEvent)
+            deliverAnswer(answer, admit: admit, overLimit: overLimit, emit: emit)
         }
-        let end = pump(deadline: deadline, output: deliverData, answer: answer) { message in
+        // Input answers, sent as they come (the code waits in input() meanwhile).
+        let sendAnswers = { () async -> Step in
+            let answers = self.shared.withLock { state in
+                defer { state.answers.removeAll() }
+                return state.answers
+            }
+            guard !answers.isEmpty else { return .continue }
+            if self.shared.withLock({ $0.inputsWanted == 0 }) { self.watchInterrupt = true }
+            for line in answers {
+                if let ended = await self.send(.inputReply(id: id, value: line)) {
+                    outcome = ended
+                    return .stop
+                }
+            }
+            return .continue
+        }
+        let end = await pump(deadline: deadline, output: deliverData, answer: answer, between: sendAnswers) { message in
             if case .capCall(let callID, let capability, let method, let arguments) = message {
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
                 return self.startCall(call, answer: answer)
@@ -242,24 +381,25 @@ public final class Session {
             case .result(_, let data):
                 if secondFinal() { return .failure("a second `result` or `error` in execution \(id)") }
                 guard admit(data.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
-                _ = onEvent(.result(data))
+                emit(.result(data))
             case .error(_, let ename, let evalue, let traceback):
                 if secondFinal() { return .failure("a second `result` or `error` in execution \(id)") }
                 guard admit(ename.utf8.count + evalue.utf8.count + traceback.reduce(0) { $0 + $1.utf8.count }) else {
                     return overLimit
                 }
                 errorName = ename
-                _ = onEvent(.error(ename: ename, evalue: evalue, traceback: traceback))
+                emit(.error(ename: ename, evalue: evalue, traceback: traceback))
             case .inputRequest(_, let prompt, let password):
                 guard admit(prompt.utf8.count) else { return overLimit }
                 // Without the input capability the code sees the end of input; nobody is asked.
-                let granted = self.policy.capabilities.input?.enabled == true
-                let answer = granted ? onEvent(.inputRequest(prompt: prompt, password: password)) : nil
-                if !granted { _ = onEvent(.inputRefused) }
-                if let ended = self.send(.inputReply(id: id, value: answer)) {
-                    outcome = ended
-                    return .stop
+                guard self.policy.capabilities.input?.enabled == true else {
+                    emit(.inputRefused)
+                    return .send(.inputReply(id: id, value: nil))
                 }
+                // Whoever answers watches for interrupts meanwhile (a person at a terminal presses ^C).
+                self.shared.withLock { $0.inputsWanted += 1 }
+                self.watchInterrupt = false
+                emit(.inputRequest(prompt: prompt, password: password))
             case .done(_, let status, let duration, let exitCode):
                 outcome = .finished(status: status, exitCode: exitCode, duration: duration, errorName: errorName)
                 return .stop
@@ -270,16 +410,19 @@ public final class Session {
             }
             return .continue
         }
+        watchInterrupt = true
         if let outcome { return outcome }
         switch end {
         case .limit(let kind):
-            kill()
+            await terminate()
             return .limitExceeded(kind)
         case .deadline:
-            return expired()
+            return await expired()
         case .protocolError(let text):
-            kill()
+            await terminate()
             return .protocolError(text)
+        case .ended(let ended):
+            return ended
         case .closed, .stopped:
             return endedOutcome()
         }
@@ -290,51 +433,68 @@ public final class Session {
     /// Whether `code` is a whole statement as Python's interactive console reads one, and whether a
     /// blank line would complete it: what a REPL asks before it runs what was typed. Only between
     /// executions; it is no execution (nothing is audited). What background threads print meanwhile
-    /// goes to `onEvent`, and their capability calls are answered. Nil when the worker is gone or
-    /// does not answer within 10 s.
+    /// goes to `onEvent`, and their capability calls are answered. Nil when the worker is gone, does
+    /// not answer within 10 s, or an execution runs.
     public func completeness(of code: String, onEvent: (SessionEvent) -> String? = { _ in nil })
         -> (status: Completeness, blankLineCompletes: Bool)? {
+        guard claim() else { return nil }
+        let answer = blocking(onEvent) { emit in await self.askCompleteness(of: code, emit: emit) }
+        return answer.map { ($0.status, $0.blankLineCompletes) }
+    }
+
+    private struct CompletenessAnswer: Sendable {
+        let status: Completeness
+        let blankLineCompletes: Bool
+    }
+
+    private func askCompleteness(of code: String, emit: @escaping Emit) async -> CompletenessAnswer? {
         guard isAlive else { return nil }
         let id = "c\(nextID)"
         nextID += 1
         let deadline = OS.now() + 10_000_000_000
         let frame = SupervisorMessage.complete(id: id, code: code).encoded
-        guard frame.count <= policy.limits.maxFrameBytes, send(frame, until: deadline) == nil else { return nil }
-        var answer: (Completeness, Bool)?
-        let end = pump(deadline: deadline, output: { name, bytes in
-            _ = onEvent(.streamData(name, bytes))
+        guard frame.count <= policy.limits.maxFrameBytes, await send(frame, until: deadline) == nil else { return nil }
+        var answer: CompletenessAnswer?
+        let end = await pump(deadline: deadline, output: { name, bytes in
+            emit(.streamData(name, bytes))
             return .continue
         }, answer: sendAnswer) { message in
             switch message {
             case .completeness(let answered, let status, let blankLineCompletes) where answered == id:
-                answer = (status, blankLineCompletes)
+                answer = CompletenessAnswer(status: status, blankLineCompletes: blankLineCompletes)
                 return .stop
             case .capCall(let callID, let capability, let method, let arguments):
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
                 return self.startCall(call, answer: self.sendAnswer)
             case .stream(_, let name, let text):
-                _ = onEvent(.stream(name, text))
+                emit(.stream(name, text))
                 return .continue
             case .streamData(_, let name, let data):
-                _ = onEvent(.streamData(name, data))
+                emit(.streamData(name, data))
                 return .continue
             default:
                 return .failure("\(message.typeName) while no execution runs")
             }
         }
-        if answer == nil, case .protocolError = end { kill() }
+        if answer == nil, case .protocolError = end { await terminate() }
         return answer
     }
 
+    // MARK: Stopping
+
     /// Sends SIGINT: the running code gets KeyboardInterrupt and `finally` blocks run. Code that
     /// has not stopped `interruptGrace` seconds later is killed; a second interrupt kills at once.
+    /// From any thread.
     public func interrupt() {
         guard isAlive else { return }
-        let now = OS.now()
-        interruptedTwice = interruptDeadline != nil
-        interruptDeadline = interruptedTwice ? now : now + UInt64(Self.interruptGrace * 1e9)
-        interruptSent = true
+        shared.withLock { state in
+            let now = OS.now()
+            state.interruptedTwice = state.interruptDeadline != nil
+            state.interruptDeadline = state.interruptedTwice ? now : now + UInt64(Self.interruptGrace * 1e9)
+            state.interruptSent = true
+        }
         OS.kill(pid, SIGINT)
+        OS.signal(wake) // the running execution's deadline moved
     }
 
     /// Asks the worker to exit, waits up to `grace` seconds, then kills it.
@@ -343,25 +503,46 @@ public final class Session {
     /// Only for a process about to exit, such as `capsule run`; a long-lived supervisor waits.
     public func shutdown(grace: Double = 2, wait: Bool = true) {
         guard isAlive else { return }
+        guard claim() else { return kill() }
+        blocking({ _ in nil }) { _ in await self.stop(grace: grace, wait: wait) }
+    }
+
+    /// Ends the session: asks the worker to exit, kills it `grace` seconds later if it has not.
+    /// A running execution ends as the worker does.
+    public func close(grace: Double = 2) async {
+        guard isAlive else { return }
+        guard claim() else { return kill() }
+        await onLoop { await self.stop(grace: grace, wait: true) }
+        release()
+    }
+
+    private func stop(grace: Double, wait: Bool) async {
         let graceDeadline = OS.now() + UInt64(grace * 1e9)
         if !wait {
-            if send(.shutdown, until: graceDeadline) == nil {
-                isAlive = false
+            if await send(.shutdown, until: graceDeadline) == nil {
+                alive.store(false, ordering: .releasing)
                 auditEnd()
             }
             return
         }
-        if send(.shutdown, until: graceDeadline) == nil {
-            _ = pump(deadline: graceDeadline, answer: sendAnswer) { _ in .continue }
+        if await send(.shutdown, until: graceDeadline) == nil {
+            _ = await pump(deadline: graceDeadline, answer: sendAnswer) { _ in .continue }
         }
-        if isAlive { kill() }
+        if isAlive { await terminate() }
     }
 
-    /// Kills the sandbox (the launcher SIGKILLs pid 1, which takes the whole namespace) and reaps it.
+    /// Kills the sandbox (the launcher SIGKILLs pid 1, which takes the whole namespace) and reaps
+    /// it. From any thread; with an execution running, that execution reaps it and ends.
     public func kill() {
         guard isAlive else { return }
+        guard claim() else { return OS.kill(pid, SIGTERM) }
+        blocking({ _ in nil }) { _ in await self.terminate() }
+    }
+
+    private func terminate() async {
+        guard isAlive else { return }
         OS.kill(pid, SIGTERM)
-        reap()
+        await reap()
     }
 
     /// Hands a capability call to the broker; its answer comes now or later through `answer`.
@@ -372,12 +553,11 @@ public final class Session {
 
     /// Sends a call's answer. A display bundle is shown here first, in order with the output and
     /// counted against the output limit; an answer too big for one frame becomes an error saying so.
-    private func deliverAnswer(_ answer: CapabilityAnswer, admit: (Int) -> Bool, overLimit: Step,
-                         onEvent: (SessionEvent) -> String?) -> Step {
+    private func deliverAnswer(_ answer: CapabilityAnswer, admit: (Int) -> Bool, overLimit: Step, emit: Emit) -> Step {
         var reply = answer.reply
         if answer.capability == "display", case .value(let value) = reply, let bundle = DisplayCapability.bundle(value) {
             guard admit(bundle.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }) else { return overLimit }
-            _ = onEvent(.display(bundle))
+            emit(.display(bundle))
             reply = .value(.null)
         }
         return sendReply(answer.id, reply)
@@ -401,8 +581,59 @@ public final class Session {
     }
 
     /// Sends the queued answers; false when the worker is gone or out of time.
-    private func sendReplies() -> Bool {
-        replies.isEmpty || send([]) == nil
+    private func sendReplies() async -> Bool {
+        if replies.isEmpty { return true }
+        return await send([]) == nil
+    }
+
+    // MARK: The loop and its callers
+
+    /// How the session hands out an event: to an async sequence, or to a blocked caller's handler.
+    typealias Emit = @Sendable (SessionEvent) -> Void
+
+    /// Marks the session busy; false when it already is.
+    private func claim() -> Bool {
+        shared.withLock { state in
+            defer { state.busy = true }
+            return !state.busy
+        }
+    }
+
+    private func release() { shared.withLock { $0.busy = false } }
+
+    /// Runs `body` on the session's loop.
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+        await Task(executorPreference: loop) { await body() }.value
+    }
+
+    /// Runs `body` on the session's loop while the calling thread waits, handing each event it
+    /// emits to `onEvent` on the calling thread (an input request is answered with what it
+    /// returns); then releases the session. Never from a loop thread: it would wait for itself.
+    private func blocking<T: Sendable>(_ onEvent: (SessionEvent) -> String?,
+                                       _ body: @escaping @Sendable (@escaping Emit) async -> T) -> T {
+        precondition(!EventLoop.onAnyLoop, "a blocking Session call on an event loop's thread; use the async API there")
+        let handoff = Handoff<T>()
+        let outbox = Outbox(wake: wake)
+        Task(executorPreference: loop) {
+            self.outbox = outbox
+            let value = await body { event in
+                outbox.added(event)
+                handoff.post(event)
+            }
+            self.outbox = nil
+            self.release()
+            handoff.finish(value)
+        }
+        while true {
+            switch handoff.next() {
+            case .event(let event):
+                let line = onEvent(event)
+                outbox.taken(event)
+                if case .inputRequest = event { answerInput(line) }
+            case .finished(let value):
+                return value
+            }
+        }
     }
 
     // MARK: Internals
@@ -411,12 +642,31 @@ public final class Session {
         case `continue`, stop
         case failure(String)
         case limit(LimitKind)
+        /// Send this message, then go on.
+        case send(SupervisorMessage)
     }
 
     private enum PumpEnd {
         case stopped, closed, deadline
         case protocolError(String)
         case limit(LimitKind)
+        /// A send failed: the execution ended so.
+        case ended(ExecutionOutcome)
+    }
+
+    /// Where the running operation's events go, to hold the pump while its reader lags.
+    private var outbox: Outbox?
+
+    /// Whether the interrupt descriptor is watched (not while an input request waits).
+    private var watchInterrupt = true
+
+    /// Keeps `readiness` watching the interrupt descriptor, or not, as `watchInterrupt` says.
+    private func syncInterruptWatch() {
+        let wanted = watchInterrupt ? interruptDescriptor : nil
+        guard wanted != watchedInterrupt else { return }
+        if let old = watchedInterrupt { OS.unwatch(old, in: readiness) }
+        if let wanted { OS.watch(wanted, in: readiness) }
+        watchedInterrupt = wanted
     }
 
     /// Reads frames, output and status lines until `handle` says stop, the channel closes, or the
@@ -424,51 +674,70 @@ public final class Session {
     /// (the worker waits until earlier fd output is read before it sends a frame, so that order
     /// is the order it was written in). Outside an execution nobody takes it: it is dropped.
     /// `answer` delivers the answers of calls that ran on tasks (outside an execution, they are
-    /// just sent).
+    /// just sent); `between` runs each time round, before the session waits.
     private func pump(deadline: UInt64, output: (StreamName, [UInt8]) -> Step = { _, _ in .continue },
                       answer: (CapabilityAnswer) -> Step,
-                      handle: (WorkerMessage) -> Step) -> PumpEnd {
+                      between: () async -> Step = { .continue },
+                      handle: (WorkerMessage) -> Step) async -> PumpEnd {
+        // What a step means for the pump: nil to go on.
+        func ending(_ step: Step) async -> PumpEnd? {
+            switch step {
+            case .continue: return nil
+            case .stop: return .stopped
+            case .failure(let text): return .protocolError(text)
+            case .limit(let kind): return .limit(kind)
+            case .send(let message):
+                if let ended = await send(message) { return .ended(ended) }
+                return nil
+            }
+        }
+        var fds: [pollfd] = []
         while true {
+            let deadline = min(deadline, shared.withLock { $0.interruptDeadline } ?? .max)
             // Frames already buffered first, unless time is up (a flood keeps the buffer full).
             do {
-                while OS.now() < min(deadline, interruptDeadline ?? .max), let json = try decoder.next() {
+                while OS.now() < deadline, let json = try decoder.next() {
                     let message: WorkerMessage
                     do { message = try WorkerMessage(json) } catch { return .protocolError(error.description) }
                     // Answers wait only for the calls that follow them, never for a handler that may block.
-                    if !message.isCapCall && !sendReplies() { return .stopped }
-                    switch handle(message) {
-                    case .continue: continue
-                    case .stop: return .stopped
-                    case .failure(let text): return .protocolError(text)
-                    case .limit(let kind): return .limit(kind)
-                    }
+                    if !message.isCapCall, !(await sendReplies()) { return .stopped }
+                    if let end = await ending(handle(message)) { return end }
                 }
             } catch {
                 return .protocolError(error.description)
             }
             if case .limit(let kind) = deliverPendingOutput(to: output) { return .limit(kind) }
+            if let end = await ending(await between()) { return end }
 
-            let deadline = min(deadline, interruptDeadline ?? .max)
             if OS.now() >= deadline { return .deadline }
-            if !sendReplies() { return .stopped }
-            var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
+            // While the reader lags, nothing more is read: the worker's pipes fill and it waits,
+            // as it would writing to a slow terminal. Its deadline and interrupts still hold.
+            if let outbox, outbox.isFull {
+                if await loop.wait(for: wake, until: deadline) { OS.drain(wake) }
+                continue
+            }
+            if !(await sendReplies()) { return .stopped }
+            syncInterruptWatch()
+            fds.removeAll(keepingCapacity: true)
+            fds.append(pollfd(fd: channel, events: Int16(POLLIN), revents: 0))
             for entry in outputs where entry.fd >= 0 { fds.append(pollfd(fd: entry.fd, events: Int16(POLLIN), revents: 0)) }
             if status >= 0 { fds.append(pollfd(fd: status, events: Int16(POLLIN), revents: 0)) }
-            if let interruptDescriptor { fds.append(pollfd(fd: interruptDescriptor, events: Int16(POLLIN), revents: 0)) }
+            if let watchedInterrupt { fds.append(pollfd(fd: watchedInterrupt, events: Int16(POLLIN), revents: 0)) }
             fds.append(pollfd(fd: calls.descriptor, events: Int16(POLLIN), revents: 0))
-            let waitMilliseconds = OS.pollMilliseconds(until: deadline)
-            do { _ = try OS.poll(&fds, timeoutMilliseconds: waitMilliseconds) } catch { continue }
+            fds.append(pollfd(fd: wake, events: Int16(POLLIN), revents: 0))
+            // Look first; wait on the loop (the thread goes on with other sessions) only when
+            // nothing is ready.
+            if (try? OS.poll(&fds, timeoutMilliseconds: 0)) ?? 0 == 0 {
+                _ = await loop.wait(for: readiness, until: deadline)
+                continue
+            }
 
             for entry in fds.dropFirst() where entry.revents != 0 {
-                if entry.fd == status { readStatus() } else if entry.fd == interruptDescriptor { drainInterrupt() }
+                if entry.fd == status { readStatus() } else if entry.fd == watchedInterrupt { drainInterrupt() }
+                if entry.fd == wake { OS.drain(wake) }
                 if entry.fd == calls.descriptor {
                     for finished in calls.takeAnswers() where isAlive {
-                        switch answer(finished) {
-                        case .continue: continue
-                        case .stop: return .stopped
-                        case .failure(let text): return .protocolError(text)
-                        case .limit(let kind): return .limit(kind)
-                        }
+                        if let end = await ending(answer(finished)) { return end }
                     }
                 }
             }
@@ -479,7 +748,7 @@ public final class Session {
                 if count == 0 {
                     // The channel closed, but the code may still run (it can close fd 3 itself):
                     // the deadline holds until the launcher has really exited.
-                    guard waitForExit(deadline: deadline) else { return .deadline }
+                    guard await waitForExit(deadline: deadline) else { return .deadline }
                     // Then what its processes wrote last (a crash's faulthandler dump) is all there.
                     while readOutput(from: outputs.indices.filter { outputs[$0].fd >= 0 }) {
                         if case .limit(let kind) = deliverPendingOutput(to: output) { return .limit(kind) }
@@ -495,6 +764,10 @@ public final class Session {
                 _ = readOutput(from: outputs.indices.filter { index in
                     fds.contains { $0.fd == outputs[index].fd && $0.revents != 0 }
                 })
+            }
+            // A flood lets the loop's other sessions run between its reads.
+            if !channelDrained || pendingOutput.contains(where: { $0.bytes.count == readBuffer.count }) {
+                await Task.yield()
             }
         }
     }
@@ -546,22 +819,27 @@ public final class Session {
     }
 
     /// Reads the status pipe until the launcher (its last writer) exits; false at the deadline.
-    private func waitForExit(deadline: UInt64) -> Bool {
+    private func waitForExit(deadline: UInt64) async -> Bool {
         while status >= 0 {
             if OS.now() >= deadline { return false }
-            var fds = [pollfd(fd: status, events: Int16(POLLIN), revents: 0)]
-            let waitMilliseconds = OS.pollMilliseconds(until: deadline)
-            if (try? OS.poll(&fds, timeoutMilliseconds: waitMilliseconds)) ?? 0 > 0 { readStatus() }
+            if await loop.wait(for: status, until: deadline) { readStatus() }
         }
-        reap()
+        await reap()
         return true
     }
 
     /// Waits for the launcher to exit and reads the status pipe to its end.
-    private func reap() {
-        if termination == nil { termination = try? OS.wait(pid, block: true) }
+    private func reap() async {
+        if termination == nil {
+            // The launcher closes the status pipe as it exits (after pid 1 is gone).
+            let limit = OS.now() + 10_000_000_000
+            while status >= 0, OS.now() < limit {
+                if await loop.wait(for: status, until: limit) { readStatus() }
+            }
+            termination = try? OS.wait(pid, block: true)
+        }
         while status >= 0 { readStatus() }
-        isAlive = false
+        alive.store(false, ordering: .releasing)
         calls.cancelAll()
         if !executing { auditEnd() }
     }
@@ -581,27 +859,38 @@ public final class Session {
 
     /// Sends a message, giving up at the execution's deadline or `until` (a worker that stops
     /// reading is out of time).
-    private func send(_ message: SupervisorMessage, until limit: UInt64? = nil) -> ExecutionOutcome? {
-        send(message.encoded, until: limit)
+    private func send(_ message: SupervisorMessage, until limit: UInt64? = nil) async -> ExecutionOutcome? {
+        await send(message.encoded, until: limit)
     }
 
-    private func send(_ frame: [UInt8], until limit: UInt64? = nil) -> ExecutionOutcome? {
+    private func send(_ frame: [UInt8], until limit: UInt64? = nil) async -> ExecutionOutcome? {
         let bytes = replies.isEmpty ? frame : replies + frame
         replies.removeAll(keepingCapacity: true)
-        do {
-            if try OS.sendAll(channel, bytes, deadline: limit ?? deadline ?? OS.now()) { return nil }
-            return expired()
-        } catch {
-            reap()
-            return endedOutcome()
+        let deadline = limit ?? self.deadline ?? OS.now()
+        var offset = 0
+        while offset < bytes.count {
+            do {
+                let sent = try OS.sendSome(channel, bytes, from: offset)
+                offset += sent
+                if sent == 0, !(await loop.wait(for: channel, .writable, until: deadline)), OS.now() >= deadline {
+                    return await expired()
+                }
+            } catch {
+                await reap()
+                return endedOutcome()
+            }
         }
+        return nil
     }
 
     /// The deadline came: kill the sandbox and say which one it was.
-    private func expired() -> ExecutionOutcome {
-        kill()
+    private func expired() async -> ExecutionOutcome {
+        await terminate()
+        let (interruptDeadline, executionDeadline, twice) = shared.withLock {
+            ($0.interruptDeadline, $0.executionDeadline, $0.interruptedTwice)
+        }
         if let interruptDeadline, interruptDeadline <= (executionDeadline ?? .max) {
-            return .killedAfterInterrupt(graceSeconds: interruptedTwice ? 0 : Self.interruptGrace)
+            return .killedAfterInterrupt(graceSeconds: twice ? 0 : Self.interruptGrace)
         }
         return .limitExceeded(.timeout(seconds: policy.limits.timeoutSeconds))
     }
@@ -616,6 +905,101 @@ public final class Session {
             return .workerEnded(exitCode: nil, signal: signal)
         }
         return .workerEnded(exitCode: report.exitCode, signal: report.signal)
+    }
+}
+
+/// Counts what an operation handed out and its reader has not yet taken; over `limit`, the
+/// session stops reading until the reader catches up (it signals `wake` as it does).
+final class Outbox: Sendable {
+    static let limit = 4 << 20
+    private let backlog = Atomic<Int>(0)
+    private let abandoned = Atomic<Bool>(false)
+    private let wake: Int32
+
+    init(wake: Int32) { self.wake = wake }
+
+    var isFull: Bool { !abandoned.load(ordering: .relaxed) && backlog.load(ordering: .acquiring) >= Self.limit }
+
+    func added(_ event: SessionEvent) { backlog.add(event.weight, ordering: .relaxed) }
+
+    func taken(_ event: SessionEvent) {
+        let weight = event.weight
+        let left = backlog.subtract(weight, ordering: .acquiringAndReleasing).newValue
+        if left < Self.limit && left + weight >= Self.limit { OS.signal(wake) }
+    }
+
+    /// Nobody will take more: the session reads on.
+    func abandon() {
+        abandoned.store(true, ordering: .relaxed)
+        OS.signal(wake)
+    }
+}
+
+extension SessionEvent {
+    /// About how many bytes the event holds, for `Outbox`.
+    var weight: Int {
+        switch self {
+        case .stream(_, let text): text.utf8.count
+        case .streamData(_, let data): data.count
+        case .result(let data), .display(let data): data.reduce(64) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        case .error(let ename, let evalue, let traceback): traceback.reduce(64 + ename.utf8.count + evalue.utf8.count) { $0 + $1.utf8.count }
+        case .inputRequest(let prompt, _): 64 + prompt.utf8.count
+        case .inputRefused: 64
+        }
+    }
+}
+
+/// Hands a loop's events to a thread blocked in a `Session` call, in order, then the call's value.
+private final class Handoff<T: Sendable>: @unchecked Sendable {
+    enum Item {
+        case event(SessionEvent)
+        case finished(T)
+    }
+
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var events: [SessionEvent] = []
+    private var head = 0
+    private var value: T?
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func post(_ event: SessionEvent) {
+        pthread_mutex_lock(&mutex)
+        events.append(event)
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func finish(_ value: T) {
+        pthread_mutex_lock(&mutex)
+        self.value = value
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// The next event, or the value once every event was taken; waits for one.
+    func next() -> Item {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while head == events.count && value == nil { pthread_cond_wait(&condition, &mutex) }
+        guard head < events.count else { return .finished(value!) }
+        defer {
+            head += 1
+            if head == events.count {
+                events.removeAll(keepingCapacity: true)
+                head = 0
+            }
+        }
+        return .event(events[head])
     }
 }
 
@@ -675,6 +1059,7 @@ extension ExecutionOutcome {
         case .killedAfterInterrupt: [("status", "killed")]
         case .codeTooLarge: [("status", "refused")]
         case .auditFailed(let text): [("status", "refused"), ("reason", .string(text))]
+        case .busy: [("status", "refused"), ("reason", "busy")]
         }
     }
 }

@@ -66,6 +66,8 @@ import CapsuleOS
         try #require(access(example, X_OK) == 0, "the example was not built at \(example)")
         let run = try CLI.run([], via: [example]) // the example ignores the capsule path it is given
         #expect(run.stdout.hasPrefix("Hello, sandbox!\nValueError: greet: who is empty\noutcome: finished(status: "), "\(run)")
+        // Then the same capability through the async API.
+        #expect(run.stdout.contains("\nresult: 'HELLO, ASYNC.'\noutcome: finished(status: "), "\(run)")
     }
 
     @Test func displayDirKeepsRichOutput() throws {

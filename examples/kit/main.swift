@@ -37,3 +37,14 @@ let outcome = session.execute("""
     return nil
 }
 print("outcome:", outcome)
+
+// The same through the async API, as a server would: the events arrive as an async sequence.
+let asyncSession = try await Session.open(policy: policy, location: try WorkerLocation.find(), broker: broker)
+for await item in try asyncSession.submit("greeting = greeter.greet('async')\ngreeting.upper()") {
+    switch item {
+    case .event(.result(let bundle)): print("result:", bundle["text/plain"] ?? "")
+    case .event: break
+    case .done(let outcome): print("outcome:", outcome)
+    }
+}
+await asyncSession.close()

@@ -22,3 +22,20 @@ int capsule_sha256_accelerated(void);
 /// SHA-256's compression of `blocks` 64-byte blocks into `state` (A..H), with the SHA extensions;
 /// call it only where capsule_sha256_accelerated() says so.
 void capsule_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks);
+
+/// epoll(7) and eventfd(2), which the Glibc module does not export. Each returns -1 with errno set.
+enum {
+    CAPSULE_EPOLL_IN = 0x001,
+    CAPSULE_EPOLL_OUT = 0x004,
+    CAPSULE_EPOLL_ONESHOT = 1u << 30,
+};
+/// A new epoll instance, close-on-exec.
+int capsule_epoll_create(void);
+/// Adds `fd` to `epfd` for `events` (or changes its events, with `modify`); `token` comes back
+/// with its readiness.
+int capsule_epoll_watch(int epfd, int fd, uint32_t events, int modify, uint64_t token);
+int capsule_epoll_forget(int epfd, int fd);
+/// Up to `max` ready tokens and their events; waits up to `timeout_ms` (forever if negative).
+int capsule_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+/// A non-blocking, close-on-exec eventfd.
+int capsule_eventfd(void);

@@ -1,0 +1,239 @@
+// The async Session API: executions as async sequences of events, one at a time per session, input
+// answered from another task, interrupts from anywhere, and many sessions on a few loop threads
+// where one session's flood does not hold up another.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Testing
+import CapsuleOS
+import CapsulePolicy
+import CapsuleProtocol
+import CapsuleRuntime
+import CapsuleSandbox
+
+/// Everything an execution yielded, in order.
+private struct Collected: Sendable {
+    var events: [SessionEvent] = []
+    var outcome: ExecutionOutcome?
+
+    var stdout: String {
+        events.map { event in
+            switch event {
+            case .stream(.stdout, let text): text
+            case .streamData(.stdout, let bytes): String(decoding: bytes, as: UTF8.self)
+            default: ""
+            }
+        }.joined()
+    }
+
+    var results: [String] {
+        events.compactMap { if case .result(let data) = $0 { data["text/plain"] } else { nil } }
+    }
+
+    var finishedOK: Bool {
+        if case .finished(.ok, nil, _, nil)? = outcome { return true }
+        return false
+    }
+}
+
+private func collect(_ execution: Execution, onEvent: (SessionEvent) -> Void = { _ in }) async -> Collected {
+    var collected = Collected()
+    for await item in execution {
+        switch item {
+        case .event(let event):
+            collected.events.append(event)
+            onEvent(event)
+        case .done(let outcome):
+            collected.outcome = outcome
+        }
+    }
+    return collected
+}
+
+private func open(_ policy: Policy = Sandboxed.policy(), loop: EventLoop? = nil) async throws -> Session {
+    try await Session.open(policy: policy, location: try Sandboxed.location(), loop: loop)
+}
+
+/// The threads this process has now.
+private func threadCount() -> Int {
+    guard let status = try? OS.readFile("/proc/self/status", limit: 1 << 16),
+          let line = String(decoding: status, as: UTF8.self).split(separator: "\n").first(where: { $0.hasPrefix("Threads:") })
+    else { return -1 }
+    return Int(line.dropFirst("Threads:".count).filter { !$0.isWhitespace }) ?? -1
+}
+
+@Suite("Async sessions") struct AsyncSessionTests {
+    @Test("an execution is an async sequence: output in order, one result, then done; state persists")
+    func eventsInOrder() async throws {
+        let session = try await open()
+        let first = await collect(try session.submit("x = 41\nprint('before')\nx + 1"))
+        #expect(first.stdout == "before\n" && first.results == ["42"] && first.finishedOK, "\(first)")
+        if let printed = first.events.firstIndex(of: .stream(.stdout, "before\n")),
+           let result = first.events.firstIndex(where: { if case .result = $0 { true } else { false } }) {
+            #expect(printed < result, "the output came after the result: \(first.events)")
+        }
+        let second = await collect(try session.submit("x * 2"))
+        #expect(second.results == ["82"], "the namespace did not persist: \(second)")
+        await session.close()
+        #expect(!session.isAlive)
+    }
+
+    @Test("a second execution while one runs is refused as busy, and the session goes on")
+    func busy() async throws {
+        let session = try await open()
+        let running = try session.submit("import time\ntime.sleep(0.5)\n'slept'")
+        #expect(throws: SessionBusy.self) { _ = try session.submit("1") }
+        #expect(session.completeness(of: "1") == nil, "a completeness question ran beside an execution")
+        let refused = await Task.detached { session.execute("1") }.value
+        #expect(refused == .busy)
+        #expect(ExitStatus(refused, policy: session.policy).reason?.contains("another execution is running") == true)
+        let slept = await collect(running)
+        #expect(slept.results == ["'slept'"] && slept.finishedOK, "\(slept)")
+        let after = await collect(try session.submit("2 + 2"))
+        #expect(after.results == ["4"], "\(after)")
+        await session.close()
+    }
+
+    @Test("input() in every execution, answered from the task that reads the events")
+    func input() async throws {
+        var policy = Sandboxed.policy()
+        policy.capabilities.input = CapabilityGrant()
+        let session = try await open(policy)
+        for round in 1...3 {
+            let execution = try session.submit("name = input('who? ')\nprint('hello', name)")
+            let collected = await collect(execution) { event in
+                if case .inputRequest(let prompt, false) = event, prompt == "who? " { session.answerInput("round \(round)") }
+            }
+            #expect(collected.stdout == "hello round \(round)\n" && collected.finishedOK, "round \(round): \(collected)")
+        }
+        // An answer when nobody asked goes nowhere: the next input() waits for its own.
+        session.answerInput("stray")
+        let last = await collect(try session.submit("print(input() + '!')")) { event in
+            if case .inputRequest = event { session.answerInput("mine") }
+        }
+        #expect(last.stdout == "mine!\n", "\(last)")
+        await session.close()
+    }
+
+    @Test("interrupt from another task: KeyboardInterrupt, finally runs, state stays")
+    func interrupt() async throws {
+        let session = try await open()
+        _ = await collect(try session.submit("kept = 'yes'"))
+        let execution = try session.submit("try:\n    print('spinning', flush=True)\n    while True: pass\nfinally:\n    print('cleaned up')")
+        let collected = await collect(execution) { event in
+            if case .stream(.stdout, let text) = event, text.contains("spinning") { session.interrupt() }
+        }
+        #expect(collected.stdout == "spinning\ncleaned up\n", "\(collected)")
+        guard case .finished(.interrupted, nil, _, "KeyboardInterrupt")? = collected.outcome else {
+            Issue.record("expected an interrupted finish, got \(String(describing: collected.outcome))")
+            return
+        }
+        #expect(await collect(try session.submit("kept")).results == ["'yes'"])
+        await session.close()
+    }
+
+    @Test("many sessions at once on the loops' few threads; none left behind")
+    func manySessions() async throws {
+        let count = ProcessInfoCount.sessions
+        let threadsBefore = threadCount()
+        let sessions = try await withThrowingTaskGroup(of: Session.self) { group in
+            for _ in 0..<count { group.addTask { try await open() } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(sessions.count == count)
+        let results = await withTaskGroup(of: [String].self) { group in
+            for (index, session) in sessions.enumerated() {
+                group.addTask { (try? await collect(session.submit("n = \(index)\nn * 10")).results) ?? [] }
+            }
+            return await group.reduce(into: []) { $0.append(contentsOf: $1) }
+        }
+        #expect(Set(results) == Set((0..<count).map { String($0 * 10) }), "\(results)")
+        // A thread per session would show here; the loops, the call executor and Swift's pool do not grow with the count.
+        let threadsDuring = threadCount()
+        #expect(threadsDuring - threadsBefore < count / 2, "\(threadsDuring - threadsBefore) more threads for \(count) sessions")
+        for session in sessions { await session.close() }
+        #expect(sessions.allSatisfy { !$0.isAlive })
+        // Every sandbox's launcher was reaped: no zombies.
+        let left = sessions.map(\.pid).filter(processExists)
+        #expect(left.isEmpty, "launchers not reaped: \(left)")
+    }
+
+    @Test("a session flooding output does not hold up another on the same loop")
+    func floodDoesNotStarveNeighbour() async throws {
+        let loop = EventLoop.next()
+        let flooding = try await open(Sandboxed.policy { $0.maxOutputBytes = 1 << 40; $0.timeoutSeconds = 30 }, loop: loop)
+        let quiet = try await open(loop: loop)
+        #expect(flooding.loop === quiet.loop)
+        let floodEnded = Atomic<Bool>(false)
+        let received = Atomic<Int>(0)
+        // Raw writes to fd 1: the worker's side costs next to nothing, the supervisor's reading is the bottleneck.
+        let flood = try flooding.submit("import os\nchunk = b'x' * 65536\nwhile True: os.write(1, chunk)")
+        let reader = Task {
+            for await item in flood {
+                if case .event(.stream(_, let text)) = item { received.add(text.utf8.count, ordering: .relaxed) }
+                if case .event(.streamData(_, let data)) = item { received.add(data.count, ordering: .relaxed) }
+                if case .done = item { floodEnded.store(true, ordering: .releasing) }
+            }
+            return received.load(ordering: .relaxed)
+        }
+        // Wait until the flood is flowing (a megabyte through), then run the neighbour's executions beside it.
+        while !floodEnded.load(ordering: .acquiring), received.load(ordering: .relaxed) < 1 << 20 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        var finished = 0
+        for round in 0..<50 where await collect(try quiet.submit("\(round) + 1")).results == [String(round + 1)] {
+            finished += 1
+        }
+        let floodStillRunning = !floodEnded.load(ordering: .acquiring)
+        flooding.interrupt()
+        let flooded = await reader.value
+        #expect(finished == 50)
+        #expect(floodStillRunning, "the flood ended before its neighbour's 50 executions did")
+        #expect(flooded > 1 << 20, "the flood delivered only \(flooded) bytes")
+        await flooding.close()
+        await quiet.close()
+    }
+
+    @Test("a reader that lags holds the code back instead of piling up its output")
+    func backpressure() async throws {
+        let session = try await open(Sandboxed.policy { $0.maxOutputBytes = 1 << 30 })
+        // 32 MiB through fd 1, far more than the few megabytes the session keeps for a reader.
+        let execution = try session.submit("import os\nchunk = b'x' * 65536\nfor _ in range(512): os.write(1, chunk)\n'all written'")
+        // Nothing is taken for a while: without the hold the code would finish meanwhile.
+        try await Task.sleep(for: .milliseconds(500))
+        session.interrupt()
+        let collected = await collect(execution)
+        let bytes = collected.events.reduce(0) { total, event in
+            if case .streamData(.stdout, let data) = event { total + data.count } else { total }
+        }
+        guard case .finished(.interrupted, nil, _, "KeyboardInterrupt")? = collected.outcome else {
+            Issue.record("the code was not held back: it finished (\(bytes) bytes) before the reader read on: \(String(describing: collected.outcome))")
+            await session.close()
+            return
+        }
+        #expect(bytes < 32 << 20 && collected.results.isEmpty)
+        #expect(await collect(try session.submit("6 * 7")).results == ["42"])
+        await session.close()
+    }
+
+    @Test("the blocking API refuses to run on an event loop's thread")
+    func blockingOnTheLoopIsRefusedByDesign() async throws {
+        // Not run on the loop (it would stop the process): the check is that the loop says which
+        // thread is its own.
+        let loop = EventLoop.next()
+        let onLoop = await Task(executorPreference: loop) { loop.isCurrent && EventLoop.onAnyLoop }.value
+        #expect(onLoop)
+        #expect(!loop.isCurrent && !EventLoop.onAnyLoop)
+    }
+}
+
+/// How many sessions the many-sessions test opens: fewer in CI (the benchmark runs 200).
+private enum ProcessInfoCount {
+    static let sessions = OS.environment("CAPSULE_TEST_SESSIONS").flatMap { Int($0) } ?? 32
+}
+
+/// Whether a process `pid` exists (a zombie not yet reaped does).
+private func processExists(_ pid: Int32) -> Bool {
+    Glibc.kill(pid, 0) == 0
+}
