@@ -102,6 +102,13 @@ let package = Package(
             path: "Benchmarks/CallRoundTrip",
             swiftSettings: swiftSettings
         ),
+        // scripts/bench-sessions: the Session API's round trips beside a raw pipe, memory, many sessions.
+        .executableTarget(
+            name: "capsule-bench-sessions",
+            dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleOS", "CapsuleProtocol"],
+            path: "Benchmarks/Sessions",
+            swiftSettings: swiftSettings
+        ),
 
         .target(name: "CapsuleTestSupport", path: "Tests/CapsuleTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "CapsuleProtocolTests", dependencies: ["CapsuleProtocol", "CapsuleTestSupport"],

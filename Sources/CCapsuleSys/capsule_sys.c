@@ -44,3 +44,7 @@ int capsule_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, in
 }
 
 int capsule_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+#include <sys/prctl.h>
+
+void capsule_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

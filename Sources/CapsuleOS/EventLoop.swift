@@ -92,6 +92,7 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     private func run() -> Never {
         thread.store(UInt(pthread_self()), ordering: .releasing)
+        capsule_name_thread("capsule-loop") // else it has the name of the thread that made it
         var tokens = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         var batch: [UnownedJob] = []

@@ -1,3 +1,4 @@
+import CapsuleCapabilities
 import CapsuleProtocol
 
 /// Something an execution produced, in the order the worker sent it.
@@ -15,6 +16,10 @@ public enum SessionEvent: Sendable, Equatable {
     /// The code asked for input the policy does not grant (no `input` capability): it sees end of
     /// input, whatever the handler answers.
     case inputRefused
+    /// A capability call the policy holds for a decision (`ask = true`), or `capsule.ask()`: the
+    /// code waits until `Session.answerApproval(id, …)` decides it (only in a session started
+    /// without a broker of its own; a broker brings its own approver).
+    case approvalRequest(id: String, ApprovalRequest)
 }
 
 /// A limit that ended a session.

@@ -92,6 +92,9 @@ public final class Session: @unchecked Sendable {
     /// Answers not yet sent (`sendReply`); `send` puts them before anything else it sends.
     private var replies: [UInt8] = []
 
+    /// Asks the event reader for approvals, when the session made its own broker.
+    private let approvals: EventApprover?
+
     /// The broker that answers the code's capability calls.
     public var broker: Broker { calls.broker }
 
@@ -119,7 +122,9 @@ public final class Session: @unchecked Sendable {
         self.policy = policy
         self.audit = audit
         self.loop = loop ?? EventLoop.next()
-        calls = CallDispatcher(broker: broker ?? Broker(policy: policy))
+        // Without a broker of its own, the session asks whoever reads its events.
+        approvals = broker == nil ? EventApprover() : nil
+        calls = CallDispatcher(broker: broker ?? Broker(policy: policy, approver: approvals))
         do throws(AuditFailure) {
             try audit?.check()
             try audit?.event(AuditEvent(.policyLoaded, [("level", .string(policy.level.rawValue)), ("origin", .string(policy.origin))]))
@@ -202,10 +207,9 @@ public final class Session: @unchecked Sendable {
                         wantResult: Bool = true,
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
         guard claim() else { return .busy }
-        return blocking(onEvent) { emit in
-            await self.run({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
-                           filename: filename, source: Array(code.utf8), emit: emit)
-        }
+        let start = begin({ .execute(id: $0, code: code, filename: filename, argv: argv, result: wantResult) },
+                          filename: filename, source: Array(code.utf8))
+        return blocking(onEvent) { emit in await self.finish(start, emit: emit) }
     }
 
     /// Runs a script file's bytes in the session's namespace, decoded as CPython decodes a script
@@ -214,10 +218,9 @@ public final class Session: @unchecked Sendable {
     public func execute(script source: [UInt8], filename: String, argv: [String],
                         onEvent: (SessionEvent) -> String? = { _ in nil }) -> ExecutionOutcome {
         guard claim() else { return .busy }
-        return blocking(onEvent) { emit in
-            await self.run({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
-                           filename: filename, source: source, emit: emit)
-        }
+        let start = begin({ .executeScript(id: $0, source: source, filename: filename, argv: argv) },
+                          filename: filename, source: source)
+        return blocking(onEvent) { emit in await self.finish(start, emit: emit) }
     }
 
     /// Starts running `code` and returns at once: its events, ending with `.done`, come from the
@@ -230,10 +233,11 @@ public final class Session: @unchecked Sendable {
         continuation.onTermination = { ending in
             if case .cancelled = ending { outbox.abandon() } // nobody reads on: nothing to wait for
         }
+        let start = begin({ .execute(id: $0, code: code, filename: filename, argv: [""], result: wantResult) },
+                          filename: filename, source: Array(code.utf8))
         Task(executorPreference: loop) {
             self.outbox = outbox
-            let outcome = await self.run({ .execute(id: $0, code: code, filename: filename, argv: [""], result: wantResult) },
-                                         filename: filename, source: Array(code.utf8)) { event in
+            let outcome = await self.finish(start) { event in
                 outbox.added(event)
                 continuation.yield(.event(event))
             }
@@ -257,14 +261,57 @@ public final class Session: @unchecked Sendable {
         if taken { OS.signal(wake) }
     }
 
-    /// Sends the execute message made for the next execution id and pumps until it is done.
-    /// The audit log hears of it before it is sent (nothing is sent that it could not record) and
-    /// of how it ended.
-    private func run(_ makeExecute: (String) -> SupervisorMessage, filename: String, source: [UInt8],
-                     emit: @escaping Emit) async -> ExecutionOutcome {
-        guard isAlive else { return .workerEnded(exitCode: report.exitCode, signal: report.signal) }
+    /// Decides the `.approvalRequest` with this `id`: the held call goes ahead, or raises
+    /// CapabilityDenied with the reason (`.interrupted`: KeyboardInterrupt). From any thread or
+    /// task; false when no such request waits (decided already, or its execution ended). Only for
+    /// a session started without a broker of its own (a broker brings its own approver).
+    @discardableResult
+    public func answerApproval(_ id: String, _ decision: ApprovalDecision) -> Bool {
+        approvals?.answer(id, decision) ?? false
+    }
+
+    /// An execution begun on the caller's thread (`begin`), to be finished on the loop (`finish`).
+    private enum Start: Sendable {
+        case refused(ExecutionOutcome)
+        case begun(Begun)
+    }
+
+    private struct Begun: Sendable {
+        let id: String
+        let deadline: UInt64
+        let started: UInt64
+        /// The queued answers and the execute frame, sent up to `offset` (as far as the socket took them).
+        let bytes: [UInt8]
+        let offset: Int
+        let sendFailed: Bool
+    }
+
+    /// Makes the execute message for the next execution id and sends it, as far as the socket
+    /// takes it without waiting: on the caller's thread, which holds the session (`claim`), so
+    /// the worker starts on the code while the loop's thread wakes. The audit log hears of it
+    /// before it is sent (nothing is sent that it could not record).
+    private func begin(_ makeExecute: (String) -> SupervisorMessage, filename: String, source: [UInt8]) -> Start {
+        guard isAlive else { return .refused(.workerEnded(exitCode: report.exitCode, signal: report.signal)) }
         let id = String(nextID)
         nextID += 1
+        // The worker accepts frames up to the policy's limit, as the supervisor does.
+        let frame = makeExecute(id).encoded
+        guard frame.count <= policy.limits.maxFrameBytes else {
+            return .refused(.codeTooLarge(filename: filename, bytes: source.count, encodedBytes: frame.count,
+                                          limit: policy.limits.maxFrameBytes))
+        }
+        if let audit {
+            do throws(AuditFailure) {
+                try audit.event(AuditEvent(.execStart, [
+                    ("execution", .string(id)), ("filename", .string(filename.clipped(to: 200))),
+                    ("code_sha256", .string(SHA256.hash(source).hexText)),
+                    ("code_bytes", .number(Double(source.count))),
+                ]))
+            } catch {
+                return .refused(.auditFailed(error.message))
+            }
+            executing = true
+        }
         let deadline = OS.now() + UInt64(policy.limits.timeoutSeconds * 1e9)
         shared.withLock { state in
             state.executionDeadline = deadline
@@ -274,44 +321,57 @@ public final class Session: @unchecked Sendable {
             state.inputsWanted = 0
             state.answers = []
         }
-        defer {
-            shared.withLock { state in
-                state.executionDeadline = nil
-                state.inputsWanted = 0
-                state.answers = []
+        let bytes = replies.isEmpty ? frame : replies + frame
+        replies.removeAll(keepingCapacity: true)
+        var offset = 0
+        var failed = false
+        do {
+            while offset < bytes.count {
+                let sent = try OS.sendSome(channel, bytes, from: offset)
+                if sent == 0 { break }
+                offset += sent
             }
-        }
-        let execute = makeExecute(id)
-        // The worker accepts frames up to the policy's limit, as the supervisor does.
-        let frame = execute.encoded
-        guard frame.count <= policy.limits.maxFrameBytes else {
-            return .codeTooLarge(filename: filename, bytes: source.count, encodedBytes: frame.count,
-                                 limit: policy.limits.maxFrameBytes)
-        }
-        guard let audit else { return await drive(frame, id: id, deadline: deadline, emit: emit) }
-        do throws(AuditFailure) {
-            try audit.event(AuditEvent(.execStart, [
-                ("execution", .string(id)), ("filename", .string(filename.clipped(to: 200))),
-                ("code_sha256", .string(SHA256.hash(source).hexText)),
-                ("code_bytes", .number(Double(source.count))),
-            ]))
         } catch {
-            return .auditFailed(error.message)
+            failed = true
         }
-        let started = OS.now()
-        executing = true
-        let outcome = await drive(frame, id: id, deadline: deadline, emit: emit)
+        return .begun(Begun(id: id, deadline: deadline, started: OS.now(), bytes: bytes, offset: offset, sendFailed: failed))
+    }
+
+    /// Sends what `begin` could not and pumps until the execution is done; then the audit log
+    /// hears how it ended.
+    private func finish(_ start: Start, emit: @escaping Emit) async -> ExecutionOutcome {
+        guard case .begun(let begun) = start else {
+            if case .refused(let outcome) = start { return outcome }
+            return .busy
+        }
+        approvals?.attach(emit)
+        let outcome = await drive(begun, emit: emit)
+        approvals?.detach()
+        shared.withLock { state in
+            state.executionDeadline = nil
+            state.inputsWanted = 0
+            state.answers = []
+        }
+        guard let audit else { return outcome }
         executing = false
+        let id = begun.id
         if case .limitExceeded(let limit) = outcome { try? audit.event(AuditEvent(.limitHit, [("execution", .string(id))] + limit.auditFields)) }
         try? audit.event(AuditEvent(.execEnd, [("execution", .string(id))] + outcome.auditFields
-            + [("duration_s", .number((Double(OS.now() - started) / 1e6).rounded() / 1e3))]))
+            + [("duration_s", .number((Double(OS.now() - begun.started) / 1e6).rounded() / 1e3))]))
         if !isAlive { auditEnd() }
         return outcome
     }
 
     /// Sends the execute frame and pumps until the execution is done.
-    private func drive(_ frame: [UInt8], id: String, deadline: UInt64, emit: @escaping Emit) async -> ExecutionOutcome {
-        if let ended = await send(frame) { return ended }
+    private func drive(_ begun: Begun, emit: @escaping Emit) async -> ExecutionOutcome {
+        let (id, deadline) = (begun.id, begun.deadline)
+        if begun.sendFailed {
+            await reap()
+            return endedOutcome()
+        }
+        if begun.offset < begun.bytes.count, let ended = await send(begun.bytes, from: begun.offset, until: deadline) {
+            return ended
+        }
         var outputBytes = 0
         var outcome: ExecutionOutcome?
         var errorName: String?
@@ -630,6 +690,8 @@ public final class Session: @unchecked Sendable {
                 let line = onEvent(event)
                 outbox.taken(event)
                 if case .inputRequest = event { answerInput(line) }
+                // A handler that did not decide (with `answerApproval`) did not approve.
+                if case .approvalRequest(let id, _) = event { answerApproval(id, .denied("the session's event handler did not approve it")) }
             case .finished(let value):
                 return value
             }
@@ -866,8 +928,11 @@ public final class Session: @unchecked Sendable {
     private func send(_ frame: [UInt8], until limit: UInt64? = nil) async -> ExecutionOutcome? {
         let bytes = replies.isEmpty ? frame : replies + frame
         replies.removeAll(keepingCapacity: true)
-        let deadline = limit ?? self.deadline ?? OS.now()
-        var offset = 0
+        return await send(bytes, from: 0, until: limit ?? self.deadline ?? OS.now())
+    }
+
+    private func send(_ bytes: [UInt8], from start: Int, until deadline: UInt64) async -> ExecutionOutcome? {
+        var offset = start
         while offset < bytes.count {
             do {
                 let sent = try OS.sendSome(channel, bytes, from: offset)
@@ -945,6 +1010,7 @@ extension SessionEvent {
         case .error(let ename, let evalue, let traceback): traceback.reduce(64 + ename.utf8.count + evalue.utf8.count) { $0 + $1.utf8.count }
         case .inputRequest(let prompt, _): 64 + prompt.utf8.count
         case .inputRefused: 64
+        case .approvalRequest(let id, let request): 64 + id.utf8.count + request.summary.description.utf8.count
         }
     }
 }

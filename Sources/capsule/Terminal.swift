@@ -279,6 +279,8 @@ final class EventPrinter {
                 session.drainInterrupt() // KeyboardInterrupt inside input(), as in Python
                 return nil
             }
+        case .approvalRequest:
+            break // the CLI's broker asks through its own approver (the terminal, --approver)
         case .inputRefused:
             // Piped data the code cannot have would otherwise vanish without a word; stdin is only
             // looked at, never read, and a terminal never counts.

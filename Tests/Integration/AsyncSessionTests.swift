@@ -6,6 +6,7 @@ import Glibc
 #endif
 import Synchronization
 import Testing
+import CapsuleCapabilities
 import CapsuleOS
 import CapsulePolicy
 import CapsuleProtocol
@@ -214,6 +215,76 @@ private func threadCount() -> Int {
         }
         #expect(bytes < 32 << 20 && collected.results.isEmpty)
         #expect(await collect(try session.submit("6 * 7")).results == ["42"])
+        await session.close()
+    }
+
+    @Test("10 MB to stderr, through print and through fd 2, then 500 executions that do not stall")
+    func bigStderrThenManyExecutions() async throws {
+        let session = try await open(Sandboxed.policy { $0.maxOutputBytes = 64 << 20 })
+        let flood = await collect(try session.submit("import os, sys\nsys.stderr.write('e' * (5 << 20))\nsys.stderr.flush()\n"
+                                                     + "os.write(2, b'f' * (5 << 20))\n'written'"))
+        var stderr = 0
+        for event in flood.events {
+            if case .stream(.stderr, let text) = event { stderr += text.utf8.count }
+            if case .streamData(.stderr, let data) = event { stderr += data.count }
+        }
+        #expect(stderr == 10 << 20 && flood.results == ["'written'"], "stderr \(stderr) bytes, \(String(describing: flood.outcome))")
+        var finished = 0
+        for round in 0..<500 {
+            let collected = await collect(try session.submit("n = \(round)"))
+            if collected.finishedOK { finished += 1 } else { Issue.record("execution \(round): \(collected)"); break }
+        }
+        #expect(finished == 500)
+        #expect(await collect(try session.submit("n, len(In)")).results == ["(499, 503)"])
+        await session.close()
+    }
+
+    @Test("a call held for approval becomes an approval_request event; the reader decides it")
+    func approvals() async throws {
+        var policy = Policy(level: .restricted) // capsule.ask() needs restricted
+        policy.capabilities.display?.ask = true
+        policy.capabilities.input = CapabilityGrant()
+        let session = try await open(policy)
+        var requests: [ApprovalRequest] = []
+        let approved = await collect(try session.submit("display({'text/plain': 'shown'}, raw=True)\nprint('after')")) { event in
+            if case .approvalRequest(let id, let request) = event {
+                requests.append(request)
+                #expect(session.answerApproval(id, .approved))
+                #expect(!session.answerApproval(id, .approved), "a request was decided twice")
+            }
+        }
+        #expect(requests.map(\.capability) == ["display"], "\(requests)")
+        #expect(approved.events.contains(.display(["text/plain": "shown"])) && approved.stdout == "after\n", "\(approved)")
+
+        let denied = await collect(try session.submit("""
+            try:
+                display({'text/plain': 'hidden'}, raw=True)
+            except Exception as e:
+                print(type(e).__name__, e)
+            """)) { event in
+            if case .approvalRequest(let id, _) = event { session.answerApproval(id, .denied("not today")) }
+        }
+        #expect(denied.stdout == "CapabilityDenied display.show was not approved: not today\n", "\(denied)")
+
+        // capsule.ask() asks the same way.
+        let asked = await collect(try session.submit("import capsule\nprint(capsule.ask('proceed?'))")) { event in
+            if case .approvalRequest(let id, let request) = event {
+                #expect(request.summary == ["question": "proceed?"])
+                session.answerApproval(id, .approved)
+            }
+        }
+        #expect(asked.stdout == "True\n", "\(asked)")
+
+        // A blocking handler that does not decide has not approved.
+        let undecided = await Task.detached {
+            var text = ""
+            _ = session.execute("import capsule\nprint(capsule.ask('really?'))", wantResult: false) { event in
+                if case .stream(.stdout, let chunk) = event { text += chunk }
+                return nil
+            }
+            return text
+        }.value
+        #expect(undecided == "False\n", "\(undecided)")
         await session.close()
     }
 

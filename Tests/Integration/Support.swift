@@ -169,7 +169,7 @@ enum Sandboxed {
             case .streamData(.stdout, let bytes): transcript.stdout += String(decoding: bytes, as: UTF8.self)
             case .streamData(.stderr, let bytes): transcript.stderr += String(decoding: bytes, as: UTF8.self)
             case .error(let name, let value, _): transcript.errors.append("\(name): \(value)")
-            case .result, .inputRequest, .display, .inputRefused: break
+            case .result, .inputRequest, .display, .inputRefused, .approvalRequest: break
             }
             return nil
         }

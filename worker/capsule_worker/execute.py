@@ -23,6 +23,10 @@ class Session:
         self.launcher_main = sys.modules.get("__main__")  # the embedding may hold only a borrowed ref
         sys.modules["__main__"] = self.module
         self.loop = None  # asyncio loop for top-level await, created on first use and kept
+        # In and Out as IPython keeps them, for interactive executions (not scripts): In[n] is the
+        # code of the nth, Out[n] its value when it had one. The worker keeps its own references,
+        # so code that rebinds or deletes the names breaks nothing (a deleted name comes back).
+        self.inputs, self.outputs = [""], {}
         streams.install()
         _install_site_builtins()
         capabilities.install(granted, self.ns)
@@ -43,12 +47,15 @@ class Session:
                 from binascii import a2b_base64
                 source = _script_source(a2b_base64(msg["source"]), msg["filename"])
             _remember(msg["filename"], source)
+            count = self._count_input(source) if msg["result"] and isinstance(source, str) else None
             cells = _compile(source, msg["filename"], msg["result"])
             value, text = frames.call_user(self._run_cell, *cells)
             if text is not None:
                 streams.flush()
                 frames.send({"type": "result", "id": rid, "data": {"text/plain": text}})
                 self.ns["___"], self.ns["__"], self.ns["_"] = self.ns.get("__"), self.ns.get("_"), value
+                if count is not None:
+                    self.outputs[count] = value
         except SystemExit as exc:
             exit_code = _exit_code(exc.code)
             status = "ok" if exit_code == 0 else "error"
@@ -61,6 +68,13 @@ class Session:
         if exit_code is not None:
             done["exit_code"] = exit_code
         _send_or(lambda: done, oom[1])
+
+    def _count_input(self, source):
+        """Record an interactive execution's code in In; its number."""
+        self.inputs.append(source)
+        self.ns.setdefault("In", self.inputs)
+        self.ns.setdefault("Out", self.outputs)
+        return len(self.inputs) - 1
 
     def _run_cell(self, body, expr):
         """Body first, then the trailing expression, evaluated exactly once; returns (value, repr)."""

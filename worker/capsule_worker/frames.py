@@ -172,9 +172,31 @@ def _encode(v, limit=CLIP):
     return "[" + ",".join(_encode(x, limit) for x in v) + "]"
 
 
+def _refuse(value):
+    raise TypeError(type(value).__name__)
+
+
+try:  # _json's C encoder: a `done` frame in ~1 µs instead of ~8 through _encode
+    from _json import make_encoder as _make_encoder
+    _c_encode = _make_encoder(None, _refuse, _quote, None, ":", ",", False, False, False)
+except ImportError:
+    _c_encode = None
+
+
 def encode(msg):
-    """Frame bytes for msg; lone surrogates (surrogateescape'd data) become '?' so the JSON is valid UTF-8."""
-    body = _encode(msg).encode("utf-8", "replace")
+    """Frame bytes for msg; lone surrogates (surrogateescape'd data) become '?' so the JSON is valid UTF-8.
+
+    The C encoder first; `_encode`, which clips strings, when its text is longer than CLIP (only
+    then can one string be over CLIP) or it refuses a value (NaN, a type JSON lacks)."""
+    text = None
+    if _c_encode is not None:
+        try:
+            text = "".join(_c_encode(msg, 0))
+        except (TypeError, ValueError):
+            pass
+    if text is None or len(text) > CLIP:
+        text = _encode(msg)
+    body = text.encode("utf-8", "replace")
     return len(body).to_bytes(4, "big") + body
 
 

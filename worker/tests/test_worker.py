@@ -149,6 +149,26 @@ class WorkerTest(unittest.TestCase):
             self.w.run(code)
         self.assertEqual(self.w.run("(_, __, ___)").results, ["(3, 2, 1)"])
 
+    def test_in_and_out(self):
+        w = Worker()
+        try:
+            w.run("6 * 7")
+            w.run("x = 1")
+            w.run("'text'")
+            self.assertEqual(w.run("In[1], In[2], Out[1], Out[3], 2 in Out, len(In)").results,
+                             ["('6 * 7', 'x = 1', 42, 'text', False, 5)"])
+            # Rebinding or deleting the names breaks nothing; a deleted name comes back.
+            self.assertOk(w.run("In = 5\ndel Out"))
+            self.assertEqual(w.run("In, sorted(Out)").results, ["(5, [1, 3, 4])"])
+        finally:
+            w.close()
+        # Code run without a result (a script) gets neither: it runs as under python3.
+        w = Worker()
+        try:
+            self.assertEqual(w.run("print('In' in globals(), 'Out' in globals())", result=False).stdout, "False False\n")
+        finally:
+            w.close()
+
     def test_namespace_persists_and_is_main(self):
         self.w.run("import sys\nclass Point:\n    pass\np = Point()", filename="defs.py", argv=["defs.py", "-v"])
         run = self.w.run("print(__name__, __file__, sys.argv, type(p).__module__)\n"

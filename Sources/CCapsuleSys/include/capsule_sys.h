@@ -39,3 +39,5 @@ int capsule_epoll_forget(int epfd, int fd);
 int capsule_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
 /// A non-blocking, close-on-exec eventfd.
 int capsule_eventfd(void);
+/// Names the calling thread (as `ps -L` and perf show it); at most 15 characters are kept.
+void capsule_name_thread(const char *name);
