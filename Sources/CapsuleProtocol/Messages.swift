@@ -32,6 +32,11 @@ public enum WorkerMessage: Sendable, Equatable {
     case capCall(id: String, capability: String, method: String, arguments: JSONValue)
     /// The answer to `complete`: whether the code is a whole statement.
     case completeness(id: String, status: Completeness, blankLineCompletes: Bool)
+    /// The answer to `checkpoint` (`checkpoint_data` on the wire): the namespace's picklable part
+    /// (`data`, base64 on the wire), the names it holds, the names left out and why; or `error`.
+    case checkpointData(id: String, data: [UInt8], names: [String], skipped: [String: String], error: String?)
+    /// The answer to `restore`: the names restored, those that failed and why; or `error`.
+    case restored(id: String, names: [String], skipped: [String: String], error: String?)
 }
 
 /// Supervisor → worker.
@@ -49,6 +54,11 @@ public enum SupervisorMessage: Sendable, Equatable {
     case configure(capabilities: JSONValue)
     /// Asks, while no execution runs, whether `code` is a whole statement (as Python's console reads one).
     case complete(id: String, code: String)
+    /// Asks, while no execution runs, for the namespace's picklable part (`checkpoint_data`).
+    case checkpoint(id: String)
+    /// Loads a checkpoint's `data` into the namespace, after clearing the code's names when
+    /// `replace` (answered by `restored`).
+    case restore(id: String, data: [UInt8], replace: Bool)
     case shutdown
 }
 
@@ -91,6 +101,16 @@ extension WorkerMessage {
         case "completeness":
             self = .completeness(id: try message.string("id"), status: try message.enumeration("status"),
                                  blankLineCompletes: try message.bool("blank_line_completes"))
+        case "checkpoint_data" where message.has("error"):
+            self = .checkpointData(id: try message.string("id"), data: [], names: [], skipped: [:],
+                                   error: try message.string("error"))
+        case "checkpoint_data":
+            self = .checkpointData(id: try message.string("id"), data: try message.base64("data", instead: "error"),
+                                   names: try message.strings("names"), skipped: try message.stringMap("skipped"), error: nil)
+        case "restored":
+            self = .restored(id: try message.string("id"), names: try message.strings("names"),
+                             skipped: try message.stringMap("skipped"),
+                             error: message.has("error") ? try message.string("error") : nil)
         default:
             throw .unknownType(message.type, direction: "worker")
         }
@@ -107,6 +127,8 @@ extension WorkerMessage {
         case .done: "done"
         case .capCall: "cap_call"
         case .completeness: "completeness"
+        case .checkpointData: "checkpoint_data"
+        case .restored: "restored"
         }
     }
 
@@ -137,7 +159,20 @@ extension WorkerMessage {
         case .completeness(let id, let status, let blankLineCompletes):
             ["type": "completeness", "id": .string(id), "status": .string(status.rawValue),
              "blank_line_completes": .bool(blankLineCompletes)]
+        case .checkpointData(let id, _, _, _, let error?):
+            ["type": "checkpoint_data", "id": .string(id), "error": .string(error), "names": [], "skipped": [:]]
+        case .checkpointData(let id, let data, let names, let skipped, nil):
+            ["type": "checkpoint_data", "id": .string(id), "data": .string(Base64.encode(data)),
+             "names": .array(names.map(JSONValue.string)), "skipped": Self.sorted(skipped)]
+        case .restored(let id, let names, let skipped, let error):
+            .object([("type", "restored"), ("id", .string(id)), ("names", .array(names.map(JSONValue.string))),
+                     ("skipped", Self.sorted(skipped))] + (error.map { [("error", .string($0))] } ?? []))
         }
+    }
+
+    /// A string map as an object with its keys in order, so it always encodes to the same bytes.
+    private static func sorted(_ map: [String: String]) -> JSONValue {
+        .object(map.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })
     }
 
     /// The message as a frame.
@@ -178,6 +213,11 @@ extension SupervisorMessage {
             self = .configure(capabilities: try message.array("capabilities"))
         case "complete":
             self = .complete(id: try message.string("id"), code: try message.string("code"))
+        case "checkpoint":
+            self = .checkpoint(id: try message.string("id"))
+        case "restore":
+            self = .restore(id: try message.string("id"), data: try message.base64("data", instead: "code"),
+                            replace: try message.bool("replace"))
         case "shutdown":
             self = .shutdown
         default:
@@ -193,6 +233,8 @@ extension SupervisorMessage {
         case .capReply: "cap_reply"
         case .configure: "configure"
         case .complete: "complete"
+        case .checkpoint: "checkpoint"
+        case .restore: "restore"
         case .shutdown: "shutdown"
         }
     }
@@ -219,6 +261,10 @@ extension SupervisorMessage {
             ["type": "configure", "capabilities": capabilities]
         case .complete(let id, let code):
             ["type": "complete", "id": .string(id), "code": .string(code)]
+        case .checkpoint(let id):
+            ["type": "checkpoint", "id": .string(id)]
+        case .restore(let id, let data, let replace):
+            ["type": "restore", "id": .string(id), "data": .string(Base64.encode(data)), "replace": .bool(replace)]
         case .shutdown:
             ["type": "shutdown"]
         }

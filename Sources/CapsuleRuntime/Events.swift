@@ -1,4 +1,5 @@
 import CapsuleCapabilities
+import CapsulePolicy
 import CapsuleProtocol
 
 /// Something an execution produced, in the order the worker sent it.
@@ -116,4 +117,60 @@ public struct Execution: AsyncSequence, Sendable {
 /// A second execution (or completeness question, or shutdown) while one runs in the session.
 public struct SessionBusy: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { ExecutionOutcome.busyReason }
+}
+
+/// The part of a session's namespace that could be kept (`Session.checkpoint()`), for
+/// `Session.restore`: modules by name, functions and classes defined in the session by their
+/// source, everything else pickled. `data` is opaque to the supervisor, which never unpickles it.
+public struct Checkpoint: Sendable, Equatable {
+    public let data: [UInt8]
+    /// The names it holds.
+    public let names: [String]
+    /// The names left out, each with why (a lock, a socket, an open file cannot be pickled).
+    public let skipped: [String: String]
+    /// The policy of the session it came from: it restores only into a session with the same one.
+    public let policy: Policy
+    let error: String?
+}
+
+/// What a restore brought back.
+public struct RestoreReport: Sendable, Equatable {
+    public let names: [String]
+    /// Names that did not come back, each with why (a module this sandbox cannot import, say).
+    public let skipped: [String: String]
+    let error: String?
+}
+
+/// Why a checkpoint, restore or fork did not happen.
+public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// An execution (or another request) runs in the session.
+    case busy
+    /// The checkpoint came from a session with another policy. Restoring unpickles its objects,
+    /// which can run code the checkpointed session chose, so that code would run under this
+    /// session's policy: refused.
+    case otherPolicy(from: String, into: String)
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .busy: "the session is busy: " + ExecutionOutcome.busyReason
+        case .otherPolicy(let from, let into):
+            "a checkpoint restores only into a session with the policy it was taken under (\(from)), not \(into): "
+                + "restoring runs code the checkpointed session chose, so it could gain what this policy grants"
+        case .failed(let why): why
+        }
+    }
+}
+
+/// How Python code divides into top-level statements.
+public enum Statements {
+    /// Whether `line` begins a new top-level statement, ending a compound one before it: it starts
+    /// at the left margin and is not `else:`, `elif`, `except`, `finally`, a closing bracket or a
+    /// comment.
+    public static func startsAtMargin(_ line: String) -> Bool {
+        guard let first = line.unicodeScalars.first, !first.properties.isWhitespace, !")]}".unicodeScalars.contains(first),
+              first != "#" else { return false }
+        let word = line.prefix { $0.isLetter }
+        return !["else", "elif", "except", "finally"].contains(String(word))
+    }
 }

@@ -22,6 +22,8 @@ import Synchronization
 /// `ExecutionOutcome.busy`). `interrupt`, `answerInput` and `kill` may come from any thread.
 public final class Session: @unchecked Sendable {
     public let policy: Policy
+    /// Where its worker came from (forks start theirs there too).
+    public let location: WorkerLocation
     public let pid: Int32
     /// Notes from sandbox setup (e.g. no cgroup on this host), for the caller to show.
     public var notes: [String] { report.notes }
@@ -120,6 +122,7 @@ public final class Session: @unchecked Sendable {
     private init(launching policy: Policy, location: WorkerLocation, broker: Broker?, audit: (any AuditSink)?,
                  loop: EventLoop?) throws(SessionError) {
         self.policy = policy
+        self.location = location
         self.audit = audit
         self.loop = loop ?? EventLoop.next()
         // Without a broker of its own, the session asks whoever reads its events.
@@ -247,6 +250,93 @@ public final class Session: @unchecked Sendable {
             continuation.finish()
         }
         return Execution(stream: stream, outbox: outbox)
+    }
+
+    /// Runs code while it is still being written (an LLM's tokens, say): `chunks` bring the code
+    /// in pieces, and each top-level statement runs as soon as it is whole (the worker's `codeop`
+    /// decides), its output streaming while the rest arrives. A simple statement runs at the end
+    /// of its last line; a compound one (`def`, `if`, `for`…) when the next statement starts at
+    /// the left margin, or when the chunks end. Expression statements report their values, as in
+    /// a REPL. Line numbers in tracebacks count from the start of all the code.
+    ///
+    /// The first statement that fails (a syntax error included) ends it: its events, then `.done`
+    /// with its outcome; what follows is not run. Otherwise `.done` carries the last statement's.
+    /// The session is busy until then.
+    public func submit(streaming chunks: AsyncStream<String>, filename: String = "<stream>") throws(SessionBusy) -> Execution {
+        guard claim() else { throw SessionBusy() }
+        let (stream, continuation) = AsyncStream<ExecutionEvent>.makeStream()
+        let outbox = Outbox(wake: wake)
+        continuation.onTermination = { ending in
+            if case .cancelled = ending { outbox.abandon() }
+        }
+        Task(executorPreference: loop) {
+            self.outbox = outbox
+            let emit: Emit = { event in
+                outbox.added(event)
+                continuation.yield(.event(event))
+            }
+            let outcome = await self.runStatements(from: chunks, filename: filename, emit: emit)
+            self.outbox = nil
+            self.release()
+            continuation.yield(.done(outcome))
+            continuation.finish()
+        }
+        return Execution(stream: stream, outbox: outbox)
+    }
+
+    /// `submit(streaming:)`'s work, on the loop: lines into statements, each run once whole.
+    private func runStatements(from chunks: AsyncStream<String>, filename: String, emit: @escaping Emit) async -> ExecutionOutcome {
+        var last = ExecutionOutcome.finished(status: .ok, exitCode: nil, duration: 0, errorName: nil)
+        var statement: [String] = []
+        var firstLine = 1, lineNumber = 0
+        var blockMayEnd = false // the statement so far is a compound one that a new statement ends
+        var pending = ""
+
+        /// Runs the statement gathered so far; false when it failed (the stream ends there).
+        func run() async -> Bool {
+            defer { statement = []; blockMayEnd = false }
+            guard statement.contains(where: { !$0.allSatisfy(\.isWhitespace) }) else { return true }
+            // Leading newlines, so that its line numbers are those of the whole code.
+            let code = String(repeating: "\n", count: firstLine - 1) + statement.joined(separator: "\n") + "\n"
+            last = await finish(begin({ .execute(id: $0, code: code, filename: filename, argv: [""], result: true) },
+                                      filename: filename, source: Array(code.utf8)), emit: emit)
+            if case .finished(.ok, nil, _, _) = last { return true }
+            return false
+        }
+        func take(_ line: String) async -> Bool {
+            lineNumber += 1
+            if statement.isEmpty {
+                guard !line.allSatisfy(\.isWhitespace) else { return true }
+                firstLine = lineNumber
+            } else if blockMayEnd, Statements.startsAtMargin(line) {
+                guard await run() else { return false }
+                firstLine = lineNumber
+            }
+            statement.append(line)
+            // A blank or comment line changes nothing, and inside a block it does not end it (as
+            // it would at a REPL prompt): a script's functions have blank lines.
+            let content = line.drop { $0 == " " || $0 == "\t" }
+            if content.isEmpty || content.hasPrefix("#") { return true }
+            guard let answer = await askCompleteness(of: statement.joined(separator: "\n"), emit: emit) else {
+                return await run() // the worker is gone or silent: the execution says how
+            }
+            // Whole, or never going to be (the execution reports the syntax error as Python does).
+            if answer.status != .incomplete { return await run() }
+            blockMayEnd = answer.blankLineCompletes
+            return true
+        }
+
+        for await chunk in chunks {
+            pending += chunk
+            while let newline = pending.firstIndex(of: "\n") {
+                let line = String(pending[..<newline])
+                pending = String(pending[pending.index(after: newline)...])
+                guard await take(line) else { return last }
+            }
+        }
+        if !pending.isEmpty { guard await take(pending) else { return last } }
+        _ = await run()
+        return last
     }
 
     /// Answers the running execution's oldest unanswered `inputRequest`: a line, or nil for end of
@@ -465,8 +555,8 @@ public final class Session: @unchecked Sendable {
                 return .stop
             case .ready:
                 return .failure("`ready` sent twice")
-            case .capCall, .completeness:
-                break // handled above (a `completeness` has no execution id)
+            case .capCall, .completeness, .checkpointData, .restored:
+                break // handled above (none of these has an execution id)
             }
             return .continue
         }
@@ -508,21 +598,42 @@ public final class Session: @unchecked Sendable {
     }
 
     private func askCompleteness(of code: String, emit: @escaping Emit) async -> CompletenessAnswer? {
-        guard isAlive else { return nil }
-        let id = "c\(nextID)"
+        let reply = await ask({ .complete(id: $0, code: code) }, prefix: "c", seconds: 10, emit: emit) { message in
+            if case .completeness(_, let status, let blankLineCompletes) = message {
+                return CompletenessAnswer(status: status, blankLineCompletes: blankLineCompletes)
+            }
+            return nil
+        }
+        guard case .answered(let answer) = reply else { return nil }
+        return answer
+    }
+
+    private enum Asked<T: Sendable>: Sendable {
+        case answered(T)
+        case failed(String)
+    }
+
+    /// Sends the message made for a new id between executions and pumps until the worker answers
+    /// it (`answer` turns the answer, a message with that id, into the value), for at most
+    /// `seconds`. Output meanwhile goes to `emit`; capability calls are answered.
+    private func ask<T: Sendable>(_ makeMessage: (String) -> SupervisorMessage, prefix: String, seconds: Double,
+                        emit: @escaping Emit, answer: (WorkerMessage) -> T?) async -> Asked<T> {
+        guard isAlive else { return .failed("the session has ended") }
+        let id = "\(prefix)\(nextID)"
         nextID += 1
-        let deadline = OS.now() + 10_000_000_000
-        let frame = SupervisorMessage.complete(id: id, code: code).encoded
-        guard frame.count <= policy.limits.maxFrameBytes, await send(frame, until: deadline) == nil else { return nil }
-        var answer: CompletenessAnswer?
+        let deadline = OS.now() + UInt64(seconds * 1e9)
+        let frame = makeMessage(id).encoded
+        guard frame.count <= policy.limits.maxFrameBytes else {
+            return .failed("the request is \(frame.count) bytes as sent, more than the \(policy.limits.maxFrameBytes) "
+                           + "that limits.max_frame_bytes allows")
+        }
+        guard await send(frame, until: deadline) == nil else { return .failed(isAlive ? "the worker did not read it in time" : "the session has ended") }
+        var value: T?
         let end = await pump(deadline: deadline, output: { name, bytes in
             emit(.streamData(name, bytes))
             return .continue
         }, answer: sendAnswer) { message in
             switch message {
-            case .completeness(let answered, let status, let blankLineCompletes) where answered == id:
-                answer = CompletenessAnswer(status: status, blankLineCompletes: blankLineCompletes)
-                return .stop
             case .capCall(let callID, let capability, let method, let arguments):
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
                 return self.startCall(call, answer: self.sendAnswer)
@@ -532,12 +643,87 @@ public final class Session: @unchecked Sendable {
             case .streamData(_, let name, let data):
                 emit(.streamData(name, data))
                 return .continue
+            case .completeness(id, _, _), .checkpointData(id, _, _, _, _), .restored(id, _, _, _):
+                guard let answered = answer(message) else { return .failure("\(message.typeName) does not answer \(id)") }
+                value = answered
+                return .stop
             default:
                 return .failure("\(message.typeName) while no execution runs")
             }
         }
-        if answer == nil, case .protocolError = end { await terminate() }
-        return answer
+        if let value { return .answered(value) }
+        switch end {
+        case .protocolError(let text):
+            await terminate()
+            return .failed("protocol error: \(text); the session was ended")
+        case .deadline:
+            return .failed("the worker did not answer within \(Int(seconds)) s")
+        default:
+            return .failed("the session ended before it answered")
+        }
+    }
+
+    // MARK: Checkpoints
+
+    /// What the namespace held that could be kept (`checkpoint()`), to `restore` into a session.
+    /// The supervisor keeps it; it is never stored inside a sandbox.
+    public func checkpoint() async throws(CheckpointError) -> Checkpoint {
+        guard claim() else { throw .busy }
+        defer { release() }
+        let reply = await onLoop { () async -> Asked<Checkpoint> in
+            await self.ask({ .checkpoint(id: $0) }, prefix: "k", seconds: self.policy.limits.timeoutSeconds, emit: { _ in }) { message in
+                guard case .checkpointData(_, let data, let names, let skipped, let error) = message else { return nil }
+                return Checkpoint(data: data, names: names, skipped: skipped, policy: self.policy, error: error)
+            }
+        }
+        switch reply {
+        case .answered(let checkpoint) where checkpoint.error == nil: return checkpoint
+        case .answered(let checkpoint): throw .failed("the checkpoint failed: \(checkpoint.error ?? "")")
+        case .failed(let why): throw .failed(why)
+        }
+    }
+
+    /// Loads `checkpoint` into this session's namespace: merged with what is there, or, with
+    /// `replace`, instead of the code's names. Says which names came back and which did not.
+    public func restore(_ checkpoint: Checkpoint, replace: Bool = false) async throws(CheckpointError) -> RestoreReport {
+        guard checkpoint.policy == policy else { throw .otherPolicy(from: checkpoint.policy.origin, into: policy.origin) }
+        guard claim() else { throw .busy }
+        defer { release() }
+        let reply = await onLoop { () async -> Asked<RestoreReport> in
+            await self.ask({ .restore(id: $0, data: checkpoint.data, replace: replace) }, prefix: "r",
+                           seconds: self.policy.limits.timeoutSeconds, emit: { _ in }) { message in
+                guard case .restored(_, let names, let skipped, let error) = message else { return nil }
+                return RestoreReport(names: names, skipped: skipped, error: error)
+            }
+        }
+        switch reply {
+        case .answered(let report) where report.error == nil: return report
+        case .answered(let report): throw .failed("the restore failed: \(report.error ?? "")")
+        case .failed(let why): throw .failed(why)
+        }
+    }
+
+    /// `count` new sessions with this session's policy, each holding what a checkpoint of this
+    /// one keeps: to try several continuations side by side. Each has a broker of its own for the
+    /// policy (`broker` makes one; by default the policy's, asking through events) and this
+    /// session's audit sink.
+    public func fork(_ count: Int, broker: (@Sendable () -> Broker)? = nil) async throws(CheckpointError) -> [Session] {
+        let state = try await checkpoint()
+        var forks: [Session] = []
+        for _ in 0..<max(0, count) {
+            do {
+                let session = try await Session.open(policy: policy, location: location, broker: broker?(), audit: audit)
+                forks.append(session)
+                _ = try await session.restore(state)
+            } catch let error as SessionError {
+                for fork in forks { await fork.close() }
+                throw .failed("a fork could not start: \(error)")
+            } catch {
+                for fork in forks { await fork.close() }
+                throw error as? CheckpointError ?? .failed("\(error)")
+            }
+        }
+        return forks
     }
 
     // MARK: Stopping
@@ -1076,7 +1262,7 @@ extension WorkerMessage {
         case .stream(let id, _, _), .streamData(let id, _, _), .result(let id, _), .error(let id, _, _, _),
              .inputRequest(let id, _, _), .done(let id, _, _, _): id
         case .capCall: nil // a call belongs to a thread of the code, not to one execution
-        case .completeness: nil
+        case .completeness, .checkpointData, .restored: nil
         }
     }
 
@@ -1095,6 +1281,8 @@ extension WorkerMessage {
         case .done: "`done`"
         case .capCall: "`cap_call`"
         case .completeness: "`completeness`"
+        case .checkpointData: "`checkpoint_data`"
+        case .restored: "`restored`"
         }
     }
 }

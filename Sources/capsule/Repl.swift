@@ -101,7 +101,7 @@ struct StatementReader {
                 }
             }
             if buffer.isEmpty && line.allSatisfy(\.isWhitespace) { continue }
-            if piped, !buffer.isEmpty, Self.startsAtMargin(line),
+            if piped, !buffer.isEmpty, Statements.startsAtMargin(line),
                session.completeness(of: buffer.joined(separator: "\n"), onEvent: onEvent)?.blankLineCompletes == true {
                 // `python3 -i` would want a blank line here; a new statement at the margin ends the block.
                 carried = line
@@ -113,14 +113,6 @@ struct StatementReader {
             // Whole, or never going to be: run it (the execution reports a syntax error as Python does).
             if answer.status != .incomplete { return code + "\n" }
         }
-    }
-
-    /// A statement that goes on starts there (not `else:`, `except`, a closing bracket…).
-    static func startsAtMargin(_ line: String) -> Bool {
-        guard let first = line.unicodeScalars.first, !first.properties.isWhitespace, !")]}".unicodeScalars.contains(first),
-              first != "#" else { return false }
-        let word = line.prefix { $0.isLetter }
-        return !["else", "elif", "except", "finally"].contains(String(word))
     }
 
     /// The next line's indentation on a terminal: the last line's, one level deeper after a `:`.

@@ -20,6 +20,10 @@ let workerMessages: [WorkerMessage] = [
     .done(id: "e4", status: .ok, duration: 2, exitCode: -1),
     .completeness(id: "c5", status: .incomplete, blankLineCompletes: true),
     .completeness(id: "c6", status: .invalid, blankLineCompletes: false),
+    .checkpointData(id: "k7", data: [0x80, 0x05, 0x00, 0xff], names: ["x", "np"], skipped: ["lock": "RLock cannot be pickled"], error: nil),
+    .checkpointData(id: "k8", data: [], names: [], skipped: [:], error: "ValueError: too big"),
+    .restored(id: "r9", names: ["x"], skipped: ["f": "its source did not run"], error: nil),
+    .restored(id: "r9", names: [], skipped: [:], error: "KeyboardInterrupt: "),
 ]
 
 let supervisorMessages: [SupervisorMessage] = [
@@ -31,6 +35,8 @@ let supervisorMessages: [SupervisorMessage] = [
     .inputReply(id: "e3", value: ""),
     .inputReply(id: "e3", value: nil),
     .complete(id: "c5", code: "if x:\n    y"),
+    .checkpoint(id: "k7"),
+    .restore(id: "r9", data: [0x80, 0x05, 0x00], replace: true),
     .shutdown,
 ]
 
@@ -54,7 +60,8 @@ let supervisorMessages: [SupervisorMessage] = [
     @Test func typeMatchesTheWire() {
         for message in workerMessages { #expect(message.json["type"]?.stringValue == message.type) }
         for message in supervisorMessages { #expect(message.json["type"]?.stringValue == message.type) }
-        #expect(workerMessages.map(\.type).uniqued() == ["ready", "stream", "result", "error", "input_request", "done", "completeness"])
+        #expect(workerMessages.map(\.type).uniqued() == ["ready", "stream", "result", "error", "input_request", "done", "completeness",
+                                                          "checkpoint_data", "restored"])
     }
 
     @Test func unexpectedMessageReadsAsASentence() {

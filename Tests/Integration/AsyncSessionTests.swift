@@ -288,6 +288,61 @@ private func threadCount() -> Int {
         await session.close()
     }
 
+    @Test("streamed code: each statement runs once whole, while the rest is still arriving")
+    func streamRunsStatementsAsTheyArrive() async throws {
+        let session = try await open()
+        let (chunks, feed) = AsyncStream<String>.makeStream()
+        for piece in ["pri", "nt('first'", ")\nx = ", "4"] { feed.yield(piece) }
+        feed.yield("1\n")
+        let execution = try session.submit(streaming: chunks)
+        // The rest is sent only once the first statement's output is seen: code that ran only at
+        // the end would never get it (the watchdog then ends the stream, and the order is wrong).
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(20))
+            feed.finish()
+        }
+        var order: [String] = []
+        let collected = await collect(execution) { event in
+            guard case .stream(.stdout, let text) = event else { return }
+            order.append(text)
+            if text == "first\n" {
+                order.append("(more code sent)")
+                for piece in ["def f(n):\n", "    total = n\n", "\n", "    return total * 2\n", "\n",
+                              "for i in range(2):\n", "    print(i)\n", "print(f(x))\n", "x"] { feed.yield(piece) }
+                feed.finish()
+            }
+        }
+        watchdog.cancel()
+        #expect(order == ["first\n", "(more code sent)", "0\n", "1\n", "82\n"], "\(order)")
+        #expect(collected.results == ["41"] && collected.finishedOK, "\(collected)")
+        await session.close()
+    }
+
+    @Test("streamed code stops at the first statement that fails, with its line in the whole code")
+    func streamStopsAtTheFailure() async throws {
+        let session = try await open()
+        let syntax = await collect(try session.submit(streaming: AsyncStream { feed in
+            for piece in ["a = 1\n", "b = )\n", "print('never')\n"] { feed.yield(piece) }
+            feed.finish()
+        }))
+        guard case .error(let ename, _, let traceback)? = syntax.events.first(where: { if case .error = $0 { true } else { false } }) else {
+            Issue.record("no error: \(syntax)")
+            return
+        }
+        #expect(ename == "SyntaxError" && traceback.joined().contains("line 2"), "\(traceback)")
+        #expect(syntax.stdout.isEmpty && syntax.outcome.map { if case .finished(.error, nil, _, "SyntaxError") = $0 { true } else { false } } == true,
+                "\(syntax)")
+        let runtime = await collect(try session.submit(streaming: AsyncStream { feed in
+            feed.yield("print(a)\n\nprint(1 / 0)\nprint('never')\n")
+            feed.finish()
+        }))
+        #expect(runtime.stdout == "1\n", "\(runtime)")
+        let lines = runtime.events.compactMap { if case .error(_, _, let traceback) = $0 { traceback.joined() } else { nil } }
+        #expect(lines.first?.contains("line 3") == true, "\(lines)")
+        #expect(await collect(try session.submit("a")).results == ["1"])
+        await session.close()
+    }
+
     @Test("the blocking API refuses to run on an event loop's thread")
     func blockingOnTheLoopIsRefusedByDesign() async throws {
         // Not run on the loop (it would stop the process): the check is that the loop says which

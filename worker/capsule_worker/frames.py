@@ -74,6 +74,8 @@ _MEMBERS = {
     "cap_reply": (("id", str), ("ok", bool)),
     "configure": (("capabilities", list),),
     "complete": (("id", str), ("code", str)),
+    "checkpoint": (("id", str),),
+    "restore": (("id", str), ("data", str), ("replace", bool)),
     "shutdown": (),
 }
 

@@ -48,11 +48,15 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
                 granted = msg["capabilities"]
             elif msg["type"] == "complete":
                 frames.send(completeness(msg["id"], msg["code"]))
-            elif msg["type"] == "execute":
+            elif msg["type"] in ("execute", "checkpoint", "restore"):
                 if session is None:
                     from .execute import Session
                     session = Session(granted)
-                session.run(msg)
+                if msg["type"] == "execute":
+                    session.run(msg)
+                else:
+                    from . import checkpoints
+                    checkpoints.answer(session, msg)
         except BaseException as exc:  # the worker's own code failed (user code's errors are caught in run)
             why = "the worker failed"
             try:
