@@ -163,6 +163,20 @@ public struct AuditSettings: Sendable, Equatable {
     }
 }
 
+/// The `[pool]` table: how many sessions a warm pool (`SessionPool`) keeps started for the policy.
+/// A pooled session is handed out once, never again, so each user gets a fresh sandbox.
+public struct PoolSettings: Sendable, Equatable {
+    /// Started sessions kept waiting, unused.
+    public var minIdle: Int
+    /// The most sessions the pool has at once, waiting and handed out together.
+    public var max: Int
+
+    public init(minIdle: Int = 2, max: Int = 10) {
+        self.minIdle = minIdle
+        self.max = max
+    }
+}
+
 /// A validated, immutable policy: what the sandboxed code may do and how much of it.
 public struct Policy: Sendable, Equatable {
     public var level: Level
@@ -176,6 +190,8 @@ public struct Policy: Sendable, Equatable {
     public var capabilities: Capabilities
     /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
     public var audit: AuditSettings?
+    /// The `[pool]` table; nil when the policy has none (a pool then keeps the defaults).
+    public var pool: PoolSettings?
     /// Where the policy came from: a level name or a file path.
     public var origin: String
 

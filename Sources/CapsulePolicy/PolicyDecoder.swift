@@ -30,10 +30,12 @@ struct PolicyDecoder {
     static let sandboxKeys = ["network", "env", "readonly_paths"]
     static let topKeys = ["level", "extends", "description"]
     static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
+    static let poolKeys = ["min_idle", "max"]
 
     /// Every key path a policy may use (custom capabilities and env entries by pattern).
     static var knownPaths: [String] {
         topKeys + limitKeys.map { "limits.\($0)" } + sandboxKeys.map { "sandbox.\($0)" } + auditKeys.map { "audit.\($0)" }
+            + poolKeys.map { "pool.\($0)" }
             + capabilityNames.flatMap { name in (grantKeys + capabilityKeys[name]!).map { "capabilities.\(name).\($0)" } }
             + (grantKeys + ["command"]).map { "capabilities.custom.NAME.\($0)" }
     }
@@ -53,6 +55,10 @@ struct PolicyDecoder {
         for entry in Self.flatten(document.entries) {
             do { try set(entry) } catch { errors.append(error) }
         }
+        if let pool = policy.pool, pool.minIdle > pool.max {
+            errors.append(PolicyError(file: file, line: lines["pool.min_idle"] ?? lines["pool.max"] ?? lines["pool"], key: "pool.min_idle",
+                                      "min_idle (\(pool.minIdle)) is more than max (\(pool.max)): the pool could never keep that many waiting; lower min_idle or raise max"))
+        }
         errors.sort { ($0.line ?? 0) < ($1.line ?? 0) }
     }
 
@@ -65,6 +71,10 @@ struct PolicyDecoder {
         case 1 where ["limits", "sandbox", "capabilities"].contains(parts[0]): return
         case 1 where parts[0] == "audit":
             if policy.audit == nil { policy.audit = AuditSettings() }
+            return
+        case 1 where parts[0] == "pool":
+            if policy.pool == nil { policy.pool = PoolSettings() }
+            if lines["pool"] == nil { lines["pool"] = line }
             return
         case 2 where path == "sandbox.env": return
         case 2 where parts[0] == "capabilities" && (Self.capabilityNames.contains(parts[1]) || parts[1] == "custom"):
@@ -82,7 +92,7 @@ struct PolicyDecoder {
             grantCustom(parts[2], line: line)
             return
         default:
-            let tables = ["limits", "sandbox", "sandbox.env", "audit", "capabilities", "capabilities.custom.NAME",
+            let tables = ["limits", "sandbox", "sandbox.env", "audit", "pool", "capabilities", "capabilities.custom.NAME",
                           "capabilities.db.databases", "capabilities.net.credentials"] + Self.capabilityNames.map { "capabilities.\($0)" }
             throw PolicyError(file: file, line: line, key: path,
                               "unknown table\(PolicyLoader.suggestion(path, among: tables))")
@@ -146,6 +156,18 @@ struct PolicyDecoder {
             if try setSandbox(Array(parts.dropFirst()), &value) { return }
         case "audit" where parts.count == 2:
             if try setAudit(parts[1], &value) { return }
+        case "pool" where parts.count == 2:
+            var pool = policy.pool ?? PoolSettings()
+            defer { policy.pool = pool }
+            switch parts[1] {
+            case "min_idle":
+                pool.minIdle = try value.integer(0...1000)
+                return
+            case "max":
+                pool.max = try value.integer(1...10_000)
+                return
+            default: break
+            }
         case "capabilities" where parts.count == 3 && parts[1] != "custom":
             if Self.capabilityNames.contains(parts[1]) {
                 grant(parts[1], line: entry.line)

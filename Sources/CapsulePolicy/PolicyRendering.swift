@@ -22,6 +22,7 @@ extension Policy {
             if let keyFile = audit.keyFile { rows.append(("audit", "key_file", quoted(keyFile))) }
             if let rotate = audit.rotateMB { rows.append(("audit", "rotate_mb", "\(rotate)")) }
         }
+        if let pool { rows += [("pool", "min_idle", "\(pool.minIdle)"), ("pool", "max", "\(pool.max)")] }
 
         func grant(_ table: String, _ g: CapabilityGrant) -> [(String, String, String)] {
             var out = [(table, "enabled", "\(g.enabled)")]

@@ -62,6 +62,8 @@ public enum SessionError: Error, Sendable, Equatable, CustomStringConvertible {
     case exitedBeforeReady(exitCode: Int32?, signal: Int32?)
     /// The audit log cannot record the session: nothing was started (fail closed).
     case audit(String)
+    /// A `SessionPool` could not hand one out.
+    case pool(String)
 
     public var description: String {
         switch self {
@@ -69,6 +71,7 @@ public enum SessionError: Error, Sendable, Equatable, CustomStringConvertible {
         case .protocolError(let text): "protocol error while starting the worker: \(text)"
         case .startTimeout(let seconds): "the sandbox did not become ready within \(seconds) seconds"
         case .audit(let text): "\(text); nothing runs until it can be written"
+        case .pool(let text): text
         case .exitedBeforeReady(let code, let signal):
             "the sandbox ended before it was ready (\(signal.map { "signal \($0)" } ?? "exit status \(code ?? -1)"))"
         }
