@@ -512,7 +512,10 @@ public final class Session: @unchecked Sendable {
                 let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
                 return self.startCall(call, answer: answer)
             }
-            guard message.executionID == id else {
+            // Output a thread of the code wrote after an earlier execution ended (while nothing
+            // read the channel) is the code's output all the same: delivered now.
+            let late = message.isStream && message.executionID.flatMap { Int($0) }.map { $0 < Int(id) ?? 0 } == true
+            guard late || message.executionID == id else {
                 let other = (message.executionID ?? "none").clipped(to: 64).escapingControlCharacters
                 return .failure("\(message.typeName) for execution \(other) while \(id) runs")
             }
@@ -1269,6 +1272,13 @@ extension WorkerMessage {
     var isCapCall: Bool {
         if case .capCall = self { return true }
         return false
+    }
+
+    var isStream: Bool {
+        switch self {
+        case .stream, .streamData: true
+        default: false
+        }
     }
 
     var typeName: String {

@@ -343,6 +343,17 @@ private func threadCount() -> Int {
         await session.close()
     }
 
+    @Test("output from a background thread between executions goes to the next one, and harms nothing")
+    func outputBetweenExecutions() async throws {
+        let session = try await open()
+        _ = await collect(try session.submit("import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()"))
+        try await Task.sleep(for: .milliseconds(600)) // it prints while no execution runs
+        let next = await collect(try session.submit("6 * 7"))
+        #expect(next.results == ["42"] && next.finishedOK && next.stdout == "late\n", "\(next)")
+        #expect(session.isAlive)
+        await session.close()
+    }
+
     @Test("the blocking API refuses to run on an event loop's thread")
     func blockingOnTheLoopIsRefusedByDesign() async throws {
         // Not run on the loop (it would stop the process): the check is that the loop says which

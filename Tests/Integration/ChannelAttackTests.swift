@@ -84,6 +84,25 @@ import CapsuleRuntime
             """#, mentioning: "for execution 999")
     }
 
+    @Test func forgedDoneForAnEarlierExecution() throws {
+        // Output for an earlier execution is delivered (a thread may print late); a `done` is not.
+        try expectProtocolError(#"""
+            os.write(3, frames.encode({"type": "done", "id": "0", "status": "ok", "duration": 0.0}))
+            print("AFTER")
+            """#, mentioning: "for execution 0")
+    }
+
+    @Test func forgedCheckpointAnswersDuringAnExecution() throws {
+        try expectProtocolError(#"""
+            os.write(3, frames.encode({"type": "checkpoint_data", "id": "k1", "data": "", "names": [], "skipped": {}}))
+            print("AFTER")
+            """#, mentioning: "`checkpoint_data` for execution none")
+        try expectProtocolError(#"""
+            os.write(3, frames.encode({"type": "restored", "id": "r1", "names": ["x"], "skipped": {}}))
+            print("AFTER")
+            """#, mentioning: "`restored` for execution none")
+    }
+
     @Test func forgedReady() throws {
         try expectProtocolError(#"""
             os.write(3, frames.encode({"type": "ready", "pid": 1, "python": "3.99"}))
