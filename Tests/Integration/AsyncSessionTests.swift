@@ -354,6 +354,35 @@ private func threadCount() -> Int {
         await session.close()
     }
 
+    @Test("asyncio tasks an execution leaves keep running between executions, on the one loop")
+    func tasksRunBetweenExecutions() async throws {
+        let session = try await open()
+        let started = await collect(try session.submit("""
+            import asyncio
+            ticks = []
+            async def ticker():
+                for i in range(5):
+                    ticks.append(i)
+                    print('tick', i, flush=True)
+                    await asyncio.sleep(0.02)
+                return 'finished'
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            """))
+        #expect(started.finishedOK, "\(started)")
+        try await Task.sleep(for: .milliseconds(500)) // no execution runs meanwhile
+        let later = await collect(try session.submit("ticks, task.done(), task.result()"))
+        #expect(later.results == ["([0, 1, 2, 3, 4], True, 'finished')"], "\(later)")
+        // What the task printed while idle is delivered with the next execution.
+        #expect((started.stdout + later.stdout).contains("tick 4\n"), "\(started.stdout + later.stdout)")
+        // An interrupt while idle is dropped, as before: the next execution runs.
+        _ = await collect(try session.submit("asyncio.create_task(asyncio.sleep(5)) and None"))
+        session.interrupt()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await collect(try session.submit("1 + 1")).results == ["2"])
+        await session.close()
+    }
+
     @Test("the blocking API refuses to run on an event loop's thread")
     func blockingOnTheLoopIsRefusedByDesign() async throws {
         // Not run on the loop (it would stop the process): the check is that the loop says which

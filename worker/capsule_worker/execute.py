@@ -76,16 +76,60 @@ class Session:
         self.ns.setdefault("Out", self.outputs)
         return len(self.inputs) - 1
 
+    def waiting_tasks(self):
+        """Whether asyncio tasks made by earlier executions are still to finish."""
+        if self.loop is None or self.loop.is_closed():
+            return False
+        import asyncio
+        return any(not task.done() for task in asyncio.all_tasks(self.loop))
+
+    def idle(self):
+        """The next message, while the event loop runs the tasks earlier executions left: they keep
+        running between executions, as in a notebook. A helper thread waits for the message; a
+        SIGINT meanwhile is dropped, as an idle wait drops it (it was meant for an execution that
+        has ended)."""
+        import asyncio
+        import threading
+        loop = self.loop
+        arrived = loop.create_future()
+
+        def deliver(outcome):
+            if not arrived.done():
+                (arrived.set_exception if isinstance(outcome, BaseException) else arrived.set_result)(outcome)
+
+        def wait():
+            try:
+                msg = frames.recv()
+            except BaseException as exc:  # noqa: BLE001 (handed to the main thread)
+                msg = exc
+            loop.call_soon_threadsafe(deliver, msg)
+
+        threading.Thread(target=wait, name="capsule-idle-reader", daemon=True).start()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(arrived)
+        finally:
+            frames.drop_pending()
+
     def _run_cell(self, body, expr):
-        """Body first, then the trailing expression, evaluated exactly once; returns (value, repr)."""
-        self._eval(body)
-        value = self._eval(expr) if expr is not None else None
+        """Body first, then the trailing expression, evaluated exactly once; returns (value, repr).
+        When either part awaits, both run inside the event loop, so the body's code sees a running
+        loop too (asyncio.create_task in the body of a cell that ends in an await)."""
+        if (body.co_flags | (0 if expr is None else expr.co_flags)) & CO_COROUTINE:
+            value = self._await(self._run_in_loop(body, expr))
+        else:
+            eval(body, self.ns)
+            value = eval(expr, self.ns) if expr is not None else None
         return value, None if value is None else repr(value)
 
-    def _eval(self, code):
-        if code.co_flags & CO_COROUTINE:
-            return self._await(eval(code, self.ns))
-        return eval(code, self.ns)
+    async def _run_in_loop(self, body, expr):
+        ran = eval(body, self.ns)
+        if body.co_flags & CO_COROUTINE:
+            await ran
+        if expr is None:
+            return None
+        value = eval(expr, self.ns)
+        return await value if expr.co_flags & CO_COROUTINE else value
 
     def _await(self, coro):
         import asyncio  # ~25 ms, so only for cells that use top-level await

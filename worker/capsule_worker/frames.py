@@ -114,6 +114,12 @@ def _raise_pending(outer_masked):
         raise KeyboardInterrupt
 
 
+def drop_pending():
+    """Forget a SIGINT that arrived while the worker was idle."""
+    global _pending
+    _pending = False
+
+
 def call_user(fn, *args):
     """Run fn (user code) with SIGINT raising KeyboardInterrupt; worker code around it stays masked."""
     global _masked

@@ -43,7 +43,8 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
     granted = []  # the `configure` message's capabilities, sent once before the first execute
     while True:
         try:
-            msg = frames.recv()
+            # Tasks an execution left on the event loop run on while the worker waits.
+            msg = session.idle() if session is not None and session.waiting_tasks() else frames.recv()
             if msg["type"] == "configure":
                 granted = msg["capabilities"]
             elif msg["type"] == "complete":

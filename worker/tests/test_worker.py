@@ -295,7 +295,14 @@ class WorkerTest(unittest.TestCase):
         self.assertNotIn("asyncio", tb)
         self.assertNotIn("capsule_worker", tb)
         self.assertIn("await boom()", tb)
-        self.assertOk(self.w.run("asyncio.run(asyncio.sleep(0))\nawait asyncio.sleep(0)"))
+        # A user's asyncio.run() unsets the event loop; the session's loop still serves the next cell.
+        self.assertOk(self.w.run("asyncio.run(asyncio.sleep(0))"))
+        self.assertOk(self.w.run("await asyncio.sleep(0)"))
+        # A cell that awaits runs whole inside the loop, as one coroutine (CPython's compile of the
+        # cell, and IPython, do the same): its first lines see a running loop too.
+        run = self.w.run("t = asyncio.create_task(later())\nawait t")
+        self.assertOk(run)
+        self.assertEqual(run.results, ["42"])
 
     def test_input_round_trip_and_eof(self):
         w = self.w
