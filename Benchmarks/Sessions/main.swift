@@ -154,6 +154,18 @@ func treePSS(_ pid: pid_t) -> Int {
 
 func openDescriptors() -> Int { entries(of: "/proc/self/fd").count }
 
+/// The session cgroups (`s<pid>`) under this process's capsule cgroups, v1 memory and pids.
+func sessionCgroups() -> Int {
+    let lines = String(decoding: (try? OS.readFile("/proc/self/cgroup", limit: 1 << 16)) ?? [], as: UTF8.self).split(separator: "\n")
+    var count = 0
+    for controller in ["memory", "pids"] {
+        guard let line = lines.first(where: { $0.split(separator: ":").dropFirst().first == Substring(controller) }) else { continue }
+        let path = line.split(separator: ":", maxSplits: 2).last.map(String.init) ?? "/"
+        count += entries(of: "/sys/fs/cgroup/\(controller)\(path == "/" ? "" : path)/capsule").filter { $0.hasPrefix("s") }.count
+    }
+    return count
+}
+
 func threads() -> Int {
     let status = (try? OS.readFile("/proc/self/status", limit: 1 << 16)) ?? []
     let line = String(decoding: status, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("Threads:") }
@@ -322,7 +334,7 @@ await session.close()
 
 // Many idle sessions at once, then all closed and dropped: nothing may be left behind.
 @MainActor func manySessions() async {
-    let (descriptorsBefore, threadsBefore) = (openDescriptors(), threads())
+    let (descriptorsBefore, threadsBefore, cgroupsBefore) = (openDescriptors(), threads(), sessionCgroups())
     let openStart = OS.now()
     var many = await withTaskGroup(of: Session?.self) { group in
         for _ in 0..<sessionCount {
@@ -347,18 +359,19 @@ await session.close()
         return count
     }
     let manyPSS = many.reduce(0) { $0 + treePSS($1.pid) }
-    let threadsDuring = threads()
+    let (threadsDuring, cgroupsDuring) = (threads(), sessionCgroups())
     let pids = many.map(\.pid)
     let opened = many.count
     for session in many { await session.close() }
     many.removeAll()
     let zombies = pids.filter { kill($0, 0) == 0 }.count
-    let (descriptorsAfter, threadsAfter) = (openDescriptors(), threads())
+    let (descriptorsAfter, threadsAfter, cgroupsAfter) = (openDescriptors(), threads(), sessionCgroups())
     rows.append(("\(sessionCount) idle sessions: opened at once, each ran `n`", "\(opened) opened, \(answered) answered",
                  "\(text(openSeconds, 2)) s to open, \(text(Double(manyPSS) / 1024 / Double(max(1, opened)))) MiB each",
-                 "threads +\(threadsDuring - threadsBefore)"))
-    rows.append(("… then all closed and dropped: descriptors, threads, unreaped launchers left",
-                 "\(descriptorsAfter - descriptorsBefore) fds", "\(threadsAfter - threadsBefore) threads", "\(zombies) unreaped"))
+                 "threads +\(threadsDuring - threadsBefore), session cgroups +\(cgroupsDuring - cgroupsBefore)"))
+    rows.append(("… then all closed and dropped: descriptors, threads, unreaped launchers, session cgroups left",
+                 "\(descriptorsAfter - descriptorsBefore) fds", "\(threadsAfter - threadsBefore) threads",
+                 "\(zombies) unreaped, \(cgroupsAfter - cgroupsBefore) cgroups"))
 }
 if OS.environment("CAPSULE_BENCH_ONLY_ROUND_TRIP") == nil { await manySessions() }
 

@@ -375,6 +375,10 @@ private func threadCount() -> Int {
         #expect(later.results == ["([0, 1, 2, 3, 4], True, 'finished')"], "\(later)")
         // What the task printed while idle is delivered with the next execution.
         #expect((started.stdout + later.stdout).contains("tick 4\n"), "\(started.stdout + later.stdout)")
+        // A blocking capability call from async code works (it holds the loop while it waits).
+        let shown = await collect(try session.submit("async def show():\n    await asyncio.sleep(0)\n"
+                                                     + "    display({'text/plain': 'from a coroutine'}, raw=True)\nawait show()"))
+        #expect(shown.events.contains(.display(["text/plain": "from a coroutine"])), "\(shown)")
         // An interrupt while idle is dropped, as before: the next execution runs.
         _ = await collect(try session.submit("asyncio.create_task(asyncio.sleep(5)) and None"))
         session.interrupt()
