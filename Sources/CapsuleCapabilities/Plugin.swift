@@ -301,32 +301,21 @@ private final class PluginReader: @unchecked Sendable {
 }
 
 /// A counting semaphore without Dispatch or Foundation.
-final class DispatchlessSemaphore: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-    private var count = 0
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
+final class DispatchlessSemaphore: Sendable {
+    private let condition = Condition()
+    private nonisolated(unsafe) var count = 0 // only under `condition`
 
     func signal() {
-        pthread_mutex_lock(&mutex)
-        count += 1
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            count += 1
+            condition.signal()
+        }
     }
 
     func wait() {
-        pthread_mutex_lock(&mutex)
-        while count == 0 { pthread_cond_wait(&condition, &mutex) }
-        count -= 1
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            while count == 0 { condition.wait() }
+            count -= 1
+        }
     }
 }

@@ -14,13 +14,21 @@ import Synchronization
 /// Not Swift's shared pool: a program embedding sessions may block those threads (a synchronous
 /// call waits for its answer), and nothing here may depend on them.
 public final class EventLoop: TaskExecutor, @unchecked Sendable {
-    /// A few loops for the whole process, one a core up to four; `next()` takes them in turn.
-    public static let group: [EventLoop] = (0..<max(1, min(4, OS.coreCount()))).map { _ in EventLoop() }
+    /// A few loops for the whole process, one a core up to four, each started when `next()`
+    /// first hands it out (a program with one session, such as `capsule run`, starts one thread).
+    private static let group = Mutex<[EventLoop?]>(Array(repeating: nil, count: max(1, min(4, OS.coreCount()))))
     private static let turn = Atomic<Int>(0)
 
-    /// The loop for a new session: each in turn.
+    /// The loop for a new session: the group's loops in turn.
     public static func next() -> EventLoop {
-        group[turn.add(1, ordering: .relaxed).oldValue % group.count]
+        let index = turn.add(1, ordering: .relaxed).oldValue
+        return group.withLock { loops in
+            let slot = index % loops.count
+            if let loop = loops[slot] { return loop }
+            let loop = EventLoop()
+            loops[slot] = loop
+            return loop
+        }
     }
 
     private var mutex = pthread_mutex_t()
@@ -67,7 +75,7 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
     public var isCurrent: Bool { thread.load(ordering: .acquiring) == UInt(pthread_self()) }
 
     /// Whether the caller runs on any loop's thread (where blocking would stall every task on it).
-    public static var onAnyLoop: Bool { group.contains { $0.isCurrent } }
+    public static var onAnyLoop: Bool { group.withLock { loops in loops.contains { $0?.isCurrent == true } } }
 
     public enum Readiness: Sendable { case readable, writable }
 

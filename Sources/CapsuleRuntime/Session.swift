@@ -1211,50 +1211,39 @@ private final class Handoff<T: Sendable>: @unchecked Sendable {
         case finished(T)
     }
 
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let condition = Condition()
     private var events: [SessionEvent] = []
     private var head = 0
     private var value: T?
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
-
     func post(_ event: SessionEvent) {
-        pthread_mutex_lock(&mutex)
-        events.append(event)
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            events.append(event)
+            condition.signal()
+        }
     }
 
     func finish(_ value: T) {
-        pthread_mutex_lock(&mutex)
-        self.value = value
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            self.value = value
+            condition.signal()
+        }
     }
 
     /// The next event, or the value once every event was taken; waits for one.
     func next() -> Item {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while head == events.count && value == nil { pthread_cond_wait(&condition, &mutex) }
-        guard head < events.count else { return .finished(value!) }
-        defer {
-            head += 1
-            if head == events.count {
-                events.removeAll(keepingCapacity: true)
-                head = 0
+        condition.withLock {
+            while head == events.count && value == nil { condition.wait() }
+            guard head < events.count else { return .finished(value!) }
+            defer {
+                head += 1
+                if head == events.count {
+                    events.removeAll(keepingCapacity: true)
+                    head = 0
+                }
             }
+            return .event(events[head])
         }
-        return .event(events[head])
     }
 }
 
