@@ -172,8 +172,10 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &signals, NULL);
 
     signal(SIGPIPE, SIG_IGN); // a supervisor that stopped reading must not kill the cleanup
-    int go[2];
+    int go[2], life[2];
     CW_TRY("pipe", pipe2(go, O_CLOEXEC));
+    // The launcher holds the lifeline's write end until it exits: the sandbox can tell it is gone.
+    CW_TRY("pipe", pipe2(life, O_CLOEXEC));
     // The cgroup namespace is rooted at the launcher's cgroup: the session's group shows as
     // /capsule/s<launcher pid>, which names nothing the uid map does not already show.
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
@@ -187,10 +189,14 @@ int main(int argc, char **argv) {
     failing_child = child;
     if (child == 0) {
         close(go[1]);
-        prctl(PR_SET_PDEATHSIG, SIGKILL); // the sandbox never outlives its launcher
+        close(life[1]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); // the sandbox never outlives its launcher (set again in sandbox.c)
+        cfg.lifeline_fd = fcntl(life[0], F_DUPFD_CLOEXEC, 64); // clear of the fds 3-5 the sandbox arranges
+        close(life[0]);
         cw_sandbox_main(&cfg, go[0]);
     }
     close(go[0]);
+    close(life[0]);
     close(CW_CHANNEL_FD); // only the sandbox holds the channel, so its death is EOF for the supervisor
     cw_write_id_maps(child, cfg.host_uid, cfg.host_gid);
     // A write that fails means the child already died of a stage error it reported itself: go on

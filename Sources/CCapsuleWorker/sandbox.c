@@ -5,6 +5,7 @@
 #include "worker.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -52,6 +53,16 @@ static void keep_only_channel_fds(void) {
     // Everything but the channel (3), the status pipe (4) and the launcher's go pipe (5) goes;
     // the last two are closed in the Python process before any user code runs.
     CW_TRY("close-fds", (int)syscall(SYS_close_range, CW_GO_FD + 1, ~0U, 0));
+}
+
+// The kernel clears the parent-death signal at a credential change (the setresuid above), so it
+// is set again once the credentials are final; the lifeline then says whether the launcher died
+// before that (its end of the pipe closed), and the sandbox does not go on without it.
+static void die_with_launcher(int lifeline) {
+    CW_TRY("parent-death-signal", prctl(PR_SET_PDEATHSIG, SIGKILL));
+    struct pollfd end = {.fd = lifeline, .events = POLLIN};
+    if (lifeline < 0 || poll(&end, 1, 0) != 0) cw_fail("parent-death-signal", ESRCH, "the launcher is gone");
+    close(lifeline);
 }
 
 static void set_environment(const struct cw_config *cfg) {
@@ -133,6 +144,7 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
     cw_set_rlimits(cfg);             // memory, CPU, fds, processes, file size
     cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop
     cw_drop_capabilities();          // every set, bounding and ambient, securebits locked
+    die_with_launcher(cfg->lifeline_fd); // the parent-death signal again, the credentials final
     CW_TRY("no-new-privs", prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
     keep_only_channel_fds();         // stdin /dev/null, output pipes; only the channel, status and go pipes besides
     set_environment(cfg);            // empty, plus what the policy lists

@@ -36,6 +36,7 @@ struct cw_config {
     bool host_network;
     bool memory_cgroup;        // the session's memory cgroup holds memory_mb (else RLIMIT_AS must)
     const char *worker_path;   // host directory holding the capsule_worker package
+    int lifeline_fd;           // in the sandbox: read end of a pipe only the launcher writes to (EOF once it is gone)
     const char *python_home;   // prefix of the embedded Python (Debian: /usr)
     char *stdlib_path;         // <home>/lib/python3.X
     char **env; size_t n_env;

@@ -29,6 +29,16 @@ public final class Session: @unchecked Sendable {
     public var notes: [String] { report.notes }
     public var isAlive: Bool { alive.load(ordering: .acquiring) }
     private let alive = Atomic<Bool>(true)
+    /// Whether the session is alive and its worker has not gone since it was last heard from: a
+    /// session waiting between executions (in a pool, say) is not watched, so a sandbox killed
+    /// meanwhile shows only here (its channel has hung up) or at the next execution.
+    public var seemsAlive: Bool {
+        guard isAlive else { return false }
+        var fds = [pollfd(fd: channel, events: Int16(POLLIN), revents: 0)]
+        guard (try? OS.poll(&fds, timeoutMilliseconds: 0)) ?? 0 > 0 else { return true }
+        return fds[0].revents & Int16(POLLHUP | POLLERR) == 0
+    }
+
     /// The worker's Python version, from `ready`.
     public private(set) var pythonVersion = ""
 
@@ -1089,7 +1099,18 @@ public final class Session: @unchecked Sendable {
             }
             termination = try? OS.wait(pid, block: true)
         }
-        while status >= 0 { readStatus() }
+        // What is left to read, without waiting: a sandbox that outlived its launcher (it must
+        // not) would hold the pipe open for ever.
+        if status >= 0 { try? OS.setNonBlocking(status) }
+        while status >= 0 {
+            var fds = [pollfd(fd: status, events: Int16(POLLIN), revents: 0)]
+            guard (try? OS.poll(&fds, timeoutMilliseconds: 0)) ?? 0 > 0 else {
+                OS.close(status)
+                status = -1
+                break
+            }
+            readStatus()
+        }
         alive.store(false, ordering: .releasing)
         calls.cancelAll()
         if !executing { auditEnd() }

@@ -1,4 +1,5 @@
 import CapsuleCapabilities
+import CapsuleOS
 import CapsulePolicy
 import CapsuleSandbox
 import Synchronization
@@ -33,13 +34,20 @@ public final class SessionPool: Sendable {
     /// Sessions waiting now.
     public var idleCount: Int { state.withLock { $0.idle.count } }
 
+    /// The sessions waiting now (for tests: code run in one would make it used).
+    var waitingSessions: [Session] { state.withLock { $0.idle } }
+
     /// A fresh session: one waiting, else one started now. Refused when `max` are out already.
     public func acquire() async throws(SessionError) -> Session {
         enum Take { case session(Session), start, full, closed }
+        var dead: [Session] = []
         let take = state.withLock { state -> Take in
             guard !state.closed else { return .closed }
             while let session = state.idle.popLast() {
-                guard session.isAlive else { continue } // killed while it waited
+                guard session.seemsAlive else { // killed while it waited
+                    dead.append(session)
+                    continue
+                }
                 state.handedOut += 1
                 return .session(session)
             }
@@ -47,6 +55,7 @@ public final class SessionPool: Sendable {
             state.handedOut += 1
             return .start
         }
+        for session in dead { await session.close() } // reaped
         switch take {
         case .session(let session):
             refill()
@@ -96,7 +105,9 @@ public final class SessionPool: Sendable {
             return count
         }
         for _ in 0..<count {
-            Task {
+            // On a loop of capsule's own: Swift's shared threads may all be blocked by callers of
+            // the blocking API, and the pool must fill all the same.
+            Task(executorPreference: EventLoop.next()) { [self] in
                 let opened: Session?
                 // A start that fails is not retried here (it would fail again and again): the next
                 // `acquire` starts one itself and says what is wrong.

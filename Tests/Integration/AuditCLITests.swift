@@ -274,9 +274,10 @@ enum AuditTimeText {
     /// (nil in the day's last hour, which would change the date).
     static func withOffset(_ utc: String) -> String? {
         let chars = Array(utc)
-        guard chars.count == 27, let hour = Int(String(chars[11...12])), hour < 23 else { return nil }
-        let next = hour + 1 < 10 ? "0\(hour + 1)" : "\(hour + 1)"
-        return String(chars[0...10]) + next + String(chars[13...25]) + "+01:00"
+        guard chars.count == 27, let hour = Int(String(chars[11...12])) else { return nil }
+        // An hour ahead, or behind after 23:00, so that the day stays the same.
+        let (shifted, offset) = hour < 23 ? (hour + 1, "+01:00") : (hour - 1, "-01:00")
+        return String(chars[0...10]) + (shifted < 10 ? "0\(shifted)" : "\(shifted)") + String(chars[13...25]) + offset
     }
 }
 

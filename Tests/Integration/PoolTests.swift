@@ -6,7 +6,7 @@ import Glibc
 import Testing
 import CapsuleOS
 import CapsulePolicy
-import CapsuleRuntime
+@testable import CapsuleRuntime
 import CapsuleSandbox
 
 private func pooled(minIdle: Int, max: Int) -> Policy {
@@ -75,6 +75,21 @@ private func run(_ code: String, in session: Session) async throws -> String {
             """, in: second)
         #expect(seen == "False False False False\n", "\(seen) (the first user's child was \(child))")
         await pool.release(second)
+        await pool.close()
+    }
+
+    @Test("a waiting session killed from outside is passed over: the one handed out works")
+    func deadWaitingSessionsArePassedOver() async throws {
+        let pool = SessionPool(policy: pooled(minIdle: 2, max: 4), location: try Sandboxed.location())
+        #expect(await eventually { pool.idleCount == 2 })
+        let waiting = pool.waitingSessions
+        for session in waiting { kill(session.pid, SIGKILL) } // the launcher takes its sandbox with it
+        #expect(await eventually { waiting.allSatisfy { !$0.seemsAlive } }, "killed sessions still seem alive")
+        let fresh = try await pool.acquire()
+        #expect(!waiting.contains { $0 === fresh }, "a dead session was handed out")
+        #expect(try await run("print(6 * 7)", in: fresh) == "42\n")
+        #expect(waiting.allSatisfy { !$0.isAlive }, "the dead sessions were not reaped")
+        await pool.release(fresh)
         await pool.close()
     }
 

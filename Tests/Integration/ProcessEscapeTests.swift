@@ -266,4 +266,31 @@ import CapsuleRuntime
         }
         #expect(after.isEmpty, "processes of the sandbox outlived it: \(after)")
     }
+
+    @Test func processesDoNotOutliveALauncherKilledOutright() throws {
+        // SIGKILL leaves the launcher no time to kill the sandbox: the sandbox's pid 1 must die of
+        // the parent-death signal, which the kernel clears when the credentials change, so pid 1
+        // sets it again once they are final (sandbox.c). Without that, the code ran on with no
+        // timeout and nobody reading it.
+        let session = try Sandboxed.start()
+        defer { session.kill() }
+        let t = Sandboxed.run(Self.isolationCheck + #"""
+            if os.fork() == 0:
+                time.sleep(600)
+            print("HOSTUID", int(open("/proc/self/uid_map").read().split()[1]))
+            """#, in: session)
+        try skipUnlessIsolated(t)
+        let hostUID = try #require(t.words("HOSTUID")?.first.flatMap { UInt32($0) }, "\(t)")
+        if hostUID == getuid() {
+            try Test.cancel("the supervisor is not root, so the sandbox shares the caller's uid: cannot tell its processes apart")
+        }
+        #expect(Host.processes(ofUID: hostUID).count >= 3, "positive control: init, Python and the child run as uid \(hostUID)")
+        kill(session.pid, SIGKILL)
+        var after = Host.processes(ofUID: hostUID)
+        for _ in 0..<100 where !after.isEmpty {
+            Host.sleep(seconds: 0.05)
+            after = Host.processes(ofUID: hostUID)
+        }
+        #expect(after.isEmpty, "the sandbox outlived its launcher: \(after)")
+    }
 }
