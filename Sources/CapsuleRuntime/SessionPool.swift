@@ -19,6 +19,8 @@ public final class SessionPool: Sendable {
         var idle: [Session] = []
         var starting = 0
         var handedOut = 0
+        /// The sessions handed out and not yet given back (a session from elsewhere is not counted).
+        var out: Set<ObjectIdentifier> = []
         var closed = false
     }
 
@@ -49,6 +51,7 @@ public final class SessionPool: Sendable {
                     continue
                 }
                 state.handedOut += 1
+                state.out.insert(ObjectIdentifier(session))
                 return .session(session)
             }
             guard state.idle.count + state.starting + state.handedOut < settings.max else { return .full }
@@ -68,6 +71,7 @@ public final class SessionPool: Sendable {
         case .start:
             do {
                 let session = try await Session.open(policy: policy, location: location, audit: audit)
+                state.withLock { _ = $0.out.insert(ObjectIdentifier(session)) }
                 refill()
                 return session
             } catch {
@@ -77,11 +81,16 @@ public final class SessionPool: Sendable {
         }
     }
 
-    /// Gives a session back: it is closed (never handed out again) and the pool refills.
+    /// Gives a session back: it is closed (never handed out again) and the pool refills. A
+    /// session this pool did not hand out (or one given back already) is only closed.
     public func release(_ session: Session) async {
         await session.close()
-        state.withLock { $0.handedOut = max(0, $0.handedOut - 1) }
-        refill()
+        let ours = state.withLock { state in
+            guard state.out.remove(ObjectIdentifier(session)) != nil else { return false }
+            state.handedOut -= 1
+            return true
+        }
+        if ours { refill() }
     }
 
     /// Closes the waiting sessions and refuses further `acquire`s; sessions handed out stay theirs.

@@ -104,8 +104,17 @@ private func run(_ code: String, in session: Session) async throws -> String {
         } catch {
             #expect("\(error)".contains("has all its 2 sessions out ([pool] max in the policy)"), "\(error)")
         }
+        // Giving back a session the pool did not hand out, or one twice, makes no room.
+        let stranger = try await Session.open(policy: pool.policy, location: try Sandboxed.location())
+        await pool.release(stranger)
+        #expect(!stranger.isAlive)
+        await pool.release(one)
         await pool.release(one)
         let three = try await pool.acquire()
+        do {
+            _ = try await pool.acquire()
+            Issue.record("releasing a stranger or a session twice made room for a third")
+        } catch {}
         #expect(three.isAlive && three.pid != one.pid)
         await pool.release(two)
         await pool.release(three)
