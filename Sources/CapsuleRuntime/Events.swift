@@ -133,7 +133,6 @@ public struct Checkpoint: Sendable, Equatable {
     public let skipped: [String: String]
     /// The policy of the session it came from: it restores only into a session with the same one.
     public let policy: Policy
-    let error: String?
 }
 
 /// What a restore brought back.
@@ -141,7 +140,6 @@ public struct RestoreReport: Sendable, Equatable {
     public let names: [String]
     /// Names that did not come back, each with why (a module this sandbox cannot import, say).
     public let skipped: [String: String]
-    let error: String?
 }
 
 /// Why a checkpoint, restore or fork did not happen.

@@ -241,16 +241,23 @@ public final class Session: @unchecked Sendable {
     /// request waits for `answerInput`. Throws `SessionBusy` while another execution runs.
     public func submit(_ code: String, filename: String = "<string>", wantResult: Bool = true) throws(SessionBusy) -> Execution {
         guard claim() else { throw SessionBusy() }
+        let start = begin({ .execute(id: $0, code: code, filename: filename, argv: [""], result: wantResult) },
+                          filename: filename, source: Array(code.utf8))
+        return streamed { emit in await self.finish(start, emit: emit) }
+    }
+
+    /// Runs `work` on the loop, its events and then its outcome going to the `Execution` returned;
+    /// the session (claimed by the caller) is released before `.done`, so code sent on seeing
+    /// `.done` is taken.
+    private func streamed(_ work: @escaping @Sendable (@escaping Emit) async -> ExecutionOutcome) -> Execution {
         let (stream, continuation) = AsyncStream<ExecutionEvent>.makeStream()
         let outbox = Outbox(wake: wake)
         continuation.onTermination = { ending in
             if case .cancelled = ending { outbox.abandon() } // nobody reads on: nothing to wait for
         }
-        let start = begin({ .execute(id: $0, code: code, filename: filename, argv: [""], result: wantResult) },
-                          filename: filename, source: Array(code.utf8))
         Task(executorPreference: loop) {
             self.outbox = outbox
-            let outcome = await self.finish(start) { event in
+            let outcome = await work { event in
                 outbox.added(event)
                 continuation.yield(.event(event))
             }
@@ -274,24 +281,7 @@ public final class Session: @unchecked Sendable {
     /// The session is busy until then.
     public func submit(streaming chunks: AsyncStream<String>, filename: String = "<stream>") throws(SessionBusy) -> Execution {
         guard claim() else { throw SessionBusy() }
-        let (stream, continuation) = AsyncStream<ExecutionEvent>.makeStream()
-        let outbox = Outbox(wake: wake)
-        continuation.onTermination = { ending in
-            if case .cancelled = ending { outbox.abandon() }
-        }
-        Task(executorPreference: loop) {
-            self.outbox = outbox
-            let emit: Emit = { event in
-                outbox.added(event)
-                continuation.yield(.event(event))
-            }
-            let outcome = await self.runStatements(from: chunks, filename: filename, emit: emit)
-            self.outbox = nil
-            self.release()
-            continuation.yield(.done(outcome))
-            continuation.finish()
-        }
-        return Execution(stream: stream, outbox: outbox)
+        return streamed { emit in await self.runStatements(from: chunks, filename: filename, emit: emit) }
     }
 
     /// `submit(streaming:)`'s work, on the loop: lines into statements, each run once whole.
@@ -613,7 +603,7 @@ public final class Session: @unchecked Sendable {
     private func askCompleteness(of code: String, emit: @escaping Emit) async -> CompletenessAnswer? {
         let reply = await ask({ .complete(id: $0, code: code) }, prefix: "c", seconds: 10, emit: emit) { message in
             if case .completeness(_, let status, let blankLineCompletes) = message {
-                return CompletenessAnswer(status: status, blankLineCompletes: blankLineCompletes)
+                return .answered(CompletenessAnswer(status: status, blankLineCompletes: blankLineCompletes))
             }
             return nil
         }
@@ -627,10 +617,11 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Sends the message made for a new id between executions and pumps until the worker answers
-    /// it (`answer` turns the answer, a message with that id, into the value), for at most
-    /// `seconds`. Output meanwhile goes to `emit`; capability calls are answered.
+    /// it (`answer` reads the answer, a message with that id: the value, or why the worker failed;
+    /// nil for the wrong kind of message), for at most `seconds`. Output meanwhile goes to `emit`;
+    /// capability calls are answered.
     private func ask<T: Sendable>(_ makeMessage: (String) -> SupervisorMessage, prefix: String, seconds: Double,
-                        emit: @escaping Emit, answer: (WorkerMessage) -> T?) async -> Asked<T> {
+                        emit: @escaping Emit, answer: (WorkerMessage) -> Asked<T>?) async -> Asked<T> {
         guard isAlive else { return .failed("the session has ended") }
         let id = "\(prefix)\(nextID)"
         nextID += 1
@@ -641,7 +632,7 @@ public final class Session: @unchecked Sendable {
                            + "that limits.max_frame_bytes allows")
         }
         guard await send(frame, until: deadline) == nil else { return .failed(isAlive ? "the worker did not read it in time" : "the session has ended") }
-        var value: T?
+        var reply: Asked<T>?
         let end = await pump(deadline: deadline, output: { name, bytes in
             emit(.streamData(name, bytes))
             return .continue
@@ -658,13 +649,13 @@ public final class Session: @unchecked Sendable {
                 return .continue
             case .completeness(id, _, _), .checkpointData(id, _, _, _, _), .restored(id, _, _, _):
                 guard let answered = answer(message) else { return .failure("\(message.typeName) does not answer \(id)") }
-                value = answered
+                reply = answered
                 return .stop
             default:
                 return .failure("\(message.typeName) while no execution runs")
             }
         }
-        if let value { return .answered(value) }
+        if let reply { return reply }
         switch end {
         case .protocolError(let text):
             await terminate()
@@ -681,18 +672,10 @@ public final class Session: @unchecked Sendable {
     /// What the namespace held that could be kept (`checkpoint()`), to `restore` into a session.
     /// The supervisor keeps it; it is never stored inside a sandbox.
     public func checkpoint() async throws(CheckpointError) -> Checkpoint {
-        guard claim() else { throw .busy }
-        defer { release() }
-        let reply = await onLoop { () async -> Asked<Checkpoint> in
-            await self.ask({ .checkpoint(id: $0) }, prefix: "k", seconds: self.policy.limits.timeoutSeconds, emit: { _ in }) { message in
-                guard case .checkpointData(_, let data, let names, let skipped, let error) = message else { return nil }
-                return Checkpoint(data: data, names: names, skipped: skipped, policy: self.policy, error: error)
-            }
-        }
-        switch reply {
-        case .answered(let checkpoint) where checkpoint.error == nil: return checkpoint
-        case .answered(let checkpoint): throw .failed("the checkpoint failed: \(checkpoint.error ?? "")")
-        case .failed(let why): throw .failed(why)
+        try await request({ .checkpoint(id: $0) }, prefix: "k") { message in
+            guard case .checkpointData(_, let data, let names, let skipped, let error) = message else { return nil }
+            if let error { return .failed("the checkpoint failed: \(error)") }
+            return .answered(Checkpoint(data: data, names: names, skipped: skipped, policy: self.policy))
         }
     }
 
@@ -700,18 +683,24 @@ public final class Session: @unchecked Sendable {
     /// `replace`, instead of the code's names. Says which names came back and which did not.
     public func restore(_ checkpoint: Checkpoint, replace: Bool = false) async throws(CheckpointError) -> RestoreReport {
         guard checkpoint.policy == policy else { throw .otherPolicy(from: checkpoint.policy.origin, into: policy.origin) }
+        return try await request({ .restore(id: $0, data: checkpoint.data, replace: replace) }, prefix: "r") { message in
+            guard case .restored(_, let names, let skipped, let error) = message else { return nil }
+            if let error { return .failed("the restore failed: \(error)") }
+            return .answered(RestoreReport(names: names, skipped: skipped))
+        }
+    }
+
+    /// `ask` between executions, from any task: the session held meanwhile, its output dropped,
+    /// the execution timeout its limit.
+    private func request<T: Sendable>(_ makeMessage: @escaping @Sendable (String) -> SupervisorMessage, prefix: String,
+                                      answer: @escaping @Sendable (WorkerMessage) -> Asked<T>?) async throws(CheckpointError) -> T {
         guard claim() else { throw .busy }
         defer { release() }
-        let reply = await onLoop { () async -> Asked<RestoreReport> in
-            await self.ask({ .restore(id: $0, data: checkpoint.data, replace: replace) }, prefix: "r",
-                           seconds: self.policy.limits.timeoutSeconds, emit: { _ in }) { message in
-                guard case .restored(_, let names, let skipped, let error) = message else { return nil }
-                return RestoreReport(names: names, skipped: skipped, error: error)
-            }
+        let reply = await onLoop {
+            await self.ask(makeMessage, prefix: prefix, seconds: self.policy.limits.timeoutSeconds, emit: { _ in }, answer: answer)
         }
         switch reply {
-        case .answered(let report) where report.error == nil: return report
-        case .answered(let report): throw .failed("the restore failed: \(report.error ?? "")")
+        case .answered(let value): return value
         case .failed(let why): throw .failed(why)
         }
     }
