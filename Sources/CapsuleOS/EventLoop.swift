@@ -68,7 +68,9 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
         let wakeUp = sleeping
         sleeping = false
         pthread_mutex_unlock(&mutex)
-        if wakeUp { OS.signal(wake) }
+        // The loop's own thread (resuming a waiter, or a task making one) takes it on its next
+        // turn: no wake-up needed.
+        if wakeUp, !isCurrent { OS.signal(wake) }
     }
 
     /// Whether the caller runs on this loop's thread.
@@ -104,21 +106,30 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 64)
         var events = [UInt32](repeating: 0, count: 64)
         var batch: [UnownedJob] = []
+        var unlooked = 0 // batches run since the descriptors were last looked at
         while true {
             pthread_mutex_lock(&mutex)
             swap(&batch, &jobs)
-            sleeping = batch.isEmpty
+            sleeping = false
             pthread_mutex_unlock(&mutex)
             for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
-            let ran = !batch.isEmpty
             batch.removeAll(keepingCapacity: true)
 
-            // With jobs just run, only look (more may have been enqueued); else sleep until the
-            // nearest deadline.
+            // With jobs enqueued meanwhile, run them, looking at the descriptors every few
+            // batches (a job that resumes another, as a session's `.done` its reader, is the usual
+            // case: no system call between them); else sleep until a job comes (`enqueue` wakes
+            // the thread) or the nearest deadline.
+            pthread_mutex_lock(&mutex)
+            let idle = jobs.isEmpty
+            sleeping = idle
+            pthread_mutex_unlock(&mutex)
+            unlooked += 1
+            if !idle, unlooked < 8 { continue }
+            unlooked = 0
             var timeout: Int32 = 0
-            if !ran, let nearest = waiters.values.lazy.map(\.deadline).min() {
+            if idle, let nearest = waiters.values.lazy.map(\.deadline).min() {
                 timeout = OS.pollMilliseconds(until: nearest)
-            } else if !ran {
+            } else if idle {
                 timeout = -1
             }
             let count = capsule_epoll_wait(epoll, &tokens, &events, 64, timeout)

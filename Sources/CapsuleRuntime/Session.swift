@@ -942,6 +942,10 @@ public final class Session: @unchecked Sendable {
             }
         }
         var fds: [pollfd] = []
+        // Each call comes right after something was sent to the worker, which has had no time
+        // to answer: the first time round, wait before looking (the wait ends at once when a
+        // descriptor is ready all the same).
+        var waitFirst = true
         while true {
             let deadline = min(deadline, shared.withLock { $0.interruptDeadline } ?? .max)
             // Frames already buffered first, unless time is up (a flood keeps the buffer full).
@@ -968,6 +972,11 @@ public final class Session: @unchecked Sendable {
             }
             if !(await sendReplies()) { return .stopped }
             syncInterruptWatch()
+            if waitFirst {
+                waitFirst = false
+                _ = await loop.wait(for: readiness, until: deadline)
+                continue
+            }
             fds.removeAll(keepingCapacity: true)
             fds.append(pollfd(fd: channel, events: Int16(POLLIN), revents: 0))
             for entry in outputs where entry.fd >= 0 { fds.append(pollfd(fd: entry.fd, events: Int16(POLLIN), revents: 0)) }

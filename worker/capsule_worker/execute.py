@@ -37,7 +37,6 @@ class Session:
     def run(self, msg):
         start = perf_counter()
         rid = streams.current_id = msg["id"]
-        oom = _oom_frames(rid)  # encoded now, while memory is surely available
         sys.argv = list(msg["argv"])
         self.ns["__file__"] = msg["filename"]
         status, exit_code, cells = "ok", None, ()
@@ -63,11 +62,11 @@ class Session:
             if isinstance(exc, MemoryError):
                 _ballast.clear()
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            _send_or(lambda: _error_frame(exc, rid, cells), oom[0])
+            _send_or(lambda: _error_frame(exc, rid, cells), _OOM_ERROR, rid)
         done = {"type": "done", "id": rid, "status": status, "duration": perf_counter() - start}
         if exit_code is not None:
             done["exit_code"] = exit_code
-        _send_or(lambda: done, oom[1])
+        _send_or(lambda: done, _OOM_DONE, rid)
 
     def _count_input(self, source):
         """Record an interactive execution's code in In; its number."""
@@ -272,8 +271,9 @@ def _fit(lines, budget):
     return head + ([frames.truncated(omitted, "lines") + "\n"] if omitted else []) + tail[::-1]
 
 
-def _send_or(make_msg, fallback):
-    """Flush output and send make_msg(); if memory is exhausted, send the pre-encoded fallback instead."""
+def _send_or(make_msg, fallback, rid):
+    """Flush output and send make_msg(); if memory is exhausted, the fallback frame for execution
+    rid instead, made once the ballast is released (a few small objects)."""
     try:
         try:
             streams.flush()
@@ -281,7 +281,7 @@ def _send_or(make_msg, fallback):
             frames.send(make_msg())
     except MemoryError:
         _ballast.clear()
-        frames.write(fallback)
+        frames.write(_oom_frame(fallback, rid))
     if not _ballast:
         try:
             _ballast.append(bytes(1 << 21))
@@ -289,9 +289,21 @@ def _send_or(make_msg, fallback):
             pass
 
 
-def _oom_frames(rid):
-    error = {"type": "error", "id": rid, "ename": "MemoryError", "evalue": "", "traceback": ["MemoryError\n"]}
-    return frames.encode(error), frames.encode({"type": "done", "id": rid, "status": "error", "duration": 0.0})
+def _oom_template(msg):
+    """A frame's JSON cut where its id goes (the id's value is the "@" placeholder)."""
+    head, _, tail = frames.encode(msg)[4:].partition(b'"@"')
+    return head, tail
+
+
+# What an execution sends when memory ran out as it ended: made from these at that moment, not
+# encoded ahead on every execution.
+_OOM_ERROR = _oom_template({"type": "error", "id": "@", "ename": "MemoryError", "evalue": "", "traceback": ["MemoryError\n"]})
+_OOM_DONE = _oom_template({"type": "done", "id": "@", "status": "error", "duration": 0.0})
+
+
+def _oom_frame(template, rid):
+    body = template[0] + frames.encode(rid)[4:] + template[1]
+    return len(body).to_bytes(4, "big") + body
 
 
 def _strip_worker_frames(exc, cells):

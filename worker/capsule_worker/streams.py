@@ -263,8 +263,11 @@ def install():
 
 
 def flush():
-    stdout.flush()
-    stderr.flush()
+    # Looked at first without the lock: mostly there is nothing to flush.
+    if stdout._parts or stdout._bytes:
+        stdout.flush()
+    if stderr._parts or stderr._bytes:
+        stderr.flush()
 
 
 def request_input(prompt):

@@ -457,6 +457,23 @@ class WorkerTest(unittest.TestCase):
         self.assertOk(self.w.run("del hog"))
         self.assertEqual(self.w.run("sum(range(10))").results, ["45"])
 
+    def test_memory_running_out_as_an_execution_ends_still_ends_it(self):
+        # The first `error` and `done` frames fail as if memory had run out: the stand-ins made
+        # after the ballast is released go instead, with the execution's id.
+        fail_next = ("import capsule_worker.frames as frames\n"
+                     "real, failed = frames.send, set()\n"
+                     "def send(msg):\n"
+                     "    if msg['type'] in ('error', 'done') and msg['type'] not in failed:\n"
+                     "        failed.add(msg['type'])\n"
+                     "        raise MemoryError\n"
+                     "    real(msg)\n"
+                     "frames.send = send\n")
+        run = self.w.run(fail_next + "raise ValueError('lost')")
+        self.assertEqual((run.error["ename"], run.error["traceback"]), ("MemoryError", ["MemoryError\n"]))
+        self.assertEqual((run.done["status"], run.done["duration"]), ("error", 0.0))
+        self.assertEqual(run.error["id"], run.done["id"])
+        self.assertEqual(self.w.run("frames.send = real\nsum(range(10))").results, ["45"])
+
     def test_programs_cannot_start_and_say_why(self):
         why = "capsule: programs cannot be started inside the sandbox (execve is not allowed)"
         for code, program in (("import subprocess\nsubprocess.run(['echo', 'hi'])", "'echo'"),
