@@ -185,11 +185,71 @@ static void add_root_symlinks(struct cw_config *cfg) {
     closedir(root);
 }
 
-void cw_collect_runtime(struct cw_config *cfg) {
-    add_root_symlinks(cfg);
+// The host libraries the loader would find for `name` (a soname, no slashes), and their closure.
+static void add_library_named(struct cw_config *cfg, const char *name) {
+    if (!name[0] || strchr(name, '/') || strlen(name) >= 128 || !mark_seen(name)) return;
+    for (size_t d = 0; d < n_search_dirs; d++) {
+        char real[PATH_MAX];
+        if (!add_library_in(cfg, search_dirs[d], name, real)) continue;
+        add_needed_closure(cfg, real, 1);
+        return;
+    }
+}
+
+// The system libraries a manylinux wheel may link against (PEP 599's list, less the graphical
+// ones): an environment's or python_path's C extensions find them inside.
+static const char *const manylinux_libraries[] = {
+    "libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0", "libutil.so.1", "libresolv.so.2",
+    "libnsl.so.1", "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1", "libexpat.so.1"};
+
+static void find_search_dirs(struct cw_config *cfg) {
     dl_iterate_phdr(on_loaded_object, cfg);
     add_search_dir("/lib");
     add_search_dir("/usr/lib");
+}
+
+// Walks `dir` (not following symbolic links) for shared objects, and prints each library they
+// need that the host's library directories hold, once.
+static void print_needed_in(struct cw_config *scratch, const char *dir, int depth) {
+    DIR *stream = depth < 32 ? opendir(dir) : NULL;
+    if (!stream) return;
+    struct dirent *d;
+    while ((d = readdir(stream))) {
+        if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, "..")) continue;
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, d->d_name) >= (int)sizeof path) continue;
+        struct stat st;
+        if (lstat(path, &st) < 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+            print_needed_in(scratch, path, depth + 1);
+        } else if (S_ISREG(st.st_mode) && strstr(d->d_name, ".so")) {
+            char names[64][128];
+            size_t n = read_needed(path, names, 64);
+            for (size_t i = 0; i < n; i++) {
+                if (!mark_seen(names[i])) continue;
+                for (size_t s = 0; s < n_search_dirs; s++) {
+                    char real[PATH_MAX];
+                    if (!add_library_in(scratch, search_dirs[s], names[i], real)) continue;
+                    printf("%s\n", names[i]);
+                    break;
+                }
+            }
+        }
+    }
+    closedir(stream);
+}
+
+int cw_print_needed_libraries(const char *dir) {
+    static struct cw_config scratch; // the entries are only looked at, never mounted
+    find_search_dirs(&scratch);
+    n_seen = 0; // the launcher's own libraries are needed too: print them as well
+    print_needed_in(&scratch, dir, 0);
+    return 0;
+}
+
+void cw_collect_runtime(struct cw_config *cfg) {
+    add_root_symlinks(cfg);
+    find_search_dirs(cfg);
 
     cw_add_entry(cfg, CW_BIND_DIR, cfg->stdlib_path, cfg->stdlib_path);
     char dynload[PATH_MAX];
@@ -219,6 +279,20 @@ void cw_collect_runtime(struct cw_config *cfg) {
         if (S_ISSOCK(st.st_mode)) cw_fail("readonly-path", ENOTSUP, cfg->readonly_paths[i]);
         struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE,
                                               cfg->readonly_paths[i], cfg->readonly_paths[i]);
+        if (entry) entry->no_symlinks = true;
+    }
+    if (cfg->n_python_dirs > 0)
+        for (size_t i = 0; i < sizeof manylinux_libraries / sizeof manylinux_libraries[0]; i++)
+            add_library_named(cfg, manylinux_libraries[i]);
+    for (size_t i = 0; i < cfg->n_libraries; i++) add_library_named(cfg, cfg->libraries[i]);
+    for (size_t i = 0; i < cfg->n_python_dirs; i++) {
+        const struct cw_python_dir *dir = &cfg->python_dirs[i];
+        struct stat st;
+        int fd = cw_open_no_symlinks(dir->source);
+        if (fd < 0 || fstat(fd, &st) < 0) cw_fail("python-path", errno, dir->source);
+        close(fd);
+        if (!S_ISDIR(st.st_mode)) cw_fail("python-path", ENOTDIR, dir->source);
+        struct cw_entry *entry = cw_add_entry(cfg, CW_BIND_DIR, dir->inside, dir->source);
         if (entry) entry->no_symlinks = true;
     }
 }

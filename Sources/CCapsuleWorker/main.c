@@ -42,6 +42,24 @@ static void append(char ***list, size_t *count, char *item) {
     (*list)[(*count)++] = item;
 }
 
+static void add_python_dir(struct cw_config *cfg, char *inside, char *source) {
+    if (inside[0] != '/' || source[0] != '/') cw_fail("arguments", EINVAL, "a python path must be absolute");
+    cfg->python_dirs = realloc(cfg->python_dirs, (cfg->n_python_dirs + 1) * sizeof *cfg->python_dirs);
+    if (!cfg->python_dirs) cw_fail("arguments", ENOMEM, "realloc");
+    cfg->python_dirs[cfg->n_python_dirs++] = (struct cw_python_dir){inside, source};
+}
+
+// --environment NAME=HOST: the packages at HOST appear at /opt/capsule/envs/NAME/site-packages.
+static void add_environment(struct cw_config *cfg, char *value) {
+    char *equals = strchr(value, '=');
+    if (!equals || equals == value || strchr(value, '/') < equals) cw_fail("arguments", EINVAL, "--environment NAME=DIR");
+    *equals = 0;
+    char inside[512];
+    if (snprintf(inside, sizeof inside, "/opt/capsule/envs/%s/site-packages", value) >= (int)sizeof inside)
+        cw_fail("arguments", ENAMETOOLONG, value);
+    add_python_dir(cfg, strdup(inside), equals + 1);
+}
+
 static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
     *cfg = (struct cw_config){.memory_mb = 512, .cpu_seconds = 30, .max_fds = 100, .max_processes = 64,
                               .max_file_bytes = 64 << 20, .workspace_mb = 64, .max_frame_bytes = 16 << 20,
@@ -63,6 +81,9 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         else if (!strcmp(flag, "--python-home")) cfg->python_home = value;
         else if (!strcmp(flag, "--env")) append(&cfg->env, &cfg->n_env, value);
         else if (!strcmp(flag, "--readonly")) append(&cfg->readonly_paths, &cfg->n_readonly, value);
+        else if (!strcmp(flag, "--python-path")) add_python_dir(cfg, value, value);
+        else if (!strcmp(flag, "--environment")) add_environment(cfg, value);
+        else if (!strcmp(flag, "--library")) append(&cfg->libraries, &cfg->n_libraries, value);
         else cw_fail("arguments", EINVAL, flag);
     }
     if (!cfg->worker_path) cw_fail("arguments", EINVAL, "--worker-path is required");
@@ -111,6 +132,16 @@ int main(int argc, char **argv) {
         int status = cw_probe();
         fflush(stdout);
         _exit(status);
+    }
+    if (argc == 3 && !strcmp(argv[1], "--needed-libraries")) { // for `capsule env create`
+        int status = cw_print_needed_libraries(argv[2]);
+        fflush(stdout);
+        _exit(status);
+    }
+    if (argc == 2 && !strcmp(argv[1], "--python-version")) { // the embedded libpython's, for `capsule env create`
+        printf("%d.%d\n", PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        fflush(stdout);
+        _exit(0);
     }
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fprintf(stderr, "capsule-worker is started by capsule; it is not a command to run by hand.\n"

@@ -52,6 +52,7 @@ void *cw_python_start(const struct cw_config *cfg) {
     append_path(&config, "/usr/lib/capsule");
     append_path(&config, cfg->stdlib_path);
     append_path(&config, dynload);
+    for (size_t i = 0; i < cfg->n_python_dirs; i++) append_path(&config, cfg->python_dirs[i].inside);
     append_path(&config, "/workspace"); // the code's own modules, after the stdlib so they cannot shadow it by accident
     check(Py_InitializeFromConfig(&config), "initialize");
     PyConfig_Clear(&config);

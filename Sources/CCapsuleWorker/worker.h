@@ -41,6 +41,10 @@ struct cw_config {
     char *stdlib_path;         // <home>/lib/python3.X
     char **env; size_t n_env;
     char **readonly_paths; size_t n_readonly;
+    // Directories on sys.path after the standard library, bound read-only: an environment's
+    // packages (inside /opt/capsule/envs/NAME/site-packages) and the policy's python_path.
+    struct cw_python_dir { char *inside; char *source; } *python_dirs; size_t n_python_dirs;
+    char **libraries; size_t n_libraries; // sonames the environment's C extensions need, found in the host's library directories
     struct cw_entry entries[CW_MAX_ENTRIES]; size_t n_entries;
     uid_t host_uid; gid_t host_gid; // what uid/gid 0 inside maps to on the host
 };
@@ -55,6 +59,7 @@ void cw_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // elfdeps.c: the shared libraries the embedded interpreter and its C modules need
 void cw_collect_runtime(struct cw_config *cfg);
+int cw_print_needed_libraries(const char *dir); // capsule-worker --needed-libraries DIR
 struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path, const char *source); // NULL if present
 
 // userns.c (launcher side)

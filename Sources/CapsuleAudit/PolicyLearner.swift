@@ -458,6 +458,8 @@ extension Learning {
                             readonlyPaths: base.readonlyPaths, description: "Learned from the audit log \(options.logName)",
                             origin: "learned policy")
         policy.audit = base.audit
+        policy.pythonEnvironment = base.pythonEnvironment
+        policy.pythonPath = base.pythonPath
         var limitComments: [String: String] = [:]
         if let longest {
             let timeout = min(86400, max(5, (longest.seconds * 2).rounded(.up)))

@@ -187,6 +187,12 @@ public struct Policy: Sendable, Equatable {
     public var environment: [String: String]
     /// Host paths bound read-only at the same path.
     public var readonlyPaths: [String]
+    /// The `capsule env` environment whose packages the code imports (`[sandbox] environment`),
+    /// bound read-only at /opt/capsule/envs/NAME/site-packages and on `sys.path`.
+    public var pythonEnvironment: String? = nil
+    /// Host directories bound read-only at the same path and put on `sys.path`, after the
+    /// environment's packages (`[sandbox] python_path`).
+    public var pythonPath: [String] = []
     public var capabilities: Capabilities
     /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
     public var audit: AuditSettings?
@@ -207,4 +213,10 @@ public struct Policy: Sendable, Equatable {
         self.capabilities = capabilities
         self.origin = origin ?? level.rawValue
     }
+}
+
+extension Policy {
+    /// Whether `name` may name a `capsule env` environment (`[sandbox] environment`): 1 to 64
+    /// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+    public static func isPythonEnvironmentName(_ name: String) -> Bool { Validate.isEnvironmentDirectoryName(name) }
 }

@@ -27,7 +27,7 @@ struct PolicyDecoder {
     ]
     static let limitKeys = ["memory_mb", "cpu_seconds", "timeout_s", "max_fds", "max_processes", "max_output_bytes",
                             "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
-    static let sandboxKeys = ["network", "env", "readonly_paths"]
+    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path"]
     static let topKeys = ["level", "extends", "description"]
     static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
     static let poolKeys = ["min_idle", "max"]
@@ -262,6 +262,20 @@ struct PolicyDecoder {
                 if let problem = Validate.readonlyPathProblem(path) { throw value.error("`\(path)` \(problem)") }
             }
             policy.readonlyPaths = paths
+        case "environment" where parts.count == 1:
+            let name = try value.string()
+            guard Validate.isEnvironmentDirectoryName(name) else {
+                throw value.error("`\(name.clipped(to: 80))` is not an environment's name: 1 to 64 letters, digits, `.`, `_` and `-`, "
+                                  + "starting with a letter or digit (`capsule env list` shows them)")
+            }
+            policy.pythonEnvironment = name
+        case "python_path" where parts.count == 1:
+            let paths = try value.absolutePaths()
+            guard paths.count <= 64 else { throw value.error("may list at most 64 directories") }
+            for path in paths {
+                if let problem = Validate.readonlyPathProblem(path) { throw value.error("`\(path)` \(problem)") }
+            }
+            policy.pythonPath = paths
         default:
             return false
         }
@@ -496,10 +510,20 @@ enum Validate {
 
     /// Where the sandbox's own layout lives: a read-only path may be none of these, under none of
     /// them, and contain none of them (it would hide the worker, the workspace or /proc).
-    static let reservedPaths = ["/usr/lib/capsule", "/workspace", "/dev", "/proc", "/etc/passwd", "/etc/group", "/etc/hostname"]
+    static let reservedPaths = ["/usr/lib/capsule", "/opt/capsule", "/workspace", "/dev", "/proc", "/etc/passwd", "/etc/group", "/etc/hostname"]
     /// Where hosts keep unix sockets. A read-only bind does not stop connect() on a socket, so
     /// binding one of these would hand the code the daemons behind them.
     static let socketDirectories = ["/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm", "/var/lib/docker", "/var/lib/containerd"]
+
+    /// A `capsule env` name: what `[sandbox] environment` may say, and a directory name as it stands.
+    static func isEnvironmentDirectoryName(_ name: String) -> Bool {
+        func alphanumeric(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        let bytes = Array(name.utf8)
+        guard let first = bytes.first, bytes.count <= 64, alphanumeric(first) else { return false }
+        return bytes.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+    }
 
     static func readonlyPathProblem(_ path: String) -> String? {
         func under(_ root: String) -> Bool { path == root || path.hasPrefix(root + "/") }

@@ -15,6 +15,8 @@ extension Policy {
                  ("limits", "max_frame_bytes", "\(l.maxFrameBytes)")]
         if let cpus = l.cpus { rows.append(("limits", "cpus", "[\(cpus.map(String.init).joined(separator: ", "))]")) }
         rows += [("sandbox", "network", quoted(network.rawValue)), ("sandbox", "readonly_paths", list(readonlyPaths))]
+        if let pythonEnvironment { rows.append(("sandbox", "environment", quoted(pythonEnvironment))) }
+        if !pythonPath.isEmpty { rows.append(("sandbox", "python_path", list(pythonPath))) }
         rows += environment.sorted { $0.key < $1.key }.map { ("sandbox.env", $0.key, quoted($0.value)) }
         if let audit {
             if let path = audit.path { rows.append(("audit", "path", quoted(path))) }
@@ -111,6 +113,8 @@ extension Policy {
         out.append("  - run Python from a read-only runtime, in a private /workspace of \(limits.workspaceMB) MiB that is gone when the session ends")
         out.append(readonlyPaths.isEmpty ? "  - read no other host files directly"
                    : "  - read these host paths directly (read-only): \(readonlyPaths.joined(separator: ", "))")
+        if let pythonEnvironment { out.append("  - import the packages of the environment \(pythonEnvironment) (capsule env show \(pythonEnvironment))") }
+        if !pythonPath.isEmpty { out.append("  - import modules from (and read) these host directories: \(pythonPath.joined(separator: ", "))") }
         out.append(network == .host ? "  - use the host's network directly" : "  - reach no network directly")
         out.append(environment.isEmpty ? "  - see no environment variables"
                    : "  - see the environment variables \(environment.keys.sorted().joined(separator: ", "))")

@@ -16,6 +16,7 @@ public enum Sandbox {
     /// Starts a sandbox for `policy`. Setup continues inside capsule-worker; a stage failure
     /// arrives later on `status` (the session reads it when the channel closes before `ready`).
     public static func launch(_ policy: Policy, location: WorkerLocation) throws(SandboxError) -> SandboxProcess {
+        let environment = try policy.pythonEnvironment.map { name throws(SandboxError) in try location.environments.resolve(name).get() }
         var mine: [Int32] = [], theirs: [Int32] = []
         defer { theirs.forEach(OS.close) }
         do {
@@ -30,7 +31,7 @@ public enum Sandbox {
             mine.append(stderr.read); theirs.append(stderr.write)
             try OS.setNonBlocking(stdout.read)
             try OS.setNonBlocking(stderr.read)
-            let pid = try OS.spawn(location.executable, arguments: arguments(for: policy, location: location),
+            let pid = try OS.spawn(location.executable, arguments: arguments(for: policy, location: location, environment: environment),
                                    descriptors: [(1, stdout.write), (2, stderr.write), (3, channel.1), (4, status.1)])
             return SandboxProcess(pid: pid, channel: channel.0, status: status.0, stdout: stdout.read, stderr: stderr.read)
         } catch {
@@ -39,8 +40,9 @@ public enum Sandbox {
         }
     }
 
-    /// capsule-worker's command line for a policy (the limits the kernel enforces inside).
-    public static func arguments(for policy: Policy, location: WorkerLocation) -> [String] {
+    /// capsule-worker's command line for a policy (the limits the kernel enforces inside), with
+    /// the environment the policy names.
+    public static func arguments(for policy: Policy, location: WorkerLocation, environment: ResolvedEnvironment? = nil) -> [String] {
         let limits = policy.limits
         var arguments = [
             "--memory-mb", String(limits.memoryMB),
@@ -55,6 +57,13 @@ public enum Sandbox {
         ]
         if let cpus = limits.cpus { arguments += ["--cpus", cpus.map(String.init).joined(separator: ",")] }
         for path in policy.readonlyPaths { arguments += ["--readonly", path] }
+        // sys.path after the standard library: the environment's packages, then python_path.
+        // (the worker binds NAME's packages at EnvironmentStore.insidePath(of: NAME)).
+        if let environment {
+            arguments += ["--environment", "\(environment.name)=\(environment.packages)"]
+            for library in environment.libraries { arguments += ["--library", library] }
+        }
+        for path in policy.pythonPath { arguments += ["--python-path", path] }
         for (name, value) in policy.environment.sorted(by: { $0.key < $1.key }) {
             arguments += ["--env", "\(name)=\(value)"]
         }

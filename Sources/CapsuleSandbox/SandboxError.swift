@@ -6,9 +6,19 @@ public enum SandboxError: Error, Sendable, Equatable, CustomStringConvertible {
     case spawnFailed(SystemError)
     /// A setup stage failed inside capsule-worker (reported as `stage <name> <errno> <detail>`).
     case stage(StageFailure)
+    /// The policy's `[sandbox] environment` names none in the store.
+    case environmentMissing(name: String, store: String, known: [String])
+    /// It is there but cannot be used as it is.
+    case environmentUnusable(name: String, why: String)
 
     public var description: String {
         switch self {
+        case .environmentUnusable(let name, let why):
+            "the policy's [sandbox] environment `\(name)` cannot be used: \(why)"
+        case .environmentMissing(let name, let store, let known):
+            "the policy's [sandbox] environment `\(name)` does not exist (environments live in \(store)); make it with "
+                + "`capsule env create \(name) -r requirements.txt`, or name one that exists: "
+                + (known.isEmpty ? "there are none yet" : known.joined(separator: ", "))
         case .workerMissing(let text): text
         case .spawnFailed(let error): "could not start capsule-worker: \(error)"
         case .stage(let failure): failure.description
@@ -49,6 +59,12 @@ public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
             "a read-only path named by the policy contains a symbolic link (\(detail)): capsule takes readonly_paths literally, so name the path's real location."
         case "readonly-path":
             "a read-only path named by the policy is not usable: \(reason)."
+        case "python-path" where errno == 40: // ELOOP
+            "a python_path directory named by the policy contains a symbolic link (\(detail)): capsule takes paths literally, so name the directory's real location."
+        case "python-path" where errno == 20: // ENOTDIR
+            "a python_path entry named by the policy is not a directory (\(detail)): list the directories that hold the modules."
+        case "python-path":
+            "a directory for the code's imports is not usable: \(reason)."
         case "seccomp":
             "the sandbox could not install its seccomp filter: \(reason). The kernel needs CONFIG_SECCOMP_FILTER; `capsule doctor` shows whether seccomp works here."
         case "landlock":

@@ -466,7 +466,8 @@ enum CLI {
     }
 
     static func run(_ arguments: [String], via wrapper: [String] = [], timeout: Double = 60,
-                    stdin: Int32? = nil, signal: (number: Int32, when: String)? = nil) throws -> CLIRun {
+                    stdin: Int32? = nil, signal: (number: Int32, when: String)? = nil,
+                    environment extra: [String] = []) throws -> CLIRun {
         // Socket pairs rather than pipes: created close-on-exec atomically, so no other test's child
         // inherits a write end (which would hold our reads open).
         let (outRead, outWrite) = try OS.socketPair()
@@ -486,8 +487,9 @@ enum CLI {
         let argv: [UnsafeMutablePointer<CChar>?] = (wrapper + [executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         // Another user (through `via`) could not write the test run's profiles: nowhere, then.
-        let environment: [UnsafeMutablePointer<CChar>?] = [strdup(wrapper.isEmpty ? CLI.profileSetting : "LLVM_PROFILE_FILE=/dev/null"), nil]
-        defer { free(environment[0]) }
+        let environment: [UnsafeMutablePointer<CChar>?] = ([wrapper.isEmpty ? CLI.profileSetting : "LLVM_PROFILE_FILE=/dev/null"] + extra)
+            .map { strdup($0) } + [nil]
+        defer { for pointer in environment { free(pointer) } }
         var pid: pid_t = 0
         let started = OS.now()
         let spawned = withShellLikeSpawnAttributes { posix_spawn(&pid, path, &actions, &$0, argv, environment) }
@@ -539,5 +541,15 @@ enum CLI {
         run.stderr = String(decoding: stderrBytes, as: UTF8.self)
         if killed { run.stderr += "\n[test harness: killed after \(timeout) s]" }
         return run
+    }
+}
+
+/// Runs blocking work on a thread of its own: a test that waits many seconds on a child process
+/// (pip) must not hold one of Swift's shared threads, which the async tests beside it need (this
+/// machine has two).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let started = OS.startThread { continuation.resume(with: Result { try body() }) }
+        if !started { continuation.resume(throwing: SystemError("pthread_create", errno: EAGAIN)) }
     }
 }

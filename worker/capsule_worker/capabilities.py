@@ -325,8 +325,12 @@ def _display(*objs, raw=False):
     _repr_html_, _repr_markdown_, _repr_svg_, _repr_png_, _repr_jpeg_, _repr_json_, _repr_latex_;
     text/plain is always its repr. raw=True sends objs as MIME bundles themselves."""
     for obj in objs:
-        data, metadata = (obj, {}) if raw else _mimebundle(obj)
-        call("display", "show", {"data": data, "metadata": metadata})
+        show(*((obj, {}) if raw else mimebundle(obj)))
+
+
+def show(data, metadata):
+    """Send one MIME bundle to whoever runs the session (the display capability, granted)."""
+    call("display", "show", {"data": data, "metadata": metadata})
 
 
 _REPRS = (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"), ("_repr_svg_", "image/svg+xml"),
@@ -334,7 +338,8 @@ _REPRS = (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"), ("
           ("_repr_latex_", "text/latex"))
 
 
-def _mimebundle(obj):
+def mimebundle(obj):
+    """obj's MIME bundle and metadata from its display methods; text/plain is its repr."""
     data, metadata = {}, {}
     method = getattr(obj, "_repr_mimebundle_", None)
     if callable(method):

@@ -4,7 +4,7 @@ import io
 import sys
 from time import perf_counter
 
-from . import capabilities, frames, programs, streams
+from . import capabilities, frames, programs, rich, streams
 
 # compile() flags, hard-coded because `import ast` costs ~5 ms (same values as ast.PyCF_* / inspect.CO_*)
 ONLY_AST = 0x400
@@ -12,6 +12,7 @@ TOP_LEVEL_AWAIT = 0x2000
 CO_COROUTINE = 0x80
 
 _sources = {}  # filename -> linecache entry of the latest code executed under that name
+_PLAIN = {int, float, str, bytes, bool, list, tuple, dict, set, type(None)}  # results with no rich forms to look for
 _ballast = [bytes(1 << 21)]  # calloc'd, so address space only; released to give the MemoryError path room
 
 
@@ -30,8 +31,11 @@ class Session:
         streams.install()
         _install_site_builtins()
         capabilities.install(granted, self.ns)
+        rich.display_granted = any(c["name"] == "display" for c in granted)
         programs.install()
-        _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack})
+        _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack,
+                                   "matplotlib": rich.use_agg, "matplotlib.pyplot": rich.patch_pyplot})
+        _add_site_directories()
         sys.meta_path.insert(0, _AfterImport)
 
     def run(self, msg):
@@ -50,11 +54,14 @@ class Session:
             cells = _compile(source, msg["filename"], msg["result"])
             value, text = frames.call_user(self._run_cell, *cells)
             if text is not None:
+                data = frames.call_user(rich.result_data, value, text) if type(value) not in _PLAIN else {"text/plain": text}
                 streams.flush()
-                frames.send({"type": "result", "id": rid, "data": {"text/plain": text}})
+                frames.send({"type": "result", "id": rid, "data": data})
                 self.ns["___"], self.ns["__"], self.ns["_"] = self.ns.get("__"), self.ns.get("_"), value
                 if count is not None:
                     self.outputs[count] = value
+            if "matplotlib.pyplot" in sys.modules:  # figures left open are shown, as in a notebook
+                frames.call_user(rich.show_open_figures)
         except SystemExit as exc:
             exit_code = _exit_code(exc.code)
             status = "ok" if exit_code == 0 else "error"
@@ -145,6 +152,22 @@ class Session:
                     self.loop.run_until_complete(task)
                 except BaseException:
                     pass
+
+
+def _add_site_directories():
+    """The .pth files of the directories on sys.path after the standard library (an environment's
+    packages, the policy's python_path), read as site.addsitedir reads them: the interpreter runs
+    without `site`, and some packages rely on them. Only directories that have one pay for it."""
+    import posix
+    end = sys.path.index("/workspace") if "/workspace" in sys.path else len(sys.path)
+    for directory in sys.path[3:end]:  # after /usr/lib/capsule, the stdlib and lib-dynload (python.c)
+        try:
+            names = posix.listdir(directory)
+        except OSError:
+            continue
+        if any(name.endswith(".pth") for name in names):
+            import site  # without running site.main(): the interpreter's no_site flag is set
+            site.addsitedir(directory)
 
 
 class _Helper:

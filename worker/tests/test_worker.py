@@ -137,6 +137,17 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(run.results, ["1"])
         self.assertEqual(self.w.run("n").results, ["1"])
 
+    def test_a_rich_result_carries_its_html_beside_its_text(self):
+        run = self.w.run("class Table:\n    def _repr_html_(self):\n        return '<table></table>'\n"
+                         "    def __repr__(self):\n        return 'Table()'\nTable()")
+        data = [m["data"] for m in run.msgs if m["type"] == "result"]
+        self.assertEqual(data, [{"text/html": "<table></table>", "text/plain": "Table()"}])
+        # A rich method that fails leaves the repr, with a note; the execution still succeeds.
+        run = self.w.run("class Bad:\n    def _repr_html_(self):\n        raise ValueError('no html')\nBad()")
+        self.assertOk(run)
+        self.assertEqual([list(m["data"]) for m in run.msgs if m["type"] == "result"], [["text/plain"]])
+        self.assertIn("Bad's rich display failed (ValueError: no html); showing its repr", run.stderr)
+
     def test_result_suppressed_and_none(self):
         run = self.w.run("40 + 2", result=False)
         self.assertEqual(run.types, ["done"])
