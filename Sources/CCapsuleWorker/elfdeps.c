@@ -247,6 +247,18 @@ int cw_print_needed_libraries(const char *dir) {
     return 0;
 }
 
+// A host path the policy (or the script's own files) names, bound read-only at its own path.
+static void add_named_path(struct cw_config *cfg, const char *path) {
+    struct stat st;
+    int fd = cw_open_no_symlinks(path);
+    if (fd < 0 || fstat(fd, &st) < 0) cw_fail("readonly-path", errno, path);
+    close(fd);
+    // connect() ignores a read-only mount: a bound socket would reach its host daemon.
+    if (S_ISSOCK(st.st_mode)) cw_fail("readonly-path", ENOTSUP, path);
+    struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, path, path);
+    if (entry) entry->no_symlinks = true;
+}
+
 void cw_collect_runtime(struct cw_config *cfg) {
     add_root_symlinks(cfg);
     find_search_dirs(cfg);
@@ -270,17 +282,8 @@ void cw_collect_runtime(struct cw_config *cfg) {
     cw_collect_host_files(cfg);
     // Paths the policy names are taken literally: a symlink in one could point anywhere, so that a
     // policy narrowing another's readonly_paths by text would widen them in fact.
-    for (size_t i = 0; i < cfg->n_readonly; i++) {
-        struct stat st;
-        int fd = cw_open_no_symlinks(cfg->readonly_paths[i]);
-        if (fd < 0 || fstat(fd, &st) < 0) cw_fail("readonly-path", errno, cfg->readonly_paths[i]);
-        close(fd);
-        // connect() ignores a read-only mount: a bound socket would reach its host daemon.
-        if (S_ISSOCK(st.st_mode)) cw_fail("readonly-path", ENOTSUP, cfg->readonly_paths[i]);
-        struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE,
-                                              cfg->readonly_paths[i], cfg->readonly_paths[i]);
-        if (entry) entry->no_symlinks = true;
-    }
+    for (size_t i = 0; i < cfg->n_readonly; i++) add_named_path(cfg, cfg->readonly_paths[i]);
+    for (size_t i = 0; i < cfg->n_script_files; i++) add_named_path(cfg, cfg->script_files[i]);
     if (cfg->n_python_dirs > 0)
         for (size_t i = 0; i < sizeof manylinux_libraries / sizeof manylinux_libraries[0]; i++)
             add_library_named(cfg, manylinux_libraries[i]);

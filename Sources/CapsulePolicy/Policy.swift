@@ -220,3 +220,16 @@ extension Policy {
     /// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
     public static func isPythonEnvironmentName(_ name: String) -> Bool { Validate.isEnvironmentDirectoryName(name) }
 }
+
+extension Policy {
+    /// Whether `path` is, contains or lies under a part of the sandbox's own layout
+    /// (`/usr/lib/capsule`, `/opt/capsule`, `/workspace`, `/dev`, `/proc`, ...).
+    public static func overlapsSandboxLayout(_ path: String) -> Bool {
+        Validate.readonlyPathProblem(path)?.contains("which the sandbox provides itself") == true
+    }
+
+    /// Whether `path` is or lies under a directory where hosts keep unix sockets (`/tmp`, `/run`, ...).
+    public static func isInSocketDirectory(_ path: String) -> Bool {
+        Validate.socketDirectories.contains { path == $0 || path.hasPrefix($0 + "/") }
+    }
+}

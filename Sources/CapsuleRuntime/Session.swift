@@ -123,14 +123,16 @@ public final class Session: @unchecked Sendable {
     }
 
     /// `open`, for a caller that blocks until the session is ready (not on an event loop thread).
+    /// `scriptFiles`: host files and directories bound read-only at their own paths besides what
+    /// the policy gives, for this session alone (a script's own modules, `ScriptFiles.plan`).
     public convenience init(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
-                            startTimeout: Double = 30) throws(SessionError) {
-        try self.init(launching: policy, location: location, broker: broker, audit: audit, loop: nil)
+                            startTimeout: Double = 30, scriptFiles: [String] = []) throws(SessionError) {
+        try self.init(launching: policy, location: location, broker: broker, audit: audit, loop: nil, scriptFiles: scriptFiles)
         try blocking({ _ in nil }) { _ in await self.handshake(startTimeout: startTimeout) }.get()
     }
 
     private init(launching policy: Policy, location: WorkerLocation, broker: Broker?, audit: (any AuditSink)?,
-                 loop: EventLoop?) throws(SessionError) {
+                 loop: EventLoop?, scriptFiles: [String] = []) throws(SessionError) {
         self.policy = policy
         self.location = location
         self.audit = audit
@@ -145,7 +147,7 @@ public final class Session: @unchecked Sendable {
             throw .audit(error.message)
         }
         let process: SandboxProcess
-        do { process = try Sandbox.launch(policy, location: location) } catch {
+        do { process = try Sandbox.launch(policy, location: location, scriptFiles: scriptFiles) } catch {
             try? audit?.event(AuditEvent(.sandboxError, [("stage", .string("launch")), ("reason", .string(error.description))]))
             endAudited = true
             throw .sandbox(error.description)

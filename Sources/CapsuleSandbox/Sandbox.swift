@@ -15,7 +15,7 @@ public struct SandboxProcess: Sendable {
 public enum Sandbox {
     /// Starts a sandbox for `policy`. Setup continues inside capsule-worker; a stage failure
     /// arrives later on `status` (the session reads it when the channel closes before `ready`).
-    public static func launch(_ policy: Policy, location: WorkerLocation) throws(SandboxError) -> SandboxProcess {
+    public static func launch(_ policy: Policy, location: WorkerLocation, scriptFiles: [String] = []) throws(SandboxError) -> SandboxProcess {
         let environment = try policy.pythonEnvironment.map { name throws(SandboxError) in try location.environments.resolve(name).get() }
         var mine: [Int32] = [], theirs: [Int32] = []
         defer { theirs.forEach(OS.close) }
@@ -31,7 +31,9 @@ public enum Sandbox {
             mine.append(stderr.read); theirs.append(stderr.write)
             try OS.setNonBlocking(stdout.read)
             try OS.setNonBlocking(stderr.read)
-            let pid = try OS.spawn(location.executable, arguments: arguments(for: policy, location: location, environment: environment),
+            let pid = try OS.spawn(location.executable,
+                                   arguments: arguments(for: policy, location: location, environment: environment)
+                                       + scriptFiles.flatMap { ["--script-file", $0] },
                                    descriptors: [(1, stdout.write), (2, stderr.write), (3, channel.1), (4, status.1)])
             return SandboxProcess(pid: pid, channel: channel.0, status: status.0, stdout: stdout.read, stderr: stderr.read)
         } catch {

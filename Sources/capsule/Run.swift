@@ -26,7 +26,7 @@ struct Run: ParsableCommand {
         report(.unfinished, to: options.report) // replaced when the run ends, however it ends
         switch readSource(script) {
         case .success(let source):
-            throw ExitCode(runScript(source, filename: script, argv: [script] + arguments, options: options))
+            throw ExitCode(runScript(source, script: script, argv: [script] + arguments, options: options))
         case .failure(let error):
             printError("capsule: \(error.message)")
             throw ExitCode(report(ExitStatus(code: ExitStatus.capsuleError, reason: error.message), to: options.report))

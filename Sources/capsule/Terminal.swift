@@ -195,10 +195,12 @@ func runCode(_ code: String, filename: String, argv: [String], wantResult: Bool,
     }
 }
 
-/// As `runCode`, for a script file's bytes.
-func runScript(_ source: [UInt8], filename: String, argv: [String], options: SessionOptions) -> Int32 {
-    runInSession(options) { session, onEvent in
-        session.execute(script: source, filename: filename, argv: argv, onEvent: onEvent)
+/// As `runCode`, for a script file's bytes: run as CPython runs a script, its `__file__` the
+/// absolute path and its own modules beside it visible inside (ScriptFiles).
+func runScript(_ source: [UInt8], script: String, argv: [String], options: SessionOptions) -> Int32 {
+    let plan = ScriptFiles.plan(script: script)
+    return runInSession(options, scriptFiles: plan.files, note: plan.note) { session, onEvent in
+        session.execute(script: source, filename: plan.path, argv: argv, onEvent: onEvent)
     }
 }
 
@@ -209,7 +211,7 @@ enum OpenedSession {
     case failed(Int32)
 }
 
-func openSession(_ options: SessionOptions) -> OpenedSession {
+func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: String? = nil) -> OpenedSession {
     let policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
@@ -229,13 +231,13 @@ func openSession(_ options: SessionOptions) -> OpenedSession {
     let session: Session
     do {
         let broker = Broker(policy: policy, audit: audit, approver: makeApprover(options.approver, seconds: options.approvalTimeout))
-        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit)
+        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit, scriptFiles: scriptFiles)
     } catch {
         printError("capsule: \(error)")
         let kind = if case SessionError.audit = error { "audit-error" } else { "capsule-error" }
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: "\(error)", kind: kind), to: options.report))
     }
-    for note in session.notes { printError("capsule: note: \(note)") }
+    for note in session.notes + (note.map { [$0] } ?? []) { printError("capsule: note: \(note)") }
     session.interruptDescriptor = installInterruptHandler()
     return .opened(session, policy)
 }
@@ -322,10 +324,10 @@ func forgetInterrupts(_ descriptor: Int32?) {
     while (try? OS.poll(&fds, timeoutMilliseconds: 0)) ?? 0 > 0, fds[0].revents != 0, read(descriptor, &bytes, bytes.count) > 0 {}
 }
 
-private func runInSession(_ options: SessionOptions,
+private func runInSession(_ options: SessionOptions, scriptFiles: [String] = [], note: String? = nil,
                           _ execute: (Session, (SessionEvent) -> String?) -> ExecutionOutcome) -> Int32 {
     let session: Session, policy: Policy
-    switch openSession(options) {
+    switch openSession(options, scriptFiles: scriptFiles, note: note) {
     case .opened(let opened, let itsPolicy): (session, policy) = (opened, itsPolicy)
     case .failed(let code): return code
     }

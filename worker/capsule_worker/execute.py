@@ -49,6 +49,7 @@ class Session:
             if source is None:
                 from binascii import a2b_base64
                 source = _script_source(a2b_base64(msg["source"]), msg["filename"])
+                _put_script_directory_first(msg["filename"])
             _remember(msg["filename"], source)
             count = self._count_input(source) if msg["result"] and isinstance(source, str) else None
             cells = _compile(source, msg["filename"], msg["result"])
@@ -197,6 +198,20 @@ def _install_site_builtins():
     for name, value in (("help", _Helper()), ("exit", _Quitter("exit")), ("quit", _Quitter("quit"))):
         if not hasattr(builtins, name):
             setattr(builtins, name, value)
+
+
+def _put_script_directory_first(filename):
+    """sys.path[0] is a script's directory, as CPython makes it, when the supervisor showed it
+    (the script's absolute path names it, and it is there inside: see ScriptFiles)."""
+    import posix
+    directory = filename.rpartition("/")[0] or "/"
+    if not filename.startswith("/") or sys.path[:1] == [directory]:
+        return
+    try:
+        posix.stat(filename)
+    except OSError:
+        return
+    sys.path.insert(0, directory)
 
 
 def _compile(source, filename, want_result):
