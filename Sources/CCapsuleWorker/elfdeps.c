@@ -259,6 +259,30 @@ static void add_named_path(struct cw_config *cfg, const char *path) {
     if (entry) entry->no_symlinks = true;
 }
 
+// Whether `a` is `b` or lies under it.
+static bool at_or_under(const char *a, const char *b) {
+    size_t n = strlen(b);
+    return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/' || (n == 1 && b[0] == '/'));
+}
+
+// HOST:DEST: the host path (taken literally) bound read-only at DEST, a place of its own: not
+// over or under anything the root already holds (the runtime, /usr/lib/capsule, ...).
+static void add_mount(struct cw_config *cfg, char *spec) {
+    char *colon = strchr(spec, ':');
+    if (!colon || colon == spec || colon[1] != '/') cw_fail("arguments", EINVAL, "--mount HOST:DEST");
+    *colon = 0;
+    const char *host = spec, *dest = colon + 1;
+    for (size_t i = 0; i < cfg->n_entries; i++)
+        if (at_or_under(dest, cfg->entries[i].path) || at_or_under(cfg->entries[i].path, dest)) cw_fail("mount", EEXIST, dest);
+    struct stat st;
+    int fd = cw_open_no_symlinks(host);
+    if (fd < 0 || fstat(fd, &st) < 0) cw_fail("mount", errno, host);
+    close(fd);
+    if (S_ISSOCK(st.st_mode) || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) cw_fail("mount", ENOTSUP, host);
+    struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, dest, host);
+    if (entry) entry->no_symlinks = true;
+}
+
 void cw_collect_runtime(struct cw_config *cfg) {
     add_root_symlinks(cfg);
     find_search_dirs(cfg);
@@ -284,6 +308,7 @@ void cw_collect_runtime(struct cw_config *cfg) {
     // policy narrowing another's readonly_paths by text would widen them in fact.
     for (size_t i = 0; i < cfg->n_readonly; i++) add_named_path(cfg, cfg->readonly_paths[i]);
     for (size_t i = 0; i < cfg->n_script_files; i++) add_named_path(cfg, cfg->script_files[i]);
+    for (size_t i = 0; i < cfg->n_mounts; i++) add_mount(cfg, cfg->mounts[i]);
     if (cfg->n_python_dirs > 0)
         for (size_t i = 0; i < sizeof manylinux_libraries / sizeof manylinux_libraries[0]; i++)
             add_library_named(cfg, manylinux_libraries[i]);

@@ -82,6 +82,7 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         else if (!strcmp(flag, "--env")) append(&cfg->env, &cfg->n_env, value);
         else if (!strcmp(flag, "--readonly")) append(&cfg->readonly_paths, &cfg->n_readonly, value);
         else if (!strcmp(flag, "--script-file")) append(&cfg->script_files, &cfg->n_script_files, value);
+        else if (!strcmp(flag, "--mount")) append(&cfg->mounts, &cfg->n_mounts, value);
         else if (!strcmp(flag, "--python-path")) add_python_dir(cfg, value, value);
         else if (!strcmp(flag, "--environment")) add_environment(cfg, value);
         else if (!strcmp(flag, "--library")) append(&cfg->libraries, &cfg->n_libraries, value);

@@ -42,6 +42,7 @@ struct cw_config {
     char **env; size_t n_env;
     char **readonly_paths; size_t n_readonly;
     char **script_files; size_t n_script_files; // a script's own modules, bound as readonly_paths are
+    char **mounts; size_t n_mounts; // HOST:DEST, a host path bound read-only at DEST
     // Directories on sys.path after the standard library, bound read-only: an environment's
     // packages (inside /opt/capsule/envs/NAME/site-packages) and the policy's python_path.
     struct cw_python_dir { char *inside; char *source; } *python_dirs; size_t n_python_dirs;

@@ -460,6 +460,7 @@ extension Learning {
         policy.audit = base.audit
         policy.pythonEnvironment = base.pythonEnvironment
         policy.pythonPath = base.pythonPath
+        policy.mounts = base.mounts
         var limitComments: [String: String] = [:]
         if let longest {
             let timeout = min(86400, max(5, (longest.seconds * 2).rounded(.up)))

@@ -1,3 +1,5 @@
+import CapsuleOS
+
 /// The five policy levels, from tightest to loosest (DESIGN.md section 3).
 public enum Level: String, CaseIterable, Sendable, Comparable {
     case sandbox, restricted, standard, trusted, unrestricted
@@ -193,6 +195,9 @@ public struct Policy: Sendable, Equatable {
     /// Host directories bound read-only at the same path and put on `sys.path`, after the
     /// environment's packages (`[sandbox] python_path`).
     public var pythonPath: [String] = []
+    /// Host directories or files shown read-only at a path of the policy's choosing
+    /// (`[sandbox] mounts`, `capsule run --mount`).
+    public var mounts: [Mount] = []
     public var capabilities: Capabilities
     /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
     public var audit: AuditSettings?
@@ -231,5 +236,74 @@ extension Policy {
     /// Whether `path` is or lies under a directory where hosts keep unix sockets (`/tmp`, `/run`, ...).
     public static func isInSocketDirectory(_ path: String) -> Bool {
         Validate.socketDirectories.contains { path == $0 || path.hasPrefix($0 + "/") }
+    }
+}
+
+/// A host path shown read-only inside at `destination`: `HOST:DEST` or `HOST:DEST:ro`.
+public struct Mount: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var destination: String
+
+    public init(host: String, destination: String) {
+        self.host = host
+        self.destination = destination
+    }
+
+    public var description: String { "\(host):\(destination)" }
+
+    /// Reads `HOST:DEST[:ro]` (HOST made absolute from `workingDirectory` when relative, as a
+    /// command line gives it), or says what is wrong with it.
+    public static func parse(_ text: String, workingDirectory: String? = nil) -> Result<Mount, MountProblem> {
+        var parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        if parts.count == 3 {
+            switch parts[2] {
+            case "ro": parts.removeLast()
+            case "rw":
+                return .failure(MountProblem("`\(text)`: read-write mounts are not supported yet; the code writes in /workspace, "
+                                             + "and `file` capability writes (level standard) reach host directories"))
+            default: return .failure(MountProblem("`\(text)`: the mode after the second `:` is `ro`, not `\(parts[2])`"))
+            }
+        }
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+            return .failure(MountProblem("`\(text)` is not HOST:DEST or HOST:DEST:ro, like /srv/repo:/src:ro (paths hold no `:`)"))
+        }
+        var host = parts[0]
+        if let workingDirectory, !host.hasPrefix("/") { host = OS.normalizedPath(workingDirectory + "/" + host) }
+        let destination = parts[1]
+        for path in [host, destination] where !Validate.isCleanAbsolutePath(path) {
+            return .failure(MountProblem("`\(text)`: `\(path)` must be an absolute path without `.` or `..` parts or control characters"))
+        }
+        if let problem = Validate.readonlyPathProblem(host) { return .failure(MountProblem("`\(text)`: `\(host)` \(problem)")) }
+        let inWorkspace = destination.hasPrefix("/workspace/")
+        if destination == "/" || (!inWorkspace && Policy.overlapsSandboxLayout(destination)) {
+            return .failure(MountProblem("`\(text)`: `\(destination)` is part of the sandbox's own layout; mount at a path of "
+                                         + "your own, such as /src or /workspace/src"))
+        }
+        return .success(Mount(host: host, destination: destination))
+    }
+}
+
+public struct MountProblem: Error, Sendable, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+}
+
+extension Policy {
+    /// The policy with `mounts` added, held to the rules a policy file's mounts are (a level of
+    /// `restricted` or above); for `capsule run --mount`.
+    public func adding(mounts specs: [String], workingDirectory: String) throws(MountProblem) -> Policy {
+        guard !specs.isEmpty else { return self }
+        guard level >= .restricted else {
+            throw MountProblem("--mount needs level `restricted` or higher; the policy \(origin) is `\(level.rawValue)` "
+                               + "(--policy restricted, or a policy of your own at that level)")
+        }
+        var policy = self
+        for spec in specs {
+            switch Mount.parse(spec, workingDirectory: workingDirectory) {
+            case .success(let mount): policy.mounts.append(mount)
+            case .failure(let problem): throw MountProblem("--mount \(problem.message)")
+            }
+        }
+        return policy
     }
 }

@@ -27,7 +27,7 @@ struct PolicyDecoder {
     ]
     static let limitKeys = ["memory_mb", "cpu_seconds", "timeout_s", "max_fds", "max_processes", "max_output_bytes",
                             "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
-    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path"]
+    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path", "mounts"]
     static let topKeys = ["level", "extends", "description"]
     static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
     static let poolKeys = ["min_idle", "max"]
@@ -269,6 +269,16 @@ struct PolicyDecoder {
                                   + "starting with a letter or digit (`capsule env list` shows them)")
             }
             policy.pythonEnvironment = name
+        case "mounts" where parts.count == 1:
+            let texts = try value.strings()
+            guard texts.count <= 64 else { throw value.error("may list at most 64 mounts") }
+            policy.mounts = []
+            for text in texts {
+                switch Mount.parse(text) {
+                case .success(let mount): policy.mounts.append(mount)
+                case .failure(let problem): throw value.error(problem.message)
+                }
+            }
         case "python_path" where parts.count == 1:
             let paths = try value.absolutePaths()
             guard paths.count <= 64 else { throw value.error("may list at most 64 directories") }

@@ -7,6 +7,7 @@ enum PolicyRules {
         if policy.network == .host { needs.append(("sandbox.network", .unrestricted)) }
         if !policy.readonlyPaths.isEmpty { needs.append(("sandbox.readonly_paths", .restricted)) }
         if !policy.pythonPath.isEmpty { needs.append(("sandbox.python_path", .restricted)) }
+        if !policy.mounts.isEmpty { needs.append(("sandbox.mounts", .restricted)) }
         let caps = policy.capabilities
         if caps.input?.enabled == true { needs.append(("capabilities.input", .restricted)) }
         if caps.env?.grant.enabled == true { needs.append(("capabilities.env", .restricted)) }
@@ -121,6 +122,9 @@ enum PolicyRules {
         if policy.network == .host && base.network != .host { fail("sandbox.network", "\"host\" is not allowed") }
         if let path = policy.readonlyPaths.first(where: { !isUnder($0, anyOf: base.readonlyPaths) }) {
             fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
+        }
+        if let mount = policy.mounts.first(where: { !isUnder($0.host, anyOf: base.readonlyPaths + base.mounts.map(\.host)) }) {
+            fail("sandbox.mounts", "`\(mount.host)` is not under a path it allows (its readonly_paths or mounts)")
         }
         // A directory on sys.path is read as a read-only path is: under one the base allows either way.
         if let path = policy.pythonPath.first(where: { !isUnder($0, anyOf: base.readonlyPaths + base.pythonPath) }) {

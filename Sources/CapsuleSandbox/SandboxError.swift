@@ -59,6 +59,14 @@ public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
             "a read-only path named by the policy contains a symbolic link (\(detail)): capsule takes readonly_paths literally, so name the path's real location."
         case "readonly-path":
             "a read-only path named by the policy is not usable: \(reason)."
+        case "mount" where errno == 17: // EEXIST
+            "a mount's destination (\(detail)) is over or inside a path the sandbox's runtime already holds; mount at a path of your own, such as /src or /workspace/src."
+        case "mount" where errno == 40: // ELOOP
+            "a mount's host path contains a symbolic link (\(detail)): capsule takes paths literally, so name its real location."
+        case "mount" where errno == 95: // ENOTSUP
+            "a mount's host path is not a directory or a regular file (\(detail)): sockets and devices are not mounted."
+        case "mount":
+            "a mount's host path is not usable: \(reason)."
         case "python-path" where errno == 40: // ELOOP
             "a python_path directory named by the policy contains a symbolic link (\(detail)): capsule takes paths literally, so name the directory's real location."
         case "python-path" where errno == 20: // ENOTDIR

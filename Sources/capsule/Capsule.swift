@@ -16,8 +16,13 @@ struct Capsule: ParsableCommand {
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "help", let error = unknownHelpTopic(Array(arguments.dropFirst())) { exit(withError: error) }
-        if arguments.first == "run", let run = Run.quickly(Array(arguments.dropFirst())) {
-            do { try run.run() } catch { exit(withError: error) } // run() ends by throwing its ExitCode
+        if arguments.first == "run", let run = Run.quickly(Array(arguments.dropFirst())) ?? Run.withModule(Array(arguments.dropFirst())) {
+            do {
+                try run.validate()
+                try run.run() // ends by throwing its ExitCode
+            } catch {
+                exit(withError: error)
+            }
         }
         main(arguments)
     }

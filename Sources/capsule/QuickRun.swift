@@ -1,6 +1,23 @@
 import ArgumentParser
 
 extension Run {
+    /// `capsule run [OPTION VALUE]… -m MODULE [ARG]…`: as python3 -m, every argument after the
+    /// module is the module's, options included (`-m pytest -q /src`), which ArgumentParser would
+    /// take for capsule's own. The options before `-m` are ArgumentParser's to parse; nil when the
+    /// command line has no such `-m`.
+    static func withModule(_ arguments: [String]) -> Run? {
+        var index = 0
+        while index < arguments.count, arguments[index] != "-m" {
+            let word = arguments[index]
+            guard word.hasPrefix("--"), !word.contains("=") || valuedOptions.contains(String(word.prefix { $0 != "=" })) || word.hasPrefix("--mount=") else { return nil }
+            index += word.contains("=") ? 1 : (valuedOptions.contains(word) || word == "--mount") ? 2 : 1
+        }
+        guard index + 1 < arguments.count, arguments[index] == "-m" else { return nil }
+        guard var run = try? Run.parse(Array(arguments[..<index]) + ["-m", arguments[index + 1]]) else { return nil }
+        run.arguments = Array(arguments[(index + 2)...])
+        return run
+    }
+
     /// The options `run` takes before its script, each with a value.
     static let valuedOptions = ["--policy", "--report", "--approver", "--audit", "--approval-timeout", "--display-dir"]
 
@@ -29,6 +46,7 @@ extension Run {
         options.approver = values["--approver"]
         options.audit = values["--audit"]
         options.displayDir = values["--display-dir"]
+        options.mounts = []
         if let text = values["--approval-timeout"] {
             guard let seconds = Double(text), SessionOptions.approvalTimeoutIsValid(seconds) else { return nil }
             options.approvalTimeout = seconds
@@ -39,6 +57,7 @@ extension Run {
         guard values.values.allSatisfy({ !$0.isEmpty }), options.reportProblem == nil else { return nil }
         var run = Run()
         run.options = options
+        run.module = nil
         run.script = arguments[index]
         run.arguments = rest
         return run

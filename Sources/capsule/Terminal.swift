@@ -34,6 +34,11 @@ struct SessionOptions: ParsableArguments {
             help: ArgumentHelp("Seconds the approver or the person at the terminal has to answer (default 60); no answer denies the call."))
     var approvalTimeout: Double = 60
 
+    @Option(name: .customLong("mount"),
+            help: ArgumentHelp("Show a host path read-only inside: HOST:DEST or HOST:DEST:ro (repeatable; level restricted or higher).",
+                               discussion: "For example --mount .:/src. HOST is taken literally (no symbolic links); DEST is a path of your own, such as /src or /workspace/src."))
+    var mounts: [String] = []
+
     @Option(name: .customLong("display-dir"),
             help: ArgumentHelp("Write what the code displays (HTML, images, …) to numbered files in this directory.",
                                discussion: "Without it, only the text/plain part of a display is printed."))
@@ -212,10 +217,14 @@ enum OpenedSession {
 }
 
 func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: String? = nil) -> OpenedSession {
-    let policy: Policy
+    var policy: Policy
     do { policy = try PolicyLoader.load(options.policy) } catch {
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report))
+    }
+    do { policy = try policy.adding(mounts: options.mounts, workingDirectory: OS.currentDirectory()) } catch {
+        printError("capsule: \(error.message)")
+        return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: error.message), to: options.report))
     }
     if let directory = options.displayDir, let problem = DisplayWriter.prepare(directory) {
         printError("capsule: \(problem)")

@@ -196,6 +196,35 @@ private func buildWheel(in directory: String) throws -> String {
     @Test func createListShowRunAndRemove() async throws { try await onOwnThread(Self.createListShowRunAndRemove) }
     @Test func whatPipCannotInstallLeavesNothingBehind() async throws { try await onOwnThread(Self.whatPipCannotInstallLeavesNothingBehind) }
     @Test func dataScienceCodeRunsAsInANotebook() async throws { try await onOwnThread(Self.dataScienceCodeRunsAsInANotebook) }
+    @Test func aMountedTestSuiteRunsUnderPytest() async throws { try await onOwnThread(Self.aMountedTestSuiteRunsUnderPytest) }
+
+    /// A CI job: an untrusted repository's tests, mounted read-only, run by pytest from an
+    /// environment (from PyPI, where pip can reach it; skipped loudly otherwise).
+    @Sendable static func aMountedTestSuiteRunsUnderPytest() throws {
+        let data = try Host.temporaryDirectory()
+        defer { treeRemoved(data) }
+        chmod(data, 0o755)
+        let env = ["XDG_DATA_HOME=\(data)/share", "HOME=\(OS.environment("HOME") ?? data)", "PATH=/usr/bin:/bin"]
+        let created = try CLI.run(["env", "create", "testing", "pytest"], timeout: 300, environment: env)
+        guard created.status == 0 else {
+            print("SKIPPED aMountedTestSuiteRunsUnderPytest: pip could not install pytest here:\n\(created.stderr.suffix(2000))")
+            return
+        }
+        try OS.makeDirectories("/var/lib/capsule-tests")
+        var template = Array("/var/lib/capsule-tests/repo-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: errno) }
+        let repo = String(cString: made)
+        defer { treeRemoved(repo) }
+        try OS.makeDirectories(repo + "/tests")
+        for path in [repo, repo + "/tests"] { chmod(path, 0o755) }
+        try Host.writeFile(repo + "/tests/test_job.py", "def test_adds():\n    assert 1 + 1 == 2\n\ndef test_fails():\n    assert 'a' == 'b'\n")
+        chmod(repo + "/tests/test_job.py", 0o644)
+        try Host.writeFile(data + "/ci.toml", "level = \"restricted\"\n[sandbox]\nenvironment = \"testing\"\nmounts = [\"\(repo):/src\"]\n")
+        let run = try CLI.run(["run", "--policy", data + "/ci.toml", "-m", "pytest", "-q", "-p", "no:cacheprovider", "/src"],
+                              timeout: 120, environment: env)
+        #expect(run.status == 1 && run.stdout.contains("1 failed, 1 passed"), "\(run)")
+        #expect(run.stdout.contains("assert 'a' == 'b'"), "\(run)")
+    }
 
     @Sendable static func createListShowRunAndRemove() throws {
         let data = try Host.temporaryDirectory()
