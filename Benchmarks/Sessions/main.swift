@@ -124,16 +124,7 @@ final class RawWorker {
 // MARK: Memory
 
 /// The names in a directory.
-func entries(of path: String) -> [String] {
-    guard let stream = opendir(path) else { return [] }
-    defer { closedir(stream) }
-    var names: [String] = []
-    while let entry = readdir(stream) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}
+func entries(of path: String) -> [String] { (try? OS.directoryEntries(path)) ?? [] }
 
 /// The proportional set size (KiB) of `pid` and every process below it.
 func treePSS(_ pid: pid_t) -> Int {

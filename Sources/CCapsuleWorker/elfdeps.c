@@ -153,18 +153,19 @@ out:
     return count;
 }
 
+// Binds the library the loader would find for `name` in the search directories (its real path
+// in `real`); false when none holds it.
+static bool add_library_found(struct cw_config *cfg, const char *name, char real[PATH_MAX]) {
+    for (size_t d = 0; d < n_search_dirs; d++)
+        if (add_library_in(cfg, search_dirs[d], name, real)) return true;
+    return false;
+}
+
 static void add_needed_closure(struct cw_config *cfg, const char *object, int depth) {
-    char names[64][128];
+    char names[64][128], real[PATH_MAX];
     size_t n = read_needed(object, names, 64);
-    for (size_t i = 0; i < n; i++) {
-        if (!mark_seen(names[i])) continue;
-        for (size_t d = 0; d < n_search_dirs; d++) {
-            char real[PATH_MAX];
-            if (!add_library_in(cfg, search_dirs[d], names[i], real)) continue;
-            if (depth < 8) add_needed_closure(cfg, real, depth + 1);
-            break;
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        if (mark_seen(names[i]) && add_library_found(cfg, names[i], real) && depth < 8) add_needed_closure(cfg, real, depth + 1);
 }
 
 // Top-level symlinks such as /lib -> usr/lib, so that paths through them resolve inside too.
@@ -187,13 +188,9 @@ static void add_root_symlinks(struct cw_config *cfg) {
 
 // The host libraries the loader would find for `name` (a soname, no slashes), and their closure.
 static void add_library_named(struct cw_config *cfg, const char *name) {
+    char real[PATH_MAX];
     if (!name[0] || strchr(name, '/') || strlen(name) >= 128 || !mark_seen(name)) return;
-    for (size_t d = 0; d < n_search_dirs; d++) {
-        char real[PATH_MAX];
-        if (!add_library_in(cfg, search_dirs[d], name, real)) continue;
-        add_needed_closure(cfg, real, 1);
-        return;
-    }
+    if (add_library_found(cfg, name, real)) add_needed_closure(cfg, real, 1);
 }
 
 // The system libraries a manylinux wheel may link against (PEP 599's list, less the graphical
@@ -223,17 +220,10 @@ static void print_needed_in(struct cw_config *scratch, const char *dir, int dept
         if (S_ISDIR(st.st_mode)) {
             print_needed_in(scratch, path, depth + 1);
         } else if (S_ISREG(st.st_mode) && strstr(d->d_name, ".so")) {
-            char names[64][128];
+            char names[64][128], real[PATH_MAX];
             size_t n = read_needed(path, names, 64);
-            for (size_t i = 0; i < n; i++) {
-                if (!mark_seen(names[i])) continue;
-                for (size_t s = 0; s < n_search_dirs; s++) {
-                    char real[PATH_MAX];
-                    if (!add_library_in(scratch, search_dirs[s], names[i], real)) continue;
-                    printf("%s\n", names[i]);
-                    break;
-                }
-            }
+            for (size_t i = 0; i < n; i++)
+                if (mark_seen(names[i]) && add_library_found(scratch, names[i], real)) printf("%s\n", names[i]);
         }
     }
     closedir(stream);

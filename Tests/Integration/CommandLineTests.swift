@@ -70,7 +70,7 @@ import CapsuleRuntime
         (["bogus"], "Error: Unexpected argument 'bogus'"),
         (["--bogus"], "Error: Unknown option '--bogus'"),
         (["run", "--nope", "x.py"], "Error: Unknown option '--nope'"),
-        (["run"], "Error: Missing expected argument '<script>'"),
+        (["run"], "Error: name a script to run, or a module with -m MODULE"),
         (["run", "--policy"], "Error: Missing value for '--policy <policy>'"),
         (["exec", "-c"], "Error: Missing value for '-c <code>'"),
         (["exec"], "Error: give the code with -c CODE"),
