@@ -434,7 +434,10 @@ enum CLI {
         guard let own = OS.environment("LLVM_PROFILE_FILE"), let slash = own.lastIndex(of: "/") else {
             return "LLVM_PROFILE_FILE=/dev/null"
         }
-        return "LLVM_PROFILE_FILE=\(own[..<slash])/subprocess-%4m.profraw"
+        // A directory of their own: SwiftPM merges its codecov directory and gives up on one bad
+        // file (a process killed while it merged its counters into the pool); scripts/test merges
+        // these itself, skipping what cannot be read.
+        return "LLVM_PROFILE_FILE=\(own[..<slash])-subprocesses/subprocess-%4m.profraw"
     }()
 
     /// Runs capsule with `arguments`; `via` names a program (and its arguments) that starts it,
