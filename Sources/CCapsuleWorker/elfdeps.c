@@ -237,15 +237,22 @@ int cw_print_needed_libraries(const char *dir) {
     return 0;
 }
 
-// A host path the policy (or the script's own files) names, bound read-only at its own path.
-static void add_named_path(struct cw_config *cfg, const char *path) {
+// What a host path the command line names may be: anything but a socket (connect() ignores a
+// read-only mount, so a bound socket would reach its host daemon), a directory or regular file
+// only, or a directory only.
+enum literal_kind { NOT_A_SOCKET, FILE_OR_DIRECTORY, DIRECTORY };
+
+// `host`, taken literally (a symbolic link anywhere in it is refused, so a path means itself),
+// bound read-only at `inside`; a failure is reported as `stage`.
+static void bind_literally(struct cw_config *cfg, const char *stage, const char *inside, const char *host, enum literal_kind kind) {
     struct stat st;
-    int fd = cw_open_no_symlinks(path);
-    if (fd < 0 || fstat(fd, &st) < 0) cw_fail("readonly-path", errno, path);
+    int fd = cw_open_no_symlinks(host);
+    if (fd < 0 || fstat(fd, &st) < 0) cw_fail(stage, errno, host);
     close(fd);
-    // connect() ignores a read-only mount: a bound socket would reach its host daemon.
-    if (S_ISSOCK(st.st_mode)) cw_fail("readonly-path", ENOTSUP, path);
-    struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, path, path);
+    bool dir = S_ISDIR(st.st_mode);
+    if (kind == DIRECTORY && !dir) cw_fail(stage, ENOTDIR, host);
+    if (S_ISSOCK(st.st_mode) || (kind == FILE_OR_DIRECTORY && !dir && !S_ISREG(st.st_mode))) cw_fail(stage, ENOTSUP, host);
+    struct cw_entry *entry = cw_add_entry(cfg, dir ? CW_BIND_DIR : CW_BIND_FILE, inside, host);
     if (entry) entry->no_symlinks = true;
 }
 
@@ -264,13 +271,7 @@ static void add_mount(struct cw_config *cfg, char *spec) {
     const char *host = spec, *dest = colon + 1;
     for (size_t i = 0; i < cfg->n_entries; i++)
         if (at_or_under(dest, cfg->entries[i].path) || at_or_under(cfg->entries[i].path, dest)) cw_fail("mount", EEXIST, dest);
-    struct stat st;
-    int fd = cw_open_no_symlinks(host);
-    if (fd < 0 || fstat(fd, &st) < 0) cw_fail("mount", errno, host);
-    close(fd);
-    if (S_ISSOCK(st.st_mode) || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) cw_fail("mount", ENOTSUP, host);
-    struct cw_entry *entry = cw_add_entry(cfg, S_ISDIR(st.st_mode) ? CW_BIND_DIR : CW_BIND_FILE, dest, host);
-    if (entry) entry->no_symlinks = true;
+    bind_literally(cfg, "mount", dest, host, FILE_OR_DIRECTORY);
 }
 
 void cw_collect_runtime(struct cw_config *cfg) {
@@ -296,21 +297,15 @@ void cw_collect_runtime(struct cw_config *cfg) {
     cw_collect_host_files(cfg);
     // Paths the policy names are taken literally: a symlink in one could point anywhere, so that a
     // policy narrowing another's readonly_paths by text would widen them in fact.
-    for (size_t i = 0; i < cfg->n_readonly; i++) add_named_path(cfg, cfg->readonly_paths[i]);
-    for (size_t i = 0; i < cfg->n_script_files; i++) add_named_path(cfg, cfg->script_files[i]);
+    for (size_t i = 0; i < cfg->n_readonly; i++)
+        bind_literally(cfg, "readonly-path", cfg->readonly_paths[i], cfg->readonly_paths[i], NOT_A_SOCKET);
+    for (size_t i = 0; i < cfg->n_script_files; i++)
+        bind_literally(cfg, "readonly-path", cfg->script_files[i], cfg->script_files[i], NOT_A_SOCKET);
     for (size_t i = 0; i < cfg->n_mounts; i++) add_mount(cfg, cfg->mounts[i]);
     if (cfg->n_python_dirs > 0)
         for (size_t i = 0; i < sizeof manylinux_libraries / sizeof manylinux_libraries[0]; i++)
             add_library_named(cfg, manylinux_libraries[i]);
     for (size_t i = 0; i < cfg->n_libraries; i++) add_library_named(cfg, cfg->libraries[i]);
-    for (size_t i = 0; i < cfg->n_python_dirs; i++) {
-        const struct cw_python_dir *dir = &cfg->python_dirs[i];
-        struct stat st;
-        int fd = cw_open_no_symlinks(dir->source);
-        if (fd < 0 || fstat(fd, &st) < 0) cw_fail("python-path", errno, dir->source);
-        close(fd);
-        if (!S_ISDIR(st.st_mode)) cw_fail("python-path", ENOTDIR, dir->source);
-        struct cw_entry *entry = cw_add_entry(cfg, CW_BIND_DIR, dir->inside, dir->source);
-        if (entry) entry->no_symlinks = true;
-    }
+    for (size_t i = 0; i < cfg->n_python_dirs; i++)
+        bind_literally(cfg, "python-path", cfg->python_dirs[i].inside, cfg->python_dirs[i].source, DIRECTORY);
 }

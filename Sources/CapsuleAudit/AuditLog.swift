@@ -46,7 +46,7 @@ public final class AuditLog: Sendable {
     /// The process's writer for `options.path`, opened at first use and shared by every session
     /// after (the first opener's options hold).
     public static func shared(_ options: AuditOptions) throws(AuditFailure) -> AuditLog {
-        let path = options.path.hasPrefix("/") ? options.path : currentDirectory() + "/" + options.path
+        let path = options.path.hasPrefix("/") ? options.path : (OS.currentDirectory() ?? ".") + "/" + options.path
         let key = OS.normalizedPath(path)
         let result = open.withLock { logs -> Result<AuditLog, AuditFailure> in
             if let log = logs[key] { return .success(log) }
@@ -116,12 +116,6 @@ public final class AuditLog: Sendable {
             writer.withLock { $0.failed(sync.failure(error)) }
         }
         return next
-    }
-
-    private static func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getcwd(&buffer, buffer.count) != nil else { return "." }
-        return String(cString: buffer)
     }
 }
 

@@ -5,16 +5,11 @@ import Glibc
 /// Directories on the host: listing, making, resolving and removing them (what `capsule env`
 /// needs to keep its environments).
 extension OS {
-    /// The names in a directory, without `.` and `..`.
+    /// The names in a directory, without `.` and `..`, sorted.
     public static func directoryEntries(_ path: String) throws(SystemError) -> [String] {
-        guard let stream = opendir(path) else { throw SystemError("opendir \(path)", errno: errno) }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        let fd = try retrying("open \(path)") { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        return try directoryNames(fd)
     }
 
     /// Whether `path` is a directory itself, not a symbolic link to one.
@@ -30,9 +25,9 @@ extension OS {
         return String(cString: resolved)
     }
 
-    /// The working directory, or "/" when it cannot be named.
-    public static func currentDirectory() -> String {
-        guard let path = getcwd(nil, 0) else { return "/" }
+    /// The working directory, or nil when it cannot be named (removed, say).
+    public static func currentDirectory() -> String? {
+        guard let path = getcwd(nil, 0) else { return nil }
         defer { free(path) }
         return String(cString: path)
     }
@@ -70,44 +65,27 @@ extension OS {
             if errno == ENOENT { return }
             throw SystemError("lstat \(path)", errno: errno)
         }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
-            try removeContents(of: fd, path: path)
-            guard rmdir(path) == 0 else { throw SystemError("rmdir \(path)", errno: errno) }
-        } else if unlink(path) != 0 {
-            throw SystemError("unlink \(path)", errno: errno)
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            _ = try retrying("unlink \(path)") { unlink(path) }
+            return
         }
+        let fd = try retrying("open \(path)") { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        defer { close(fd) }
+        try removeContents(of: fd)
+        _ = try retrying("rmdir \(path)") { rmdir(path) }
     }
 
-    /// Empties the directory open as `fd` (and closes it).
-    private static func removeContents(of fd: Int32, path: String) throws(SystemError) {
-        guard let stream = fdopendir(fd) else {
-            let code = errno
-            close(fd)
-            throw SystemError("fdopendir \(path)", errno: code)
-        }
-        defer { closedir(stream) }
-        var names: [(String, Bool)] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name != "." && name != ".." else { continue }
-            var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
-            if entry.pointee.d_type == UInt8(DT_UNKNOWN) { // some file systems do not say: ask
-                var info = stat()
-                isDirectory = fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-            }
-            names.append((name, isDirectory))
-        }
-        for (name, isDirectory) in names {
+    /// Empties the directory open as `fd`, depth first, links removed as themselves.
+    private static func removeContents(of fd: Int32) throws(SystemError) {
+        for name in try directoryNames(fd) {
+            var info = stat()
+            let isDirectory = fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
             if isDirectory {
-                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard child >= 0 else { throw SystemError("open \(path)/\(name)", errno: errno) }
-                try removeContents(of: child, path: path + "/" + name)
-                guard unlinkat(fd, name, AT_REMOVEDIR) == 0 else { throw SystemError("rmdir \(path)/\(name)", errno: errno) }
-            } else if unlinkat(fd, name, 0) != 0 {
-                throw SystemError("unlink \(path)/\(name)", errno: errno)
+                let child = try retrying("open \(name)") { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                defer { close(child) }
+                try removeContents(of: child)
             }
+            try remove(name, in: fd, isDirectory: isDirectory)
         }
     }
 }

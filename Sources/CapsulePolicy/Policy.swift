@@ -230,7 +230,7 @@ extension Policy {
     /// Whether `path` is, contains or lies under a part of the sandbox's own layout
     /// (`/usr/lib/capsule`, `/opt/capsule`, `/workspace`, `/dev`, `/proc`, ...).
     public static func overlapsSandboxLayout(_ path: String) -> Bool {
-        Validate.readonlyPathProblem(path)?.contains("which the sandbox provides itself") == true
+        Validate.reservedOverlap(path) != nil
     }
 
     /// Whether `path` is or lies under a directory where hosts keep unix sockets (`/tmp`, `/run`, ...).

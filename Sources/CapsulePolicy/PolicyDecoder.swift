@@ -256,12 +256,7 @@ struct PolicyDecoder {
         case "env" where parts.count == 1:
             throw value.error("must be a table of NAME = \"value\", like env = { LANG = \"C.UTF-8\" }")
         case "readonly_paths" where parts.count == 1:
-            let paths = try value.absolutePaths()
-            guard paths.count <= 256 else { throw value.error("may list at most 256 paths") }
-            for path in paths {
-                if let problem = Validate.readonlyPathProblem(path) { throw value.error("`\(path)` \(problem)") }
-            }
-            policy.readonlyPaths = paths
+            policy.readonlyPaths = try value.readonlyPaths(atMost: 256, "paths")
         case "environment" where parts.count == 1:
             let name = try value.string()
             guard Validate.isEnvironmentDirectoryName(name) else {
@@ -280,12 +275,7 @@ struct PolicyDecoder {
                 }
             }
         case "python_path" where parts.count == 1:
-            let paths = try value.absolutePaths()
-            guard paths.count <= 64 else { throw value.error("may list at most 64 directories") }
-            for path in paths {
-                if let problem = Validate.readonlyPathProblem(path) { throw value.error("`\(path)` \(problem)") }
-            }
-            policy.pythonPath = paths
+            policy.pythonPath = try value.readonlyPaths(atMost: 64, "directories")
         default:
             return false
         }
@@ -464,6 +454,17 @@ struct Value {
         return path
     }
 
+    /// Host paths to bind read-only: absolute, at most `limit` of them, none refused by
+    /// `Validate.readonlyPathProblem`.
+    func readonlyPaths(atMost limit: Int, _ what: String) throws(PolicyError) -> [String] {
+        let paths = try absolutePaths()
+        guard paths.count <= limit else { throw error("may list at most \(limit) \(what)") }
+        for path in paths {
+            if let problem = Validate.readonlyPathProblem(path) { throw error("`\(path)` \(problem)") }
+        }
+        return paths
+    }
+
     func absolutePaths() throws(PolicyError) -> [String] {
         let paths = try strings()
         for path in paths where !Validate.isCleanAbsolutePath(path) {
@@ -536,15 +537,21 @@ enum Validate {
     }
 
     static func readonlyPathProblem(_ path: String) -> String? {
-        func under(_ root: String) -> Bool { path == root || path.hasPrefix(root + "/") }
-        func contains(_ inner: String) -> Bool { path == "/" || inner.hasPrefix(path + "/") }
-        if let reserved = reservedPaths.first(where: { under($0) || contains($0) }) {
+        if let reserved = reservedOverlap(path) {
             return "overlaps \(reserved), which the sandbox provides itself"
         }
-        if let sockets = socketDirectories.first(where: { under($0) || contains($0) }) {
+        if let sockets = socketDirectories.first(where: { overlap(path, $0) }) {
             return "overlaps \(sockets), where hosts keep unix sockets a read-only bind would not keep the code from connecting to"
         }
         return nil
+    }
+
+    /// The part of the sandbox's own layout that `path` is, contains or lies under, if any.
+    static func reservedOverlap(_ path: String) -> String? { reservedPaths.first { overlap(path, $0) } }
+
+    /// Whether `path` is `root`, lies under it or contains it.
+    private static func overlap(_ path: String, _ root: String) -> Bool {
+        path == root || path.hasPrefix(root + "/") || path == "/" || root.hasPrefix(path + "/")
     }
 
     static func isCleanAbsolutePath(_ path: String) -> Bool {

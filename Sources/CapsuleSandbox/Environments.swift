@@ -40,6 +40,12 @@ public struct EnvironmentStore: Sendable, Equatable {
         Policy.isPythonEnvironmentName(name) && OS.isRegularFile(metadataFile(of: name)) && OS.isDirectory(sitePackages(of: name))
     }
 
+    /// The environment's `capsule-env.json`, when it is there and whole.
+    public func metadata(of name: String) -> JSONValue? {
+        guard exists(name), let bytes = try? OS.readFile(metadataFile(of: name), limit: 1 << 20) else { return nil }
+        return try? JSONValue.parse(bytes)
+    }
+
     /// The environments there, by name.
     public func names() -> [String] {
         ((try? OS.directoryEntries(root)) ?? []).filter { exists($0) }.sorted()
@@ -61,8 +67,7 @@ public struct EnvironmentStore: Sendable, Equatable {
                                                  + "remove the environment (`capsule env rm \(name)`) and create it again"))
         }
         let real = realRoot + "/" + name + "/site-packages"
-        let metadata = (try? OS.readFile(metadataFile(of: name), limit: 1 << 20)).flatMap { try? JSONValue.parse($0) }
-        let libraries = (metadata?["libraries"]?.arrayValue ?? []).compactMap(\.stringValue).filter(Self.isLibraryName)
+        let libraries = (metadata(of: name)?["libraries"]?.arrayValue ?? []).compactMap(\.stringValue).filter(Self.isLibraryName)
         return .success(ResolvedEnvironment(name: name, packages: real, libraries: libraries))
     }
 

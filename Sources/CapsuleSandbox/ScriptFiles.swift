@@ -27,7 +27,7 @@ public enum ScriptFiles {
     }
 
     /// The plan for `script` (as given on the command line, relative to `directory`).
-    public static func plan(script: String, workingDirectory: String = OS.currentDirectory(),
+    public static func plan(script: String, workingDirectory: String = OS.currentDirectory() ?? "/",
                             home: String? = OS.environment("HOME") ?? OS.homeDirectory()) -> Plan {
         let path = OS.normalizedPath(script.hasPrefix("/") ? script : workingDirectory + "/" + script)
         let directory = path.lastIndex(of: "/").map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "/"

@@ -31,6 +31,11 @@ struct EnvCommand: ParsableCommand {
         return ExitCode(status)
     }
 
+    /// The failure for a name the store does not hold.
+    static func missing(_ name: String, in store: EnvironmentStore) -> ExitCode {
+        fail("no environment \(name) in \(store.root); `capsule env list` shows those there are")
+    }
+
     static func checkName(_ name: String) throws {
         guard Policy.isPythonEnvironmentName(name) else {
             throw ValidationError("`\(name)` is not an environment's name: 1 to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit")
@@ -105,7 +110,7 @@ struct EnvCommand: ParsableCommand {
                 ("name", .string(name)), ("python", .string(version)), ("created", .string(OS.timestamp())),
                 ("packages", .array(packages.map(JSONValue.string))),
                 ("libraries", .array(libraries.map(JSONValue.string))),
-                ("requirements", .array(requirements.map { .string(OS.normalizedPath($0.hasPrefix("/") ? $0 : OS.currentDirectory() + "/" + $0)) })),
+                ("requirements", .array(requirements.map { .string(OS.normalizedPath($0.hasPrefix("/") ? $0 : (OS.currentDirectory() ?? "/") + "/" + $0)) })),
             ])
             do {
                 try OS.writeFile(partial + "/capsule-env.json", metadata.serialized() + [UInt8(ascii: "\n")])
@@ -161,9 +166,7 @@ struct EnvCommand: ParsableCommand {
 
         func run() throws {
             let store = EnvCommand.store()
-            guard let info = EnvironmentInfo.read(store, name) else {
-                throw EnvCommand.fail("no environment \(name) in \(store.root); `capsule env list` shows those there are")
-            }
+            guard let info = EnvironmentInfo.read(store, name) else { throw EnvCommand.missing(name, in: store) }
             print("environment   \(info.name)")
             print("python        \(info.python)")
             print("created       \(info.created)")
@@ -185,9 +188,7 @@ struct EnvCommand: ParsableCommand {
 
         func run() throws {
             let store = EnvCommand.store()
-            guard OS.fileExists(store.directory(of: name)) else {
-                throw EnvCommand.fail("no environment \(name) in \(store.root); `capsule env list` shows those there are")
-            }
+            guard OS.fileExists(store.directory(of: name)) else { throw EnvCommand.missing(name, in: store) }
             do { try OS.removeTree(store.directory(of: name)) } catch { throw EnvCommand.fail("cannot remove \(name): \(error)") }
             print("capsule: removed the environment \(name)")
         }
@@ -204,8 +205,7 @@ struct EnvironmentInfo {
     let distributions: [(String, String)]
 
     static func read(_ store: EnvironmentStore, _ name: String) -> EnvironmentInfo? {
-        guard store.exists(name), let bytes = try? OS.readFile(store.metadataFile(of: name), limit: 1 << 20),
-              let json = try? JSONValue.parse(bytes) else { return nil }
+        guard let json = store.metadata(of: name) else { return nil }
         let requested = (json["packages"]?.arrayValue ?? []).compactMap(\.stringValue)
             + (json["requirements"]?.arrayValue ?? []).compactMap(\.stringValue).map { "-r \($0)" }
         let distributions = ((try? OS.directoryEntries(store.sitePackages(of: name))) ?? []).compactMap { entry -> (String, String)? in

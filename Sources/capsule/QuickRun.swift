@@ -6,11 +6,14 @@ extension Run {
     /// take for capsule's own. The options before `-m` are ArgumentParser's to parse; nil when the
     /// command line has no such `-m`.
     static func withModule(_ arguments: [String]) -> Run? {
+        // Options that take a value as the next word; any other `--` word stands alone, and
+        // ArgumentParser judges them all.
+        let valued = valuedOptions + ["--mount"]
         var index = 0
         while index < arguments.count, arguments[index] != "-m" {
             let word = arguments[index]
-            guard word.hasPrefix("--"), !word.contains("=") || valuedOptions.contains(String(word.prefix { $0 != "=" })) || word.hasPrefix("--mount=") else { return nil }
-            index += word.contains("=") ? 1 : (valuedOptions.contains(word) || word == "--mount") ? 2 : 1
+            guard word.hasPrefix("--") else { return nil }
+            index += valued.contains(word) ? 2 : 1
         }
         guard index + 1 < arguments.count, arguments[index] == "-m" else { return nil }
         guard var run = try? Run.parse(Array(arguments[..<index]) + ["-m", arguments[index + 1]]) else { return nil }

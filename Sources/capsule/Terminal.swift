@@ -222,7 +222,7 @@ func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: St
         for problem in error.all { printError("capsule: bad policy: \(problem)") }
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: "bad policy: \(error)"), to: options.report))
     }
-    do { policy = try policy.adding(mounts: options.mounts, workingDirectory: OS.currentDirectory()) } catch {
+    do { policy = try policy.adding(mounts: options.mounts, workingDirectory: OS.currentDirectory() ?? "/") } catch {
         printError("capsule: \(error.message)")
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: error.message), to: options.report))
     }

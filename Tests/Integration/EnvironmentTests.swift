@@ -60,15 +60,20 @@ private func handMadeStore() throws -> (store: EnvironmentStore, root: String) {
 
 private func treeRemoved(_ path: String) { try? OS.removeTree(path) }
 
+/// A session whose `sandbox` policy names `environment` in `store`.
+private func sessionNaming(_ environment: String, in store: EnvironmentStore) throws -> Session {
+    var location = try Sandboxed.location()
+    location.environments = store
+    var policy = Policy(level: .sandbox)
+    policy.pythonEnvironment = environment
+    return try Session(policy: policy, location: location)
+}
+
 @Suite struct EnvironmentTests {
     @Test func anEnvironmentsPackagesImportReadOnlyFromAPathThatNamesNoHostDirectory() throws {
         let (store, root) = try handMadeStore()
         defer { treeRemoved(root) }
-        var location = try Sandboxed.location()
-        location.environments = store
-        var policy = Policy(level: .sandbox)
-        policy.pythonEnvironment = "greet"
-        let session = try Session(policy: policy, location: location)
+        let session = try sessionNaming("greet", in: store)
         defer { session.shutdown(grace: 1) }
         let run = Rich.run("""
             import sys, greet, extra_mod
@@ -98,12 +103,8 @@ private func treeRemoved(_ path: String) { try? OS.removeTree(path) }
     @Test func anEnvironmentThatIsNotThereIsNamedWithHowToMakeIt() throws {
         let (store, root) = try handMadeStore()
         defer { treeRemoved(root) }
-        var location = try Sandboxed.location()
-        location.environments = store
-        var policy = Policy(level: .sandbox)
-        policy.pythonEnvironment = "science"
         #expect {
-            _ = try Session(policy: policy, location: location)
+            _ = try sessionNaming("science", in: store)
         } throws: { error in
             "\(error)".contains("the policy's [sandbox] environment `science` does not exist (environments live in \(store.root)); "
                                 + "make it with `capsule env create science -r requirements.txt`, or name one that exists: greet")
@@ -118,12 +119,8 @@ private func treeRemoved(_ path: String) { try? OS.removeTree(path) }
         defer { treeRemoved(root) }
         try OS.removeTree(store.sitePackages(of: "greet"))
         #expect(symlink("/etc", store.sitePackages(of: "greet")) == 0)
-        var location = try Sandboxed.location()
-        location.environments = store
-        var policy = Policy(level: .sandbox)
-        policy.pythonEnvironment = "greet"
         #expect {
-            _ = try Session(policy: policy, location: location)
+            _ = try sessionNaming("greet", in: store)
         } throws: { error in
             "\(error)".contains("environment `greet` cannot be used: \(store.sitePackages(of: "greet")) is a symbolic link")
         }
@@ -283,11 +280,7 @@ private func buildWheel(in directory: String) throws -> String {
             print("SKIPPED dataScienceCodeRunsAsInANotebook: pip could not install numpy, pandas and matplotlib here:\n\(created.stderr.suffix(2000))")
             return
         }
-        var location = try Sandboxed.location()
-        location.environments = EnvironmentStore(root: data + "/share/capsule/envs")
-        var policy = Policy(level: .sandbox)
-        policy.pythonEnvironment = "science"
-        let session = try Session(policy: policy, location: location)
+        let session = try sessionNaming("science", in: EnvironmentStore(root: data + "/share/capsule/envs"))
         defer { session.shutdown(grace: 1) }
 
         let frame = Rich.run("import pandas as pd, numpy as np\npd.DataFrame({'a': np.arange(3), 'b': ['x', 'y', 'z']})", in: session)

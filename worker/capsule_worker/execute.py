@@ -12,7 +12,6 @@ TOP_LEVEL_AWAIT = 0x2000
 CO_COROUTINE = 0x80
 
 _sources = {}  # filename -> linecache entry of the latest code executed under that name
-_PLAIN = {int, float, str, bytes, bool, list, tuple, dict, set, type(None)}  # results with no rich forms to look for
 _ballast = [bytes(1 << 21)]  # calloc'd, so address space only; released to give the MemoryError path room
 
 
@@ -55,7 +54,7 @@ class Session:
             cells = _compile(source, msg["filename"], msg["result"])
             value, text = frames.call_user(self._run_cell, *cells)
             if text is not None:
-                data = frames.call_user(rich.result_data, value, text) if type(value) not in _PLAIN else {"text/plain": text}
+                data = frames.call_user(rich.result_data, value, text)
                 streams.flush()
                 frames.send({"type": "result", "id": rid, "data": data})
                 self.ns["___"], self.ns["__"], self.ns["_"] = self.ns.get("__"), self.ns.get("_"), value

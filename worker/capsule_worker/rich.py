@@ -8,6 +8,7 @@ from . import capabilities, streams
 
 # The methods a rich object may have (IPython's display protocol); an object with none of them is
 # its repr alone, without looking further.
+_PLAIN = {int, float, str, bytes, bool, list, tuple, dict, set, type(None)}  # no rich forms to look for
 _RICH = ("_repr_mimebundle_", "_repr_html_", "_repr_markdown_", "_repr_svg_", "_repr_png_", "_repr_jpeg_",
          "_repr_json_", "_repr_latex_")
 
@@ -19,7 +20,7 @@ def result_data(value, text):
     """A result's MIME bundle: {"text/plain": text}, plus the rich forms its type offers. A rich
     method that fails leaves the plain text alone, with a note on stderr (as IPython warns)."""
     kind = type(value)
-    if not any(hasattr(kind, name) for name in _RICH):
+    if kind in _PLAIN or not any(hasattr(kind, name) for name in _RICH):
         return {"text/plain": text}
     try:
         data, _ = capabilities.mimebundle(value)
