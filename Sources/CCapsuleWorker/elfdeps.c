@@ -301,6 +301,7 @@ void cw_collect_runtime(struct cw_config *cfg) {
         bind_literally(cfg, "readonly-path", cfg->readonly_paths[i], cfg->readonly_paths[i], NOT_A_SOCKET);
     for (size_t i = 0; i < cfg->n_script_files; i++)
         bind_literally(cfg, "readonly-path", cfg->script_files[i], cfg->script_files[i], NOT_A_SOCKET);
+    cw_add_python_command(cfg); // before the mounts, which may not cover it
     for (size_t i = 0; i < cfg->n_mounts; i++) add_mount(cfg, cfg->mounts[i]);
     if (cfg->n_python_dirs > 0)
         for (size_t i = 0; i < sizeof manylinux_libraries / sizeof manylinux_libraries[0]; i++)

@@ -1,5 +1,6 @@
 // Landlock, where the kernel has it: reads anywhere in the (already minimal) root, writes only
-// under /workspace, /tmp, /dev/shm and the device nodes; no TCP unless the policy grants the host
+// under /workspace, /tmp, /dev/shm and the device nodes, execution of Python itself only (and
+// only with python_subprocess); no TCP unless the policy grants the host
 // network (ABI 4); no signals or abstract unix sockets leaving the sandbox (ABI 6).
 // Constants are spelled out because Debian 12's headers stop at ABI 3.
 #include "worker.h"
@@ -59,6 +60,9 @@ static void allow_beneath(int ruleset, const char *path, uint64_t access) {
 void cw_apply_landlock(const struct cw_config *cfg) {
     int abi = cw_landlock_abi();
     if (abi <= 0) {
+        // Landlock is what keeps execve to Python itself: without it, every executable file of the root would run.
+        if (cfg->python_subprocess)
+            cw_fail("python-subprocess", ENOTSUP, "[sandbox] python_subprocess needs Landlock, which this kernel does not have");
         cw_status("note Landlock is not available on this kernel; mounts and seccomp still confine files");
         return;
     }
@@ -85,6 +89,12 @@ void cw_apply_landlock(const struct cw_config *cfg) {
     allow_beneath(ruleset, "/workspace", write);
     allow_beneath(ruleset, "/tmp", write);
     allow_beneath(ruleset, "/dev/shm", write);
+    // Executing: nothing, or where the policy lets Python start again, that one file and the
+    // dynamic loader execve opens for it (an ELF's interpreter needs the execute right too).
+    if (cfg->python_subprocess) {
+        allow_beneath(ruleset, cfg->python_executable, LL_FS_EXECUTE | LL_FS_READ_FILE);
+        allow_beneath(ruleset, cfg->loader, LL_FS_EXECUTE | LL_FS_READ_FILE);
+    }
     for (size_t i = 0; i < CW_N_DEVICES; i++)
         allow_beneath(ruleset, cw_device_nodes[i], LL_FS_READ_FILE | LL_FS_WRITE_FILE | (abi >= 3 ? LL_FS_TRUNCATE : 0));
     if (syscall(__NR_landlock_restrict_self, ruleset, 0) < 0) cw_fail("landlock", errno, "landlock_restrict_self");

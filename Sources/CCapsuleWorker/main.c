@@ -77,6 +77,7 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         else if (!strcmp(flag, "--workspace-mb")) cfg->workspace_mb = parse_number(flag, value, 1, 1 << 20);
         else if (!strcmp(flag, "--max-frame-bytes")) cfg->max_frame_bytes = parse_number(flag, value, 8 << 20, 1 << 30);
         else if (!strcmp(flag, "--network")) cfg->host_network = !strcmp(value, "host");
+        else if (!strcmp(flag, "--python-subprocess")) cfg->python_subprocess = !strcmp(value, "yes");
         else if (!strcmp(flag, "--worker-path")) cfg->worker_path = value;
         else if (!strcmp(flag, "--python-home")) cfg->python_home = value;
         else if (!strcmp(flag, "--env")) append(&cfg->env, &cfg->n_env, value);
@@ -130,6 +131,7 @@ static int exit_code_of(int status) {
 int main(int argc, char **argv) {
     // Every exit is _exit: a coverage build's profile runtime would otherwise write a
     // default.profraw into the caller's working directory.
+    if (argc >= 1 && cw_started_as_python(argv[0])) cw_python_command(argc, argv); // inside, see python.c
     if (argc == 2 && !strcmp(argv[1], "--probe")) {
         int status = cw_probe();
         fflush(stdout);

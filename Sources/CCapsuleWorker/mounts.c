@@ -134,10 +134,12 @@ static void mount_tmpfs(const char *target, unsigned long mb, unsigned long extr
 // /workspace and /tmp are two directories of one tmpfs, so together they hold at most
 // workspace_mb. The tmpfs is mounted at a scratch point, its directories are bound into place,
 // and the scratch point is detached and removed before the root becomes read-only.
-static void mount_scratch_space(unsigned long mb) {
+// Where Python may be started again (python_subprocess), nothing written there can be executed:
+// the tmpfs is noexec, as /dev/shm always is.
+static void mount_scratch_space(unsigned long mb, bool noexec) {
     static const struct { const char *name; mode_t mode; } spaces[] = {{"/workspace", 0755}, {"/tmp", 01777}};
     char inner[64], target[64];
-    mount_tmpfs(SCRATCH, mb, 0, "0755");
+    mount_tmpfs(SCRATCH, mb, noexec ? MS_NOEXEC : 0, "0755");
     for (size_t i = 0; i < sizeof spaces / sizeof spaces[0]; i++) {
         snprintf(inner, sizeof inner, SCRATCH "%s", spaces[i].name);
         snprintf(target, sizeof target, NEW_ROOT "%s", spaces[i].name);
@@ -156,7 +158,7 @@ void cw_build_root(const struct cw_config *cfg) {
     CW_TRY("mount-root", mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,nr_inodes=4096,mode=0755"));
     // First, so that a read-only path below /tmp (possible for a Policy built in code; policy files
     // refuse /tmp) is bound inside it rather than hidden beneath it.
-    mount_scratch_space(cfg->workspace_mb);
+    mount_scratch_space(cfg->workspace_mb, cfg->python_subprocess);
 
     for (size_t i = 0; i < cfg->n_entries; i++) {
         const struct cw_entry *e = &cfg->entries[i];
@@ -184,6 +186,11 @@ void cw_build_root(const struct cw_config *cfg) {
     write_small_file(NEW_ROOT "/etc/passwd", "sandbox:x:0:0:capsule sandbox:/workspace:/nonexistent\n");
     write_small_file(NEW_ROOT "/etc/group", "sandbox:x:0:\n");
     write_small_file(NEW_ROOT "/etc/hostname", "capsule\n");
+    if (cfg->python_subprocess) {
+        char conf[CW_MAX_ENTRIES * 128];
+        cw_python_command_config(cfg, conf, sizeof conf);
+        write_small_file(NEW_ROOT CW_PYTHON_CONFIG, conf);
+    }
 
     make_node(NEW_ROOT "/proc", true);
     if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)

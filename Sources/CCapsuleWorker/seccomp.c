@@ -1,7 +1,7 @@
 // The seccomp filter, applied last. It is an allow-list: every syscall not named here fails with
 // EPERM, so syscalls added to future kernels, and the ones DESIGN.md and SECURITY.md list as
 // dangerous (execve, ptrace, mount, unshare, bpf, io_uring, keyctl, ...), are refused without
-// being named. Where an allowed syscall is dangerous with some arguments, the arguments are checked:
+// being named (execve is allowed where the policy lets Python start again, see below). Where an allowed syscall is dangerous with some arguments, the arguments are checked:
 // clone may not create namespaces, socket is AF_UNIX only (plus inet with the host network),
 // ioctl takes a short list of requests compared on the low 32 bits the kernel actually reads.
 // Other ABIs (i386 via int 0x80, x32) do not match the native architecture and kill the process.
@@ -51,7 +51,6 @@ static const char *const allowed[] = {
     // sockets (socket and socketpair are checked below)
     "bind", "listen", "accept", "accept4", "connect", "getsockname", "getpeername", "sendto", "recvfrom",
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "setsockopt", "getsockopt",
-    "memfd_create",
 };
 
 static void allow(scmp_filter_ctx ctx, const char *name, unsigned count, const struct scmp_arg_cmp *args) {
@@ -69,6 +68,11 @@ void cw_apply_seccomp(const struct cw_config *cfg) {
     // A binary search over syscall numbers instead of a linear list: every syscall pays for the filter.
     seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) allow(ctx, allowed[i], 0, NULL);
+
+    // python_subprocess: execve, for Python itself, which Landlock alone lets be executed. Then no
+    // memfd_create: a memfd lives on no mount Landlock or noexec governs, so execve of
+    // /proc/self/fd/N would run any binary the code wrote into one. execveat stays refused.
+    allow(ctx, cfg->python_subprocess ? "execve" : "memfd_create", 0, NULL);
 
     // Threads and fork, never new namespaces. clone3 passes its flags in memory a filter cannot
     // read, so it answers ENOSYS and glibc falls back to clone.

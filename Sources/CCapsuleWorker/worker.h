@@ -34,6 +34,9 @@ struct cw_config {
     unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb, max_frame_bytes;
     const char *cpus;          // "0,2,3": the cores the code may run on, or NULL for all
     bool host_network;
+    bool python_subprocess;    // [sandbox] python_subprocess: Python itself may be started again (python.c)
+    char python_executable[64]; // where this binary appears inside, as Python itself (python.c)
+    char loader[4096];         // the dynamic loader this binary names (PT_INTERP), which execve opens too
     bool memory_cgroup;        // the session's memory cgroup holds memory_mb (else RLIMIT_AS must)
     const char *worker_path;   // host directory holding the capsule_worker package
     int lifeline_fd;           // in the sandbox: read end of a pipe only the launcher writes to (EOF once it is gone)
@@ -94,3 +97,11 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd);
 void *cw_python_start(const struct cw_config *cfg); // initialize and import capsule_worker.main
 pid_t cw_python_fork(void);
 _Noreturn void cw_python_serve(void *module, unsigned long max_frame_bytes);
+// python_subprocess: this binary, bound at cfg->python_executable (/usr/bin/python3.X), runs as
+// an ordinary interpreter when started by that name inside; CW_PYTHON_CONFIG tells it the home
+// and the directories the session's own interpreter has on sys.path.
+#define CW_PYTHON_CONFIG "/opt/capsule/python.conf"
+void cw_add_python_command(struct cw_config *cfg);
+void cw_python_command_config(const struct cw_config *cfg, char *text, size_t size);
+bool cw_started_as_python(const char *argv0);
+_Noreturn void cw_python_command(int argc, char **argv);

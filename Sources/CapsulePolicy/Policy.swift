@@ -198,6 +198,9 @@ public struct Policy: Sendable, Equatable {
     /// Host directories or files shown read-only at a path of the policy's choosing
     /// (`[sandbox] mounts`, `capsule run --mount`).
     public var mounts: [Mount] = []
+    /// Whether the code may start Python itself again (`[sandbox] python_subprocess`):
+    /// `sys.executable` runs a new interpreter under the same sandbox; nothing else can be executed.
+    public var pythonSubprocess = false
     public var capabilities: Capabilities
     /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
     public var audit: AuditSettings?

@@ -27,7 +27,7 @@ struct PolicyDecoder {
     ]
     static let limitKeys = ["memory_mb", "cpu_seconds", "timeout_s", "max_fds", "max_processes", "max_output_bytes",
                             "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
-    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path", "mounts"]
+    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path", "mounts", "python_subprocess"]
     static let topKeys = ["level", "extends", "description"]
     static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
     static let poolKeys = ["min_idle", "max"]
@@ -276,6 +276,8 @@ struct PolicyDecoder {
             }
         case "python_path" where parts.count == 1:
             policy.pythonPath = try value.readonlyPaths(atMost: 64, "directories")
+        case "python_subprocess" where parts.count == 1:
+            policy.pythonSubprocess = try value.bool()
         default:
             return false
         }

@@ -120,6 +120,8 @@ enum PolicyRules {
             fail("limits.cpus", "may only list cores among \(baseCores)")
         }
         if policy.network == .host && base.network != .host { fail("sandbox.network", "\"host\" is not allowed") }
+        // Starting Python again reaches nothing new, but it opens execve to the code: the base decides.
+        if policy.pythonSubprocess && !base.pythonSubprocess { fail("sandbox.python_subprocess", "true is not allowed") }
         if let path = policy.readonlyPaths.first(where: { !isUnder($0, anyOf: base.readonlyPaths) }) {
             fail("sandbox.readonly_paths", "`\(path)` is not under a path it allows")
         }

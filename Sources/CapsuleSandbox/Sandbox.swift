@@ -58,6 +58,7 @@ public enum Sandbox {
             "--worker-path", location.pythonPackageDirectory,
         ]
         if let cpus = limits.cpus { arguments += ["--cpus", cpus.map(String.init).joined(separator: ",")] }
+        if policy.pythonSubprocess { arguments += ["--python-subprocess", "yes"] }
         for path in policy.readonlyPaths { arguments += ["--readonly", path] }
         // sys.path after the standard library: the environment's packages, then python_path.
         // (the worker binds NAME's packages at EnvironmentStore.insidePath(of: NAME)).

@@ -215,12 +215,26 @@ private func buildWheel(in directory: String) throws -> String {
         try OS.makeDirectories(repo + "/tests")
         for path in [repo, repo + "/tests"] { chmod(path, 0o755) }
         try Host.writeFile(repo + "/tests/test_job.py", "def test_adds():\n    assert 1 + 1 == 2\n\ndef test_fails():\n    assert 'a' == 'b'\n")
-        chmod(repo + "/tests/test_job.py", 0o644)
-        try Host.writeFile(data + "/ci.toml", "level = \"restricted\"\n[sandbox]\nenvironment = \"testing\"\nmounts = [\"\(repo):/src\"]\n")
-        let run = try CLI.run(["run", "--policy", data + "/ci.toml", "-m", "pytest", "-q", "-p", "no:cacheprovider", "/src"],
-                              timeout: 120, environment: env)
-        #expect(run.status == 1 && run.stdout.contains("1 failed, 1 passed"), "\(run)")
+        // A test that starts the interpreter again, as CLI tools' suites do; the child imports
+        // from the environment too.
+        try Host.writeFile(repo + "/tests/test_cli.py", """
+            import subprocess, sys
+            def test_child_python():
+                done = subprocess.run([sys.executable, "-c", "import pytest, sys; print(sys.version_info[0])"], capture_output=True, text=True)
+                assert (done.returncode, done.stdout) == (0, "3\\n"), done.stderr
+            """)
+        for file in ["test_job.py", "test_cli.py"] { chmod(repo + "/tests/" + file, 0o644) }
+        let ci = "level = \"restricted\"\n[sandbox]\nenvironment = \"testing\"\nmounts = [\"\(repo):/src\"]\n"
+        try Host.writeFile(data + "/ci.toml", ci + "python_subprocess = true\n")
+        try Host.writeFile(data + "/no-subprocess.toml", ci)
+        let pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "/src"]
+        let run = try CLI.run(["run", "--policy", data + "/ci.toml"] + pytest, timeout: 120, environment: env)
+        #expect(run.status == 1 && run.stdout.contains("1 failed, 2 passed"), "\(run)")
         #expect(run.stdout.contains("assert 'a' == 'b'"), "\(run)")
+        let refused = try CLI.run(["run", "--policy", data + "/no-subprocess.toml"] + pytest, timeout: 120, environment: env)
+        #expect(refused.status == 1 && refused.stdout.contains("2 failed, 1 passed"), "\(refused)")
+        #expect(refused.stdout.contains("PermissionError: [Errno 1] capsule: programs cannot be started inside the sandbox")
+                && refused.stdout.contains("[sandbox] python_subprocess = true"), "\(refused)")
     }
 
     @Sendable static func createListShowRunAndRemove() throws {

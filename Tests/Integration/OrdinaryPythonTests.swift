@@ -108,7 +108,7 @@ import CapsuleRuntime
             """#)
         t.expectFinishedCleanly()
         t.expectLine("ERRNO 1 echo")
-        t.expectLine("MESSAGE \(Self.why); do the work in Python (os.fork() and multiprocessing's 'fork' start method work)")
+        t.expectLine("MESSAGE \(Self.why); do the work in Python (os.fork() and multiprocessing's 'fork' start method work), or let the policy start Python itself with [sandbox] python_subprocess = true")
     }
 
     @Test func osSystemSaysWhyAndReturnsWhatAShellWould() throws {

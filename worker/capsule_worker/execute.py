@@ -33,6 +33,7 @@ class Session:
         rich.display_granted = any(c["name"] == "display" for c in granted)
         programs.install()
         _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack,
+                                   "multiprocessing.spawn": programs.main_by_name_only,
                                    "matplotlib": rich.use_agg, "matplotlib.pyplot": rich.patch_pyplot})
         _add_site_directories()
         sys.meta_path.insert(0, _AfterImport)

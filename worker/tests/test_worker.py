@@ -501,7 +501,8 @@ class WorkerTest(unittest.TestCase):
         run = self.w.run("import os\nos.system('exit 3') >> 8", result=True)  # outside the sandbox it runs
         self.assertEqual(run.stderr, f"{why}: os.system('exit 3') returns exit status 127 (32512) without running "
                                      "anything; do the work in Python (os.fork() and multiprocessing's 'fork' start "
-                                     "method work)\n")
+                                     "method work), or let the policy start Python itself with [sandbox] "
+                                     "python_subprocess = true\n")
 
     def test_shared_memory_without_the_resource_tracker(self):
         run = self.w.run("from multiprocessing import shared_memory\n"

@@ -14,3 +14,12 @@ def test_source_tree_is_read_only(tmp_path):
         pass
     else:
         raise AssertionError("the source tree is writable")
+
+
+def test_command_line():
+    # A CLI's test starts the interpreter again (python_subprocess in ci.toml).
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", "import calc; print(calc.add(40, 2))"],
+                          capture_output=True, text=True, cwd="/src")
+    assert (done.returncode, done.stdout) == (0, "42\n"), done.stderr
