@@ -151,6 +151,20 @@ void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid) {
     if (cg->pids[0] && write_file(cg->pids, "cgroup.procs", text) < 0) cw_fail("cgroup", errno, cg->pids);
 }
 
+// The most memory the session's processes held at once (page cache and tmpfs included), or -1.
+long long cw_cgroup_peak_bytes(const struct cw_cgroup *cg) {
+    if (!cg->memory[0]) return -1;
+    char path[512], buf[64];
+    snprintf(path, sizeof path, "%s/%s", cg->memory, cg->v2 ? "memory.peak" : "memory.max_usage_in_bytes");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    return strtoll(buf, NULL, 10);
+}
+
 long cw_cgroup_oom_kills(const struct cw_cgroup *cg) {
     if (!cg->memory[0]) return 0;
     char path[512], buf[1024];

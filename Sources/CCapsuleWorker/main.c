@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,7 +65,7 @@ static void add_environment(struct cw_config *cfg, char *value) {
 static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
     *cfg = (struct cw_config){.memory_mb = 512, .cpu_seconds = 30, .max_fds = 100, .max_processes = 64,
                               .max_file_bytes = 64 << 20, .workspace_mb = 64, .max_frame_bytes = 16 << 20,
-                              .python_home = "/usr"};
+                              .python_home = "/usr", .share_fd = -1};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (i + 1 >= argc) cw_fail("arguments", EINVAL, flag);
@@ -77,6 +79,8 @@ static void parse_arguments(struct cw_config *cfg, int argc, char **argv) {
         else if (!strcmp(flag, "--workspace-mb")) cfg->workspace_mb = parse_number(flag, value, 1, 1 << 20);
         else if (!strcmp(flag, "--max-frame-bytes")) cfg->max_frame_bytes = parse_number(flag, value, 8 << 20, 1 << 30);
         else if (!strcmp(flag, "--network")) cfg->host_network = !strcmp(value, "host");
+        else if (!strcmp(flag, "--output-dir")) cfg->output_dir = value;
+        else if (!strcmp(flag, "--output-max-bytes")) cfg->output_max_bytes = parse_number(flag, value, 0, 1UL << 40);
         else if (!strcmp(flag, "--python-subprocess")) cfg->python_subprocess = !strcmp(value, "yes");
         else if (!strcmp(flag, "--worker-path")) cfg->worker_path = value;
         else if (!strcmp(flag, "--python-home")) cfg->python_home = value;
@@ -207,8 +211,9 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &signals, NULL);
 
     signal(SIGPIPE, SIG_IGN); // a supervisor that stopped reading must not kill the cleanup
-    int go[2], life[2];
+    int go[2], life[2], share[2] = {-1, -1};
     CW_TRY("pipe", pipe2(go, O_CLOEXEC));
+    if (cfg.output_dir) CW_TRY("output-dir", socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, share));
     // The launcher holds the lifeline's write end until it exits: the sandbox can tell it is gone.
     CW_TRY("pipe", pipe2(life, O_CLOEXEC));
     // The cgroup namespace is rooted at the launcher's cgroup: the session's group shows as
@@ -228,6 +233,11 @@ int main(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); // the sandbox never outlives its launcher (set again in sandbox.c)
         cfg.lifeline_fd = fcntl(life[0], F_DUPFD_CLOEXEC, 64); // clear of the fds 3-5 the sandbox arranges
         close(life[0]);
+        if (share[1] >= 0) {
+            close(share[0]);
+            cfg.share_fd = fcntl(share[1], F_DUPFD_CLOEXEC, 64);
+            close(share[1]);
+        }
         cw_sandbox_main(&cfg, go[0]);
     }
     close(go[0]);
@@ -243,8 +253,15 @@ int main(int argc, char **argv) {
         cw_fail("release-sandbox", errno, "write");
     }
     close(go[1]);
+    int workspace = -1;
+    if (share[0] >= 0) {
+        close(share[1]); // so that a sandbox that failed before sending reads as end of file
+        workspace = cw_receive_workspace(share[0]);
+        close(share[0]);
+    }
 
     int status = 0;
+    struct rusage usage = {0}; // pid 1's, with every process of the namespace it reaped
     const pid_t supervisor = getppid();
     const struct timespec tick = {0, 250 * 1000000};
     for (;;) {
@@ -257,10 +274,13 @@ int main(int argc, char **argv) {
         } else if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
             kill(child, SIGKILL);
         } else if (sig == SIGCHLD) {
-            pid_t done = waitpid(child, &status, WNOHANG);
+            pid_t done = wait4(child, &status, WNOHANG, &usage);
             if (done == child) break;
         }
     }
+    if (cfg.output_dir) cw_copy_outputs(workspace, &cfg); // every process of the sandbox is gone
+    long long cpu_us = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000LL + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
+    cw_status("usage %lld %ld %lld", cpu_us, usage.ru_maxrss, cw_cgroup_peak_bytes(&cgroup));
     long ooms = cw_cgroup_oom_kills(&cgroup);
     if (ooms > 0) cw_status("oom %ld", ooms);
     cw_cgroup_remove(&cgroup);

@@ -34,6 +34,9 @@ struct cw_config {
     unsigned long memory_mb, cpu_seconds, max_fds, max_processes, max_file_bytes, workspace_mb, max_frame_bytes;
     const char *cpus;          // "0,2,3": the cores the code may run on, or NULL for all
     bool host_network;
+    const char *output_dir;    // --output-dir: the host directory that receives /workspace/out (outputs.c)
+    unsigned long long output_max_bytes;
+    int share_fd;              // in the sandbox: the socket pid 1 sends the workspace's descriptor on, or -1
     bool python_subprocess;    // [sandbox] python_subprocess: Python itself may be started again (python.c)
     char python_executable[64]; // where this binary appears inside, as Python itself (python.c)
     char loader[4096];         // the dynamic loader this binary names (PT_INTERP), which execve opens too
@@ -75,6 +78,7 @@ struct cw_cgroup { char memory[640]; char pids[640]; bool v2; bool memory_limite
 bool cw_cgroup_create(struct cw_cgroup *cg, const struct cw_config *cfg, char *why, size_t why_len);
 void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid);
 long cw_cgroup_oom_kills(const struct cw_cgroup *cg);
+long long cw_cgroup_peak_bytes(const struct cw_cgroup *cg);
 void cw_cgroup_remove(const struct cw_cgroup *cg);
 
 // mounts.c
@@ -89,6 +93,11 @@ void cw_apply_landlock(const struct cw_config *cfg);
 void cw_drop_capabilities(void);
 void cw_apply_seccomp(const struct cw_config *cfg);
 int cw_landlock_abi(void);
+
+// outputs.c
+void cw_share_workspace(const struct cw_config *cfg); // pid 1: /workspace/out made, the workspace sent
+int cw_receive_workspace(int socket);                 // the launcher: that descriptor, or -1
+void cw_copy_outputs(int workspace, const struct cw_config *cfg);
 
 // sandbox.c: the ordered stages, run by pid 1 of the new pid namespace
 _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd);

@@ -92,6 +92,10 @@ public final class AuditLog: Sendable {
         if let due { keeper.wake(by: due) }
     }
 
+    /// The chain's head: the last line's sequence number and the SHA-256 (or HMAC) that the next
+    /// line's `prev` will carry.
+    public var head: (seq: Int, digest: String) { writer.withLock { ($0.seq, $0.prev.hexText) } }
+
     /// Throws once the log has failed: nothing more may proceed.
     public func check() throws(AuditFailure) {
         if let failure = writer.withLock({ $0.failure }) { throw failure }
@@ -177,9 +181,9 @@ struct Writer {
     private var fd: Int32 = -1
     /// Where this writer believes the file ends; another process's lines move it.
     private var size = 0
-    private var seq = 0
+    private(set) var seq = 0
     /// The digest of the file's last line.
-    private var prev = genesisDigest
+    private(set) var prev = genesisDigest
     /// The last line's bytes, kept for the next line to reuse.
     private var buffer: [UInt8] = []
     private(set) var failure: AuditFailure?

@@ -27,6 +27,10 @@ public final class Broker: Sendable {
     private let audit: (any AuditSink)?
     private let approver: (any Approver)?
     private let limiter = Mutex(RateLimiter())
+    private let counts = Mutex(CallCounts())
+
+    /// Every call the broker answered, and how many of them it denied, per capability.
+    public var callCounts: CallCounts { counts.withLock { $0 } }
 
     /// The capabilities the policy grants, built in and custom (`extra`, e.g. a Swift program's
     /// own); a capability whose table is absent or disabled is not reachable at all.
@@ -206,6 +210,7 @@ public final class Broker: Sendable {
     /// be written, the failure instead: the code gets no answer the log does not hold.
     private func record(_ call: CapabilityCall, _ summary: JSONValue?, _ reply: CapabilityReply, decision: AuditRecord.Decision,
                         reason: String?, bytes: Int, started: UInt64) -> CapabilityReply {
+        counts.withLock { $0.add(call.capability, denied: decision == .denied) }
         guard let audit else { return reply }
         do throws(AuditFailure) {
             try audit.call(AuditRecord(capability: call.capability, method: call.method,
@@ -342,5 +347,27 @@ struct RateLimiter {
         recent.append(now)
         calls[capability] = recent
         return true
+    }
+}
+
+/// Capability calls a session made, for `capsule run --report`.
+public struct CallCounts: Sendable, Equatable {
+    public struct Count: Sendable, Equatable {
+        public var calls = 0, denied = 0
+    }
+    public private(set) var total = Count()
+    public private(set) var byCapability: [String: Count] = [:]
+
+    public init() {}
+
+    mutating func add(_ capability: String, denied: Bool) {
+        // A name the code made up counts under one key, so a flood of names costs nothing.
+        let key = byCapability[capability] != nil || byCapability.count < 64 ? capability : "(other)"
+        byCapability[key, default: Count()].calls += 1
+        total.calls += 1
+        if denied {
+            byCapability[key, default: Count()].denied += 1
+            total.denied += 1
+        }
     }
 }

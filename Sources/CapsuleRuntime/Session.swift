@@ -27,6 +27,9 @@ public final class Session: @unchecked Sendable {
     public let pid: Int32
     /// Notes from sandbox setup (e.g. no cgroup on this host), for the caller to show.
     public var notes: [String] { report.notes }
+    /// What the sandbox reported as it ended (its usage, `--output-dir`'s copy); complete once the
+    /// session has ended and been reaped (`shutdown()` waits for that).
+    public var ending: StatusReport { report }
     public var isAlive: Bool { alive.load(ordering: .acquiring) }
     private let alive = Atomic<Bool>(true)
     /// Whether the session is alive and its worker has not gone since it was last heard from: a
@@ -123,16 +126,16 @@ public final class Session: @unchecked Sendable {
     }
 
     /// `open`, for a caller that blocks until the session is ready (not on an event loop thread).
-    /// `scriptFiles`: host files and directories bound read-only at their own paths besides what
-    /// the policy gives, for this session alone (a script's own modules, `ScriptFiles.plan`).
+    /// `extras`: what this session alone adds to the policy's sandbox (a script's own modules,
+    /// `ScriptFiles.plan`; an output directory).
     public convenience init(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
-                            startTimeout: Double = 30, scriptFiles: [String] = []) throws(SessionError) {
-        try self.init(launching: policy, location: location, broker: broker, audit: audit, loop: nil, scriptFiles: scriptFiles)
+                            startTimeout: Double = 30, extras: LaunchExtras = LaunchExtras()) throws(SessionError) {
+        try self.init(launching: policy, location: location, broker: broker, audit: audit, loop: nil, extras: extras)
         try blocking({ _ in nil }) { _ in await self.handshake(startTimeout: startTimeout) }.get()
     }
 
     private init(launching policy: Policy, location: WorkerLocation, broker: Broker?, audit: (any AuditSink)?,
-                 loop: EventLoop?, scriptFiles: [String] = []) throws(SessionError) {
+                 loop: EventLoop?, extras: LaunchExtras = LaunchExtras()) throws(SessionError) {
         self.policy = policy
         self.location = location
         self.audit = audit
@@ -147,7 +150,7 @@ public final class Session: @unchecked Sendable {
             throw .audit(error.message)
         }
         let process: SandboxProcess
-        do { process = try Sandbox.launch(policy, location: location, scriptFiles: scriptFiles) } catch {
+        do { process = try Sandbox.launch(policy, location: location, extras: extras) } catch {
             try? audit?.event(AuditEvent(.sandboxError, [("stage", .string("launch")), ("reason", .string(error.description))]))
             endAudited = true
             throw .sandbox(error.description)

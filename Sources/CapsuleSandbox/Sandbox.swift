@@ -12,10 +12,31 @@ public struct SandboxProcess: Sendable {
     public let stderr: Int32
 }
 
+/// What one session adds to its policy's sandbox.
+public struct LaunchExtras: Sendable, Equatable {
+    /// Host files and directories bound read-only at their own paths (a script's own modules, `ScriptFiles.plan`).
+    public var scriptFiles: [String]
+    /// A host directory (absolute, existing) that receives what the code left in /workspace/out once
+    /// the sandbox has ended, at most `outputMaxBytes` of it (`capsule run --output-dir`).
+    public var outputDirectory: String?
+    public var outputMaxBytes: Int
+
+    public init(scriptFiles: [String] = [], outputDirectory: String? = nil, outputMaxBytes: Int = 0) {
+        self.scriptFiles = scriptFiles
+        self.outputDirectory = outputDirectory
+        self.outputMaxBytes = outputMaxBytes
+    }
+
+    var arguments: [String] {
+        scriptFiles.flatMap { ["--script-file", $0] }
+            + (outputDirectory.map { ["--output-dir", $0, "--output-max-bytes", String(outputMaxBytes)] } ?? [])
+    }
+}
+
 public enum Sandbox {
     /// Starts a sandbox for `policy`. Setup continues inside capsule-worker; a stage failure
     /// arrives later on `status` (the session reads it when the channel closes before `ready`).
-    public static func launch(_ policy: Policy, location: WorkerLocation, scriptFiles: [String] = []) throws(SandboxError) -> SandboxProcess {
+    public static func launch(_ policy: Policy, location: WorkerLocation, extras: LaunchExtras = LaunchExtras()) throws(SandboxError) -> SandboxProcess {
         let environment = try policy.pythonEnvironment.map { name throws(SandboxError) in try location.environments.resolve(name).get() }
         var mine: [Int32] = [], theirs: [Int32] = []
         defer { theirs.forEach(OS.close) }
@@ -33,7 +54,7 @@ public enum Sandbox {
             try OS.setNonBlocking(stderr.read)
             let pid = try OS.spawn(location.executable,
                                    arguments: arguments(for: policy, location: location, environment: environment)
-                                       + scriptFiles.flatMap { ["--script-file", $0] },
+                                       + extras.arguments,
                                    descriptors: [(1, stdout.write), (2, stderr.write), (3, channel.1), (4, status.1)])
             return SandboxProcess(pid: pid, channel: channel.0, status: status.0, stdout: stdout.read, stderr: stderr.read)
         } catch {

@@ -9,6 +9,24 @@ public struct StatusReport: Sendable, Equatable {
     public var memoryKills = 0
     /// The Python process was killed after using its whole CPU allowance.
     public var cpuLimitHit = false
+    /// What the sandbox used, all its processes together.
+    public var usage: Usage?
+    /// `--output-dir`: what was copied out of /workspace/out, what was left out and why, or why nothing could be.
+    public var outputs: OutputCopy?
+    public var outputRefusals: [String] = []
+    public var outputFailure: String?
+
+    public struct Usage: Sendable, Equatable {
+        public var cpuSeconds: Double
+        /// The largest resident set any one process reached.
+        public var peakRSSBytes: Int
+        /// The memory cgroup's peak (page cache and tmpfs included); nil without a cgroup.
+        public var peakMemoryBytes: Int?
+    }
+
+    public struct OutputCopy: Sendable, Equatable {
+        public var files: Int, bytes: Int, refused: Int
+    }
 
     public init() {}
 
@@ -37,6 +55,16 @@ public struct StatusReport: Sendable, Equatable {
             cpuLimitHit = true
         case "oom" where words.count >= 2:
             memoryKills = Int(words[1]) ?? 0
+        case "usage" where words.count >= 4:
+            let peak = Int(words[3]) ?? -1
+            usage = Usage(cpuSeconds: (Double(words[1]) ?? 0) / 1e6, peakRSSBytes: (Int(words[2]) ?? 0) * 1024,
+                          peakMemoryBytes: peak >= 0 ? peak : nil)
+        case "output" where words.count >= 4:
+            outputs = OutputCopy(files: Int(words[1]) ?? 0, bytes: Int(words[2]) ?? 0, refused: Int(words[3]) ?? 0)
+        case "output-refused":
+            outputRefusals.append(String(line.dropFirst("output-refused ".count)))
+        case "output-failed":
+            outputFailure = String(line.dropFirst("output-failed ".count))
         default:
             break
         }

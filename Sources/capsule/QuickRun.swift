@@ -22,7 +22,7 @@ extension Run {
     }
 
     /// The options `run` takes before its script, each with a value.
-    static let valuedOptions = ["--policy", "--report", "--approver", "--audit", "--approval-timeout", "--display-dir"]
+    static let valuedOptions = ["--policy", "--report", "--approver", "--audit", "--approval-timeout", "--display-dir", "--output-dir"]
 
     /// `capsule run [OPTION VALUE]… SCRIPT [ARG]…` parsed without ArgumentParser, whose reflection
     /// over the commands' properties costs a cold run about 2 ms (docs/performance.md); nil for
@@ -49,6 +49,7 @@ extension Run {
         options.approver = values["--approver"]
         options.audit = values["--audit"]
         options.displayDir = values["--display-dir"]
+        options.outputDir = values["--output-dir"]
         options.mounts = []
         if let text = values["--approval-timeout"] {
             guard let seconds = Double(text), SessionOptions.approvalTimeoutIsValid(seconds) else { return nil }

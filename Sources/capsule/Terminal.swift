@@ -44,6 +44,12 @@ struct SessionOptions: ParsableArguments {
                                discussion: "Without it, only the text/plain part of a display is printed."))
     var displayDir: String?
 
+    @Option(name: .customLong("output-dir"),
+            help: ArgumentHelp("Copy what the code leaves in /workspace/out to this directory when the run ends.",
+                               discussion: "Created if missing. Directories and regular files only (symbolic links, sockets and devices are left out and named), at most limits.workspace_mb in all; files of the same name are replaced."),
+            completion: .directory)
+    var outputDir: String?
+
     /// A report that cannot be written is refused before anything runs, in one sentence.
     func validate() throws {
         guard Self.approvalTimeoutIsValid(approvalTimeout) else {
@@ -226,6 +232,17 @@ func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: St
         printError("capsule: \(error.message)")
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: error.message), to: options.report))
     }
+    var extras = LaunchExtras(scriptFiles: scriptFiles)
+    if let directory = options.outputDir {
+        switch OutputDirectory.prepare(directory) {
+        case .success(let path):
+            extras.outputDirectory = path
+            extras.outputMaxBytes = policy.limits.workspaceMB << 20
+        case .failure(let problem):
+            printError("capsule: \(problem.message)")
+            return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: problem.message), to: options.report))
+        }
+    }
     if let directory = options.displayDir, let problem = DisplayWriter.prepare(directory) {
         printError("capsule: \(problem)")
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report))
@@ -240,7 +257,7 @@ func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: St
     let session: Session
     do {
         let broker = Broker(policy: policy, audit: audit, approver: makeApprover(options.approver, seconds: options.approvalTimeout))
-        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit, scriptFiles: scriptFiles)
+        session = try Session(policy: policy, location: try WorkerLocation.find(), broker: broker, audit: audit, extras: extras)
     } catch {
         printError("capsule: \(error)")
         let kind = if case SessionError.audit = error { "audit-error" } else { "capsule-error" }
@@ -258,6 +275,8 @@ final class EventPrinter {
     private var out = Output(fd: 1), err = Output(fd: 2)
     private var displays: DisplayWriter
     private var refusalNoted = false
+    /// Bytes of the code's output shown here: streams, results and tracebacks (for `--report`).
+    private(set) var stdoutBytes = 0, stderrBytes = 0
 
     init(session: Session, displayDir: String?) {
         self.session = session
@@ -267,16 +286,24 @@ final class EventPrinter {
     func handle(_ event: SessionEvent) -> String? {
         switch event {
         case .stream(.stdout, let text):
+            stdoutBytes += text.utf8.count
             out.write(text)
         case .stream(.stderr, let text):
+            stderrBytes += text.utf8.count
             err.write(text)
         case .streamData(.stdout, let bytes):
+            stdoutBytes += bytes.count
             out.write(bytes)
         case .streamData(.stderr, let bytes):
+            stderrBytes += bytes.count
             err.write(bytes)
         case .result(let bundle):
-            if let text = bundle["text/plain"] { out.write(text + "\n") }
+            if let text = bundle["text/plain"] {
+                stdoutBytes += text.utf8.count + 1
+                out.write(text + "\n")
+            }
         case .error(let ename, let evalue, let traceback):
+            stderrBytes += traceback.reduce(0) { $0 + $1.utf8.count }
             // Without a traceback (the worker could not format one) CPython's last line still says it.
             err.write(traceback.isEmpty ? (evalue.isEmpty ? ename : "\(ename): \(evalue)") + "\n" : traceback.joined())
         case .display(let bundle):
@@ -335,6 +362,7 @@ func forgetInterrupts(_ descriptor: Int32?) {
 
 private func runInSession(_ options: SessionOptions, scriptFiles: [String] = [], note: String? = nil,
                           _ execute: (Session, (SessionEvent) -> String?) -> ExecutionOutcome) -> Int32 {
+    let started = OS.now()
     let session: Session, policy: Policy
     switch openSession(options, scriptFiles: scriptFiles, note: note) {
     case .opened(let opened, let itsPolicy): (session, policy) = (opened, itsPolicy)
@@ -343,8 +371,17 @@ private func runInSession(_ options: SessionOptions, scriptFiles: [String] = [],
     let printer = EventPrinter(session: session, displayDir: options.displayDir)
     let outcome = execute(session, printer.handle)
     printer.finish()
-    session.shutdown(wait: false) // this process exits next; the sandbox tears itself down
-    return report(finalStatus(outcome, session: session, policy: policy), to: options.report)
+    // This process exits next and the sandbox tears itself down, unless what it reports as it
+    // ends (its usage, the copy of /workspace/out) is wanted: then wait for that.
+    let wantsEnding = options.report != nil || options.outputDir != nil
+    session.shutdown(wait: wantsEnding)
+    let outputDirectory = options.outputDir.flatMap { try? OutputDirectory.prepare($0).get() }
+    if let outputDirectory { OutputDirectory.tell(session.ending, directory: outputDirectory) }
+    let status = finalStatus(outcome, session: session, policy: policy)
+    guard options.report != nil else { return status.code }
+    let audit = AuditOptions(policy.audit, path: options.audit).flatMap { try? AuditLog.shared($0) }
+    return report(status, to: options.report, facts: RunFacts(session: session, printer: printer, started: started,
+                                                              outputDirectory: outputDirectory, audit: audit))
 }
 
 /// The session's view of the audit log the policy's `[audit]` table or `--audit` names; nil when
@@ -366,13 +403,13 @@ extension ExitStatus {
 /// Writes `--report`'s JSON (exit_code, kind, reason) and returns the exit code. Called first with
 /// a placeholder, so a run that ends any other way (a signal, a crash) leaves no stale report.
 @discardableResult
-func report(_ status: ExitStatus, to path: String?) -> Int32 {
+func report(_ status: ExitStatus, to path: String?, facts: RunFacts? = nil) -> Int32 {
     guard let path else { return status.code }
-    let json: JSONValue = [
-        "exit_code": .number(Double(status.code)),
-        "kind": .string(status.kind),
-        "reason": status.reason.map(JSONValue.string) ?? .null,
-    ]
+    let json = JSONValue.object([
+        ("exit_code", .number(Double(status.code))),
+        ("kind", .string(status.kind)),
+        ("reason", status.reason.map(JSONValue.string) ?? .null),
+    ] + (facts?.members ?? []))
     switch openReport(path, creating: true) {
     case .success(let fd):
         defer { OS.close(fd) }

@@ -14,6 +14,17 @@ import Testing
         #expect(report.failure == StageFailure(stage: "bind-mount", errno: 2, detail: "/tmp/x y"))
     }
 
+    @Test func usageAndTheOutputCopyAreRead() {
+        var report = StatusReport()
+        _ = report.consume("output-refused /workspace/out/l: a symbolic link\noutput 2 1007 1\nusage 1500000 9000 6029312\n")
+        #expect(report.usage == StatusReport.Usage(cpuSeconds: 1.5, peakRSSBytes: 9000 * 1024, peakMemoryBytes: 6029312))
+        #expect(report.outputs == StatusReport.OutputCopy(files: 2, bytes: 1007, refused: 1))
+        #expect(report.outputRefusals == ["/workspace/out/l: a symbolic link"] && report.outputFailure == nil)
+        var bare = StatusReport()
+        _ = bare.consume("usage 20 100 -1\noutput-failed /out\n")
+        #expect(bare.usage?.peakMemoryBytes == nil && bare.outputFailure == "/out" && bare.outputs == nil)
+    }
+
     @Test func theFirstStageFailureIsTheCause() {
         // A child that fails makes the launcher's next write fail too; that second line is noise.
         var report = StatusReport()

@@ -175,11 +175,11 @@ import CapsuleRuntime
         let forged = try CLI.run(["exec", "--report", report, "-c",
                                   "import sys\nsys.stderr.write('capsule: timeout: the code ran longer than 30 s\\n')\nsys.exit(124)"])
         #expect(forged.status == 124)
-        #expect(try Host.readFile(report) == "{\"exit_code\":124,\"kind\":\"exit\",\"reason\":null}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":124,\"kind\":\"exit\",\"reason\":null}\n")
         let policy = try scratch.file("t.toml", "level = \"sandbox\"\n[limits]\ntimeout_s = 1\n")
         let real = try CLI.run(["exec", "--policy", policy, "--report", report, "-c", "while True: pass"])
         #expect(real.status == ExitStatus.timeout)
-        #expect(try Host.readFile(report)
+        #expect(try Host.reportOutcome(report)
             == "{\"exit_code\":124,\"kind\":\"timeout\",\"reason\":\"timeout: the code ran longer than 1 s and was stopped (limits.timeout_s in the policy)\"}\n")
     }
 
@@ -207,7 +207,7 @@ import CapsuleRuntime
         let report = try scratch.file("report.json", "{\"exit_code\":0,\"kind\":\"exit\",\"reason\":null}\n")
         let missing = try CLI.run(["run", "--report", report, "\(scratch.path)/missing.py"])
         #expect(missing.status == ExitStatus.capsuleError)
-        #expect(try Host.readFile(report)
+        #expect(try Host.reportOutcome(report)
             == "{\"exit_code\":125,\"kind\":\"capsule-error\",\"reason\":\"cannot read \(scratch.path)/missing.py: No such file or directory\"}\n")
         let forged = try CLI.run(["exec", "--report", report, "-c", "raise MemoryError('fake')"])
         #expect(forged.status == ExitStatus.memoryLimit)

@@ -48,7 +48,7 @@ import CapsuleRuntime
         let run = try CLI.run(["run", "--report", report, try script(in: scratch)])
         #expect(run.status == 3, "\(run)")
         #expect(run.stdout == "RAN\n", "\(run)")
-        #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"exit\",\"reason\":null}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":3,\"kind\":\"exit\",\"reason\":null}\n")
     }
 }
 
@@ -65,7 +65,7 @@ import CapsuleRuntime
         let reason = "terminated by \(name) (the code got KeyboardInterrupt, as for ^C)"
         #expect(run.stderrLines.last == "capsule: \(reason)", "\(run)")
         #expect(!run.stderr.contains("twice"), "\(run)")
-        #expect(try Host.readFile(report) == "{\"exit_code\":\(128 + signal),\"kind\":\"terminated\",\"reason\":\"\(reason)\"}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":\(128 + signal),\"kind\":\"terminated\",\"reason\":\"\(reason)\"}\n")
     }
 
     @Test func aKeyboardInterruptTheCodeRaisesIsItsOwn() throws {
@@ -76,7 +76,7 @@ import CapsuleRuntime
         #expect(run.status == 130, "\(run)")
         #expect(run.stderrLines.last == "KeyboardInterrupt", "the traceback is the whole story\n\(run)")
         #expect(!run.stderrLines.contains { $0.hasPrefix("capsule:") && !$0.hasPrefix("capsule: note:") }, "\(run)")
-        #expect(try Host.readFile(report) == "{\"exit_code\":130,\"kind\":\"exit\",\"reason\":null}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":130,\"kind\":\"exit\",\"reason\":null}\n")
     }
 }
 
@@ -191,7 +191,7 @@ import CapsuleRuntime
         #expect(run.status == 3, "os._exit's status, as in CPython\n\(run)")
         let reason = Self.earlyExit(3)
         #expect(run.stderrLines.last == "capsule: \(reason)", "\(run)")
-        #expect(try Host.readFile(report) == "{\"exit_code\":3,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":3,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
     }
 
     @Test func aFailureOfTheWorkerItselfIsNamed() throws {
@@ -206,7 +206,7 @@ import CapsuleRuntime
         let reason = Self.earlyExit(1)
         #expect(run.stderrLines.suffix(2) == ["capsule_worker: the worker failed: TypeError: 'NoneType' object is not callable",
                                               "capsule: \(reason)"], "\(run)")
-        #expect(try Host.readFile(report) == "{\"exit_code\":1,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
+        #expect(try Host.reportOutcome(report) == "{\"exit_code\":1,\"kind\":\"early-exit\",\"reason\":\"\(reason)\"}\n")
     }
 }
 

@@ -252,6 +252,14 @@ enum Host {
         String(decoding: try OS.readFile(path, limit: 1 << 20), as: UTF8.self)
     }
 
+    /// A `--report` file's outcome: its first three members (exit_code, kind, reason) as JSON,
+    /// with a newline; what follows them (duration, usage, ...) RunReportTests checks.
+    static func reportOutcome(_ path: String) throws -> String {
+        let text = try readFile(path)
+        guard let members = (try? JSONValue.parse(Array(text.utf8)))?.objectValue else { return text }
+        return String(decoding: JSONValue.object(Array(members.prefix(3))).serialized(), as: UTF8.self) + "\n"
+    }
+
     static func temporaryDirectory() throws -> String {
         var template = Array("/tmp/capsule-escape-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: errno) }
