@@ -193,6 +193,27 @@ enum PythonSubprocess {
         #expect(!t.stdout.contains("ESCAPED"), "\(t)")
     }
 
+    @Test func theHostsProgramsInAReadOnlyBinDoNotRunEither() throws {
+        // readonly_paths may show the host's /usr/bin: its python3.11 is then this sandbox's, and
+        // the rest are files to read, not to run.
+        var policy = PythonSubprocess.policy()
+        policy.level = .restricted
+        policy.readonlyPaths = ["/usr/bin"]
+        let t = try Sandboxed.runFresh(PythonSubprocess.rawExecPrelude + #"""
+            import subprocess
+            print("PYTHON", subprocess.run([sys.executable, "-c", "print('python ok')"], capture_output=True, text=True).stdout.strip())
+            print("LS-READABLE", os.access("/usr/bin/ls", os.R_OK))
+            print("LS", raw_exec("/usr/bin/ls", "/"))
+            print("SH", raw_exec("/bin/sh", "-c", "echo ESCAPED"))
+            """#, policy: policy)
+        t.expectFinishedCleanly()
+        t.expectLine("PYTHON python ok")
+        t.expectLine("LS-READABLE True")
+        t.expectLine("LS ('refused', 13)")
+        t.expectLine("SH ('refused', 13)")
+        #expect(!t.stdout.contains("ESCAPED"), "\(t)")
+    }
+
     @Test func withoutTheOptionEvenPythonDoesNotRun() throws {
         let t = try Sandboxed.runFresh(PythonSubprocess.rawExecPrelude + #"""
             print("PYTHON-PRESENT", os.path.exists("/usr/bin/python3.11"))
