@@ -110,6 +110,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // scripts/bench-preload: [sandbox] preload = ["pandas"] against none, new and pooled sessions, memory.
+        .executableTarget(
+            name: "capsule-bench-preload",
+            dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleOS"],
+            path: "Benchmarks/Preload",
+            swiftSettings: swiftSettings
+        ),
+
         .target(name: "CapsuleTestSupport", path: "Tests/CapsuleTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "CapsuleProtocolTests", dependencies: ["CapsuleProtocol", "CapsuleTestSupport"],
                     swiftSettings: swiftSettings),

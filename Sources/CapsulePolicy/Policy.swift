@@ -201,6 +201,9 @@ public struct Policy: Sendable, Equatable {
     /// Whether the code may start Python itself again (`[sandbox] python_subprocess`):
     /// `sys.executable` runs a new interpreter under the same sandbox; nothing else can be executed.
     public var pythonSubprocess = false
+    /// Modules every session imports before its first execution (`[sandbox] preload`): in a pool,
+    /// while the session warms up, so the first execution pays nothing for them.
+    public var preload: [String] = []
     public var capabilities: Capabilities
     /// The `[audit]` table; nil when the policy has none (a run may still audit with `--audit`).
     public var audit: AuditSettings?

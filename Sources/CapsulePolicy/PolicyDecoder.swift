@@ -27,7 +27,7 @@ struct PolicyDecoder {
     ]
     static let limitKeys = ["memory_mb", "cpu_seconds", "timeout_s", "max_fds", "max_processes", "max_output_bytes",
                             "max_file_bytes", "workspace_mb", "max_frame_bytes", "cpus"]
-    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path", "mounts", "python_subprocess"]
+    static let sandboxKeys = ["network", "env", "readonly_paths", "environment", "python_path", "mounts", "python_subprocess", "preload"]
     static let topKeys = ["level", "extends", "description"]
     static let auditKeys = ["path", "fsync", "key_file", "rotate_mb"]
     static let poolKeys = ["min_idle", "max"]
@@ -278,6 +278,13 @@ struct PolicyDecoder {
             policy.pythonPath = try value.readonlyPaths(atMost: 64, "directories")
         case "python_subprocess" where parts.count == 1:
             policy.pythonSubprocess = try value.bool()
+        case "preload" where parts.count == 1:
+            let modules = try value.strings()
+            guard modules.count <= 64 else { throw value.error("may list at most 64 modules") }
+            if let bad = modules.first(where: { !Validate.isModuleName($0) }) {
+                throw value.error("`\(bad.clipped(to: 80))` is not a module's name: dotted Python identifiers, like \"pandas\" or \"matplotlib.pyplot\"")
+            }
+            policy.preload = modules
         default:
             return false
         }
@@ -518,6 +525,11 @@ enum Validate {
     }
 
     static func isEnvironmentName(_ text: String) -> Bool { isIdentifier(text) }
+
+    /// A module's dotted name in ASCII identifiers (`matplotlib.pyplot`), at most 200 bytes.
+    static func isModuleName(_ text: String) -> Bool {
+        text.utf8.count <= 200 && text.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isIdentifier(String($0)) }
+    }
 
     private static func isLetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7a }
 

@@ -19,6 +19,7 @@ extension Policy {
         if !pythonPath.isEmpty { rows.append(("sandbox", "python_path", list(pythonPath))) }
         if !mounts.isEmpty { rows.append(("sandbox", "mounts", list(mounts.map(\.description)))) }
         if pythonSubprocess { rows.append(("sandbox", "python_subprocess", "true")) }
+        if !preload.isEmpty { rows.append(("sandbox", "preload", list(preload))) }
         rows += environment.sorted { $0.key < $1.key }.map { ("sandbox.env", $0.key, quoted($0.value)) }
         if let audit {
             if let path = audit.path { rows.append(("audit", "path", quoted(path))) }
@@ -118,6 +119,7 @@ extension Policy {
         if let pythonEnvironment { out.append("  - import the packages of the environment \(pythonEnvironment) (capsule env show \(pythonEnvironment))") }
         if !pythonPath.isEmpty { out.append("  - import modules from (and read) these host directories: \(pythonPath.joined(separator: ", "))") }
         if !mounts.isEmpty { out.append("  - read these host paths where they are mounted (read-only): \(mounts.map { "\($0.host) at \($0.destination)" }.joined(separator: ", "))") }
+        if !preload.isEmpty { out.append("  - find these modules imported before its first execution: \(preload.joined(separator: ", "))") }
         if pythonSubprocess { out.append("  - start Python itself again (sys.executable), under the same sandbox; no other program") }
         out.append(network == .host ? "  - use the host's network directly" : "  - reach no network directly")
         out.append(environment.isEmpty ? "  - see no environment variables"

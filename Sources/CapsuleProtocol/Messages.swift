@@ -37,6 +37,8 @@ public enum WorkerMessage: Sendable, Equatable {
     case checkpointData(id: String, data: [UInt8], names: [String], skipped: [String: String], error: String?)
     /// The answer to `restore`: the names restored, those that failed and why; or `error`.
     case restored(id: String, names: [String], skipped: [String: String], error: String?)
+    /// The answer to `preload`: the modules that could not be imported and why, and how long it took.
+    case preloaded(skipped: [String: String], duration: Double)
 }
 
 /// Supervisor → worker.
@@ -59,6 +61,9 @@ public enum SupervisorMessage: Sendable, Equatable {
     /// Loads a checkpoint's `data` into the namespace, after clearing the code's names when
     /// `replace` (answered by `restored`).
     case restore(id: String, data: [UInt8], replace: Bool)
+    /// Sent once, after `configure`, when the policy lists `[sandbox] preload`: import these
+    /// modules now, before any execution (answered by `preloaded`).
+    case preload(modules: [String])
     case shutdown
 }
 
@@ -111,6 +116,8 @@ extension WorkerMessage {
             self = .restored(id: try message.string("id"), names: try message.strings("names"),
                              skipped: try message.stringMap("skipped"),
                              error: message.has("error") ? try message.string("error") : nil)
+        case "preloaded":
+            self = .preloaded(skipped: try message.stringMap("skipped"), duration: try message.double("duration"))
         default:
             throw .unknownType(message.type, direction: "worker")
         }
@@ -129,6 +136,7 @@ extension WorkerMessage {
         case .completeness: "completeness"
         case .checkpointData: "checkpoint_data"
         case .restored: "restored"
+        case .preloaded: "preloaded"
         }
     }
 
@@ -167,6 +175,8 @@ extension WorkerMessage {
         case .restored(let id, let names, let skipped, let error):
             .object([("type", "restored"), ("id", .string(id)), ("names", .array(names.map(JSONValue.string))),
                      ("skipped", Self.sorted(skipped))] + (error.map { [("error", .string($0))] } ?? []))
+        case .preloaded(let skipped, let duration):
+            ["type": "preloaded", "skipped": Self.sorted(skipped), "duration": .number(duration)]
         }
     }
 
@@ -218,6 +228,8 @@ extension SupervisorMessage {
         case "restore":
             self = .restore(id: try message.string("id"), data: try message.base64("data", instead: "code"),
                             replace: try message.bool("replace"))
+        case "preload":
+            self = .preload(modules: try message.strings("modules"))
         case "shutdown":
             self = .shutdown
         default:
@@ -235,6 +247,7 @@ extension SupervisorMessage {
         case .complete: "complete"
         case .checkpoint: "checkpoint"
         case .restore: "restore"
+        case .preload: "preload"
         case .shutdown: "shutdown"
         }
     }
@@ -265,6 +278,8 @@ extension SupervisorMessage {
             ["type": "checkpoint", "id": .string(id)]
         case .restore(let id, let data, let replace):
             ["type": "restore", "id": .string(id), "data": .string(Base64.encode(data)), "replace": .bool(replace)]
+        case .preload(let modules):
+            ["type": "preload", "modules": .array(modules.map(JSONValue.string))]
         case .shutdown:
             ["type": "shutdown"]
         }

@@ -26,7 +26,8 @@ public final class Session: @unchecked Sendable {
     public let location: WorkerLocation
     public let pid: Int32
     /// Notes from sandbox setup (e.g. no cgroup on this host), for the caller to show.
-    public var notes: [String] { report.notes }
+    public var notes: [String] { report.notes + preloadNotes }
+    private var preloadNotes: [String] = []
     /// What the sandbox reported as it ended (its usage, `--output-dir`'s copy); complete once the
     /// session has ended and been reaped (`shutdown()` waits for that).
     public var ending: StatusReport { report }
@@ -184,7 +185,8 @@ public final class Session: @unchecked Sendable {
             ready = true
             return .stop
         }
-        if ready, await send(.configure(capabilities: calls.broker.configuration), until: deadline) == nil {
+        if ready, await send(.configure(capabilities: calls.broker.configuration), until: deadline) == nil,
+           await preload(until: deadline) {
             do throws(AuditFailure) {
                 try audit?.event(AuditEvent(.sessionStart, [("pid", .number(Double(pid))), ("python", .string(pythonVersion))]))
                 return .success(())
@@ -201,6 +203,26 @@ public final class Session: @unchecked Sendable {
             if let failure = report.failure { return .failure(.sandbox(failure.description)) }
             return .failure(.exitedBeforeReady(exitCode: report.exitCode, signal: report.signal))
         }
+    }
+
+    /// `[sandbox] preload`: the worker imports the policy's modules before any execution; a module
+    /// that cannot be imported becomes a note, not a failure. False when the worker ended or broke
+    /// the protocol meanwhile (the handshake then says why).
+    private func preload(until deadline: UInt64) async -> Bool {
+        guard !policy.preload.isEmpty else { return true }
+        guard await send(.preload(modules: policy.preload), until: deadline) == nil else { return false }
+        var answered = false
+        _ = await pump(deadline: deadline, answer: sendAnswer) { message in
+            guard case .preloaded(let skipped, _) = message else {
+                return message.isStream ? .continue : .failure("expected `preloaded`, got \(message.typeName)")
+            }
+            self.preloadNotes = skipped.sorted { $0.key < $1.key }.map { module, why in
+                "[sandbox] preload: \(module.clipped(to: 200)) could not be imported: \(why.clipped(to: 300).escapingControlCharacters)"
+            }
+            answered = true
+            return .stop
+        }
+        return answered
     }
 
     deinit {
@@ -563,7 +585,7 @@ public final class Session: @unchecked Sendable {
                 return .stop
             case .ready:
                 return .failure("`ready` sent twice")
-            case .capCall, .completeness, .checkpointData, .restored:
+            case .capCall, .completeness, .checkpointData, .restored, .preloaded:
                 break // handled above (none of these has an execution id)
             }
             return .continue
@@ -1278,7 +1300,7 @@ extension WorkerMessage {
         case .stream(let id, _, _), .streamData(let id, _, _), .result(let id, _), .error(let id, _, _, _),
              .inputRequest(let id, _, _), .done(let id, _, _, _): id
         case .capCall: nil // a call belongs to a thread of the code, not to one execution
-        case .completeness, .checkpointData, .restored: nil
+        case .completeness, .checkpointData, .restored, .preloaded: nil
         }
     }
 
@@ -1306,6 +1328,7 @@ extension WorkerMessage {
         case .completeness: "`completeness`"
         case .checkpointData: "`checkpoint_data`"
         case .restored: "`restored`"
+        case .preloaded: "`preloaded`"
         }
     }
 }

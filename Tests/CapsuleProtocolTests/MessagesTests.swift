@@ -24,6 +24,8 @@ let workerMessages: [WorkerMessage] = [
     .checkpointData(id: "k8", data: [], names: [], skipped: [:], error: "ValueError: too big"),
     .restored(id: "r9", names: ["x"], skipped: ["f": "its source did not run"], error: nil),
     .restored(id: "r9", names: [], skipped: [:], error: "KeyboardInterrupt: "),
+    .preloaded(skipped: [:], duration: 0.25),
+    .preloaded(skipped: ["numpy": "ModuleNotFoundError: No module named 'numpy'"], duration: 0),
 ]
 
 let supervisorMessages: [SupervisorMessage] = [
@@ -37,6 +39,7 @@ let supervisorMessages: [SupervisorMessage] = [
     .complete(id: "c5", code: "if x:\n    y"),
     .checkpoint(id: "k7"),
     .restore(id: "r9", data: [0x80, 0x05, 0x00], replace: true),
+    .preload(modules: ["pandas", "matplotlib.pyplot"]),
     .shutdown,
 ]
 
@@ -61,7 +64,7 @@ let supervisorMessages: [SupervisorMessage] = [
         for message in workerMessages { #expect(message.json["type"]?.stringValue == message.type) }
         for message in supervisorMessages { #expect(message.json["type"]?.stringValue == message.type) }
         #expect(workerMessages.map(\.type).uniqued() == ["ready", "stream", "result", "error", "input_request", "done", "completeness",
-                                                          "checkpoint_data", "restored"])
+                                                          "checkpoint_data", "restored", "preloaded"])
     }
 
     @Test func unexpectedMessageReadsAsASentence() {

@@ -1,6 +1,7 @@
 """Runs `execute` requests in the session's persistent __main__ namespace and reports the outcome."""
 import builtins
 import io
+import os
 import sys
 from time import perf_counter
 
@@ -28,6 +29,7 @@ class Session:
         # so code that rebinds or deletes the names breaks nothing (a deleted name comes back).
         self.inputs, self.outputs = [""], {}
         streams.install()
+        _limit_thread_pools()
         _install_site_builtins()
         capabilities.install(granted, self.ns)
         rich.display_granted = any(c["name"] == "display" for c in granted)
@@ -153,6 +155,24 @@ class Session:
                     self.loop.run_until_complete(task)
                 except BaseException:
                     pass
+
+
+_THREAD_POOLS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS")
+
+
+def _limit_thread_pools():
+    """numpy's OpenBLAS, OpenMP and MKL start a thread per core of the host at import, and every
+    thread counts against max_processes (RLIMIT_NPROC): on a large host `import numpy` would fail.
+    Unless the policy's env says otherwise, they get the cores the session may use, at most a
+    quarter of its process allowance: in the C environment those libraries read (putenv), not in
+    os.environ, which stays exactly the policy's."""
+    import resource
+    cores = len(os.sched_getaffinity(0))
+    allowance = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    count = cores if allowance == resource.RLIM_INFINITY else max(1, min(cores, allowance // 4))
+    for name in _THREAD_POOLS:
+        if name not in os.environ:
+            os.putenv(name, str(count))
 
 
 def _add_site_directories():

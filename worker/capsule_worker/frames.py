@@ -76,6 +76,7 @@ _MEMBERS = {
     "complete": (("id", str), ("code", str)),
     "checkpoint": (("id", str),),
     "restore": (("id", str), ("data", str), ("replace", bool)),
+    "preload": (("modules", list),),
     "shutdown": (),
 }
 

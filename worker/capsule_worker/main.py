@@ -16,6 +16,26 @@ def preload() -> None:
     from . import execute  # noqa: F401
 
 
+def preload_modules(modules: list) -> dict:
+    """[sandbox] preload: import each module now, before any execution, with what it prints
+    dropped; the answer names those that failed and why."""
+    import importlib, io
+    from time import perf_counter
+    start = perf_counter()
+    skipped = {}
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = io.StringIO()
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt from a module's top level too
+                skipped[str(name)[:200]] = frames.clip(f"{type(exc).__name__}: {exc}", 300)
+    finally:
+        sys.stdout, sys.stderr = saved
+    return {"type": "preloaded", "skipped": skipped, "duration": perf_counter() - start}
+
+
 def completeness(cid: str, code: str) -> dict:
     """Whether `code` is a whole statement as Python's interactive console reads one (codeop, mode
     "single"): `complete`, `incomplete` (more lines may make it whole) or `invalid`; and whether a
@@ -47,6 +67,11 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
             msg = session.idle() if session is not None and session.waiting_tasks() else frames.recv()
             if msg["type"] == "configure":
                 granted = msg["capabilities"]
+            elif msg["type"] == "preload":
+                if session is None:
+                    from .execute import Session
+                    session = Session(granted)
+                frames.send(preload_modules(msg["modules"]))
             elif msg["type"] == "complete":
                 frames.send(completeness(msg["id"], msg["code"]))
             elif msg["type"] in ("execute", "checkpoint", "restore"):

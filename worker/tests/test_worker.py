@@ -113,6 +113,16 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(run.done["status"], "ok", run.msgs)
         self.assertIsNone(run.error)
 
+    def test_preload_imports_quietly_and_names_what_failed(self):
+        self.w.send({"type": "preload", "modules": ["this", "no_such_mod", "json.decoder", 3]})
+        answer = self.w.recv()
+        self.assertEqual(answer["type"], "preloaded")
+        self.assertEqual(sorted(answer["skipped"]), ["3", "no_such_mod"])
+        self.assertEqual(answer["skipped"]["no_such_mod"], "ModuleNotFoundError: No module named 'no_such_mod'")
+        run = self.w.run("import sys\nprint('this' in sys.modules, 'json.decoder' in sys.modules)", result=False)
+        self.assertOk(run)
+        self.assertEqual(run.stdout, "True True\n")  # and nothing of the Zen that `this` printed
+
     def test_ready_and_startup_time(self):
         self.assertEqual(self.w.ready["type"], "ready")
         self.assertEqual(self.w.ready["pid"], self.w.proc.pid)
