@@ -92,12 +92,15 @@ func pooled(preload: Bool) async -> (acquire: Double, describe: Double) {
 }
 
 /// The PSS (KiB) of `pid` and every process below it.
-func treePSS(_ pid: pid_t) -> Int {
+func treePSS(_ pid: pid_t) -> Int { treeMemory(pid, "Pss:") }
+
+/// A line of smaps_rollup (KiB: `Pss:`, `Anonymous:`) summed over `pid` and every process below it.
+func treeMemory(_ pid: pid_t, _ field: String) -> Int {
     var total = 0
     var pending = [pid]
     while let next = pending.popLast() {
         if let rollup = try? OS.readFile("/proc/\(next)/smaps_rollup", limit: 1 << 16),
-           let line = String(decoding: rollup, as: UTF8.self).split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }) {
+           let line = String(decoding: rollup, as: UTF8.self).split(separator: "\n").first(where: { $0.hasPrefix(field) }) {
             total += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
         }
         for task in (try? OS.directoryEntries("/proc/\(next)/task")) ?? [] {
@@ -119,11 +122,18 @@ rows.append(("warm pool: acquisition (ms; target with preload ≤ 5)", text(pool
 rows.append(("warm pool: acquisition + first `df.describe()` (ms)", text(pooledPlain.acquire + pooledPlain.describe),
              text(pooledPreloaded.acquire + pooledPreloaded.describe)))
 
-// Memory: one idle session with pandas loaded alone, then `sessionCount` at once.
+// Memory: one idle session with pandas loaded alone, then `sessionCount` at once. What pandas adds
+// to a session's anonymous memory (its heap: what a fork server could at best share, copy-on-write)
+// is measured against an idle session without it.
+guard let bare = try? await Session.open(policy: policy(preload: false), location: location) else { fail("no session") }
 guard let alone = try? await Session.open(policy: policy(preload: true), location: location) else { fail("no session") }
 try? await Task.sleep(for: .milliseconds(300))
 let alonePSS = treePSS(alone.pid)
+let (bareAnonymous, aloneAnonymous) = (treeMemory(bare.pid, "Anonymous:"), treeMemory(alone.pid, "Anonymous:"))
 await alone.close()
+await bare.close()
+rows.append(("one idle session: anonymous memory, its whole process tree (MiB)", text(Double(bareAnonymous) / 1024),
+             text(Double(aloneAnonymous) / 1024) + " (+\(text(Double(aloneAnonymous - bareAnonymous) / 1024)) for pandas)"))
 var many: [Session] = []
 for _ in 0..<sessionCount {
     guard let session = try? await Session.open(policy: policy(preload: true), location: location) else { fail("session \(many.count + 1) did not open") }
