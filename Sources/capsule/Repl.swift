@@ -35,7 +35,13 @@ func repl(_ options: SessionOptions) -> Int32 {
     case .failed(let code): return code
     }
     let printer = EventPrinter(session: session, displayDir: options.displayDir)
-    defer { session.shutdown(wait: false) }
+    defer {
+        // With --output-dir, the copy of /workspace/out is made as the sandbox ends: wait for it.
+        session.shutdown(wait: options.outputDir != nil)
+        if let directory = options.outputDir.flatMap({ try? OutputDirectory.prepare($0).get() }) {
+            OutputDirectory.tell(session.ending, directory: directory)
+        }
+    }
     let interactive = isatty(0) == 1
     var lines: any LineSource = interactive ? LineEditor(history: History.load()) : PipedLines()
     if interactive {
