@@ -213,6 +213,11 @@ public final class Session: @unchecked Sendable {
         guard await send(.preload(modules: policy.preload), until: deadline) == nil else { return false }
         var answered = false
         _ = await pump(deadline: deadline, answer: sendAnswer) { message in
+            // A module may use a capability as it is imported: the call is checked and audited as any other.
+            if case .capCall(let callID, let capability, let method, let arguments) = message {
+                return self.startCall(CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments),
+                                      answer: self.sendAnswer)
+            }
             guard case .preloaded(let skipped, _) = message else {
                 return message.isStream ? .continue : .failure("expected `preloaded`, got \(message.typeName)")
             }

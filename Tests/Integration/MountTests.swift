@@ -7,7 +7,7 @@ import CapsuleOS
 import Testing
 
 /// A fresh directory outside the socket directories, readable by the sandbox's unmapped uid.
-private func hostTree(_ files: [String: String]) throws -> String {
+func hostTree(_ files: [String: String]) throws -> String {
     try OS.makeDirectories("/var/lib/capsule-tests")
     var template = Array("/var/lib/capsule-tests/tree-XXXXXX".utf8CString)
     guard let made = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: errno) }

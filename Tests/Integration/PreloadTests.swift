@@ -32,6 +32,17 @@ import Testing
         t.expectLine("True")
     }
 
+    @Test func aModuleMayCallACapabilityAsItIsImported() throws {
+        let root = try hostTree(["caller_mod.py": "import capsule\ntry:\n    capsule.ask('x')\nexcept capsule.CapabilityDenied as e:\n    WHY = str(e)\n"])
+        defer { Host.removeTree(root) }
+        var policy = Self.policy(["caller_mod"])
+        policy.level = .restricted
+        policy.pythonPath = [root]
+        let t = try Sandboxed.runFresh("import caller_mod\nprint(caller_mod.WHY.split(':')[0])", policy: policy)
+        t.expectFinishedCleanly()
+        t.expectLine("`input` is not granted")
+    }
+
     @Test func aPooledSessionIsHandedOutWithItsModulesLoaded() async throws {
         var policy = Self.policy(["fractions"])
         policy.pool = PoolSettings(minIdle: 1, max: 2)
