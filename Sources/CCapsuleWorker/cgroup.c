@@ -151,30 +151,30 @@ void cw_cgroup_join(const struct cw_cgroup *cg, pid_t pid) {
     if (cg->pids[0] && write_file(cg->pids, "cgroup.procs", text) < 0) cw_fail("cgroup", errno, cg->pids);
 }
 
+// The text of the session's memory-cgroup file `name`, in `buf`; false without a memory cgroup
+// or when the file cannot be read.
+static bool read_memory_file(const struct cw_cgroup *cg, const char *name, char *buf, size_t size) {
+    if (!cg->memory[0]) return false;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", cg->memory, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    return true;
+}
+
 // The most memory the session's processes held at once (page cache and tmpfs included), or -1.
 long long cw_cgroup_peak_bytes(const struct cw_cgroup *cg) {
-    if (!cg->memory[0]) return -1;
-    char path[512], buf[64];
-    snprintf(path, sizeof path, "%s/%s", cg->memory, cg->v2 ? "memory.peak" : "memory.max_usage_in_bytes");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    return strtoll(buf, NULL, 10);
+    char buf[64];
+    return read_memory_file(cg, cg->v2 ? "memory.peak" : "memory.max_usage_in_bytes", buf, sizeof buf) ? strtoll(buf, NULL, 10) : -1;
 }
 
 long cw_cgroup_oom_kills(const struct cw_cgroup *cg) {
-    if (!cg->memory[0]) return 0;
-    char path[512], buf[1024];
-    snprintf(path, sizeof path, "%s/%s", cg->memory, cg->v2 ? "memory.events" : "memory.oom_control");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
+    char buf[1024];
+    if (!read_memory_file(cg, cg->v2 ? "memory.events" : "memory.oom_control", buf, sizeof buf)) return 0;
     char *hit = strstr(buf, "oom_kill ");
     return hit ? strtol(hit + 9, NULL, 10) : 0;
 }

@@ -214,10 +214,7 @@ public final class Session: @unchecked Sendable {
         var answered = false
         _ = await pump(deadline: deadline, answer: sendAnswer) { message in
             // A module may use a capability as it is imported: the call is checked and audited as any other.
-            if case .capCall(let callID, let capability, let method, let arguments) = message {
-                return self.startCall(CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments),
-                                      answer: self.sendAnswer)
-            }
+            if let call = message.capabilityCall { return self.startCall(call, answer: self.sendAnswer) }
             guard case .preloaded(let skipped, _) = message else {
                 return message.isStream ? .continue : .failure("expected `preloaded`, got \(message.typeName)")
             }
@@ -540,10 +537,7 @@ public final class Session: @unchecked Sendable {
             return .continue
         }
         let end = await pump(deadline: deadline, output: deliverData, answer: answer, between: sendAnswers) { message in
-            if case .capCall(let callID, let capability, let method, let arguments) = message {
-                let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
-                return self.startCall(call, answer: answer)
-            }
+            if let call = message.capabilityCall { return self.startCall(call, answer: answer) }
             // Output a thread of the code wrote after an earlier execution ended (while nothing
             // read the channel) is the code's output all the same: delivered now.
             let late = message.isStream && message.executionID.flatMap { Int($0) }.map { $0 < Int(id) ?? 0 } == true
@@ -669,10 +663,8 @@ public final class Session: @unchecked Sendable {
             emit(.streamData(name, bytes))
             return .continue
         }, answer: sendAnswer) { message in
+            if let call = message.capabilityCall { return self.startCall(call, answer: self.sendAnswer) }
             switch message {
-            case .capCall(let callID, let capability, let method, let arguments):
-                let call = CapabilityCall(id: callID, capability: capability, method: method, arguments: arguments)
-                return self.startCall(call, answer: self.sendAnswer)
             case .stream(_, let name, let text):
                 emit(.stream(name, text))
                 return .continue
@@ -1312,6 +1304,12 @@ extension WorkerMessage {
     var isCapCall: Bool {
         if case .capCall = self { return true }
         return false
+    }
+
+    /// A `cap_call` as the broker takes it; nil for any other message.
+    var capabilityCall: CapabilityCall? {
+        guard case .capCall(let id, let capability, let method, let arguments) = self else { return nil }
+        return CapabilityCall(id: id, capability: capability, method: method, arguments: arguments)
     }
 
     var isStream: Bool {

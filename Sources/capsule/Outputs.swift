@@ -12,10 +12,15 @@ import CapsuleSandbox
 /// once the sandbox has ended (Sources/CCapsuleWorker/outputs.c); this side names the directory
 /// and says what was left out.
 enum OutputDirectory {
+    /// `path` as the absolute path the launcher is given.
+    static func absolute(_ path: String) -> String {
+        OS.normalizedPath(path.hasPrefix("/") ? path : (OS.currentDirectory() ?? "/") + "/" + path)
+    }
+
     /// The directory as an absolute path, made if missing (its parent must exist), or why it cannot be used.
     static func prepare(_ path: String) -> Result<String, SourceError> {
         if path.isEmpty { return .failure(SourceError("--output-dir needs a directory name")) }
-        let absolute = OS.normalizedPath(path.hasPrefix("/") ? path : (OS.currentDirectory() ?? "/") + "/" + path)
+        let absolute = absolute(path)
         if let target = OS.linkTarget(absolute) {
             return .failure(SourceError("--output-dir \(path) is a symbolic link (to \(target)); name the directory itself"))
         }

@@ -38,7 +38,7 @@ func repl(_ options: SessionOptions) -> Int32 {
     defer {
         // With --output-dir, the copy of /workspace/out is made as the sandbox ends: wait for it.
         session.shutdown(wait: options.outputDir != nil)
-        if let directory = options.outputDir.flatMap({ try? OutputDirectory.prepare($0).get() }) {
+        if let directory = options.outputDir.map(OutputDirectory.absolute) {
             OutputDirectory.tell(session.ending, directory: directory)
         }
     }

@@ -375,7 +375,7 @@ private func runInSession(_ options: SessionOptions, scriptFiles: [String] = [],
     // ends (its usage, the copy of /workspace/out) is wanted: then wait for that.
     let wantsEnding = options.report != nil || options.outputDir != nil
     session.shutdown(wait: wantsEnding)
-    let outputDirectory = options.outputDir.flatMap { try? OutputDirectory.prepare($0).get() }
+    let outputDirectory = options.outputDir.map(OutputDirectory.absolute)
     if let outputDirectory { OutputDirectory.tell(session.ending, directory: outputDirectory) }
     let status = finalStatus(outcome, session: session, policy: policy)
     guard options.report != nil else { return status.code }

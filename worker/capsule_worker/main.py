@@ -67,19 +67,16 @@ def serve(fd: int, max_frame: int = frames.MAX_FRAME) -> None:
             msg = session.idle() if session is not None and session.waiting_tasks() else frames.recv()
             if msg["type"] == "configure":
                 granted = msg["capabilities"]
-            elif msg["type"] == "preload":
-                if session is None:
-                    from .execute import Session
-                    session = Session(granted)
-                frames.send(preload_modules(msg["modules"]))
             elif msg["type"] == "complete":
                 frames.send(completeness(msg["id"], msg["code"]))
-            elif msg["type"] in ("execute", "checkpoint", "restore"):
+            elif msg["type"] in ("execute", "checkpoint", "restore", "preload"):
                 if session is None:
                     from .execute import Session
                     session = Session(granted)
                 if msg["type"] == "execute":
                     session.run(msg)
+                elif msg["type"] == "preload":
+                    frames.send(preload_modules(msg["modules"]))
                 else:
                     from . import checkpoints
                     checkpoints.answer(session, msg)
