@@ -38,7 +38,7 @@ struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path,
     e->path = strdup(path);
     e->source = strdup(source);
     e->fd = -1;
-    e->no_symlinks = false;
+    e->no_symlinks = e->writable = e->detached = false;
     return e;
 }
 
@@ -243,8 +243,8 @@ int cw_print_needed_libraries(const char *dir) {
 enum literal_kind { NOT_A_SOCKET, FILE_OR_DIRECTORY, DIRECTORY };
 
 // `host`, taken literally (a symbolic link anywhere in it is refused, so a path means itself),
-// bound read-only at `inside`; a failure is reported as `stage`.
-static void bind_literally(struct cw_config *cfg, const char *stage, const char *inside, const char *host, enum literal_kind kind) {
+// bound read-only at `inside`; a failure is reported as `stage`. The entry, or NULL if `inside` was there already.
+static struct cw_entry *bind_literally(struct cw_config *cfg, const char *stage, const char *inside, const char *host, enum literal_kind kind) {
     struct stat st;
     int fd = cw_open_no_symlinks(host);
     if (fd < 0 || fstat(fd, &st) < 0) cw_fail(stage, errno, host);
@@ -254,6 +254,7 @@ static void bind_literally(struct cw_config *cfg, const char *stage, const char 
     if (S_ISSOCK(st.st_mode) || (kind == FILE_OR_DIRECTORY && !dir && !S_ISREG(st.st_mode))) cw_fail(stage, ENOTSUP, host);
     struct cw_entry *entry = cw_add_entry(cfg, dir ? CW_BIND_DIR : CW_BIND_FILE, inside, host);
     if (entry) entry->no_symlinks = true;
+    return entry;
 }
 
 // Whether `a` is `b` or lies under it.
@@ -262,16 +263,21 @@ static bool at_or_under(const char *a, const char *b) {
     return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/' || (n == 1 && b[0] == '/'));
 }
 
-// HOST:DEST: the host path (taken literally) bound read-only at DEST, a place of its own: not
-// over or under anything the root already holds (the runtime, /usr/lib/capsule, ...).
+// HOST:DEST[:rw]: the host path (taken literally) bound at DEST, read-only unless `:rw`, a place
+// of its own: not over or under anything the root already holds (the runtime, /usr/lib/capsule, ...).
 static void add_mount(struct cw_config *cfg, char *spec) {
     char *colon = strchr(spec, ':');
-    if (!colon || colon == spec || colon[1] != '/') cw_fail("arguments", EINVAL, "--mount HOST:DEST");
+    if (!colon || colon == spec || colon[1] != '/') cw_fail("arguments", EINVAL, "--mount HOST:DEST[:rw]");
     *colon = 0;
     const char *host = spec, *dest = colon + 1;
+    char *mode = strchr(colon + 1, ':');
+    bool writable = mode && !strcmp(mode, ":rw");
+    if (mode && !writable) cw_fail("arguments", EINVAL, "--mount HOST:DEST[:rw]");
+    if (mode) *mode = 0;
     for (size_t i = 0; i < cfg->n_entries; i++)
         if (at_or_under(dest, cfg->entries[i].path) || at_or_under(cfg->entries[i].path, dest)) cw_fail("mount", EEXIST, dest);
-    bind_literally(cfg, "mount", dest, host, FILE_OR_DIRECTORY);
+    struct cw_entry *entry = bind_literally(cfg, "mount", dest, host, FILE_OR_DIRECTORY);
+    if (entry && writable) entry->writable = cfg->writable_mounts = true;
 }
 
 void cw_collect_runtime(struct cw_config *cfg) {

@@ -1,5 +1,5 @@
 // Landlock, where the kernel has it: reads anywhere in the (already minimal) root, writes only
-// under /workspace, /tmp, /dev/shm and the device nodes, execution of Python itself only (and
+// under /workspace, /tmp, /dev/shm, the device nodes and :rw mounts, execution of Python itself only (and
 // only with python_subprocess); no TCP unless the policy grants the host
 // network (ABI 4); no signals or abstract unix sockets leaving the sandbox (ABI 6).
 // Constants are spelled out because Debian 12's headers stop at ABI 3.
@@ -89,6 +89,14 @@ void cw_apply_landlock(const struct cw_config *cfg) {
     allow_beneath(ruleset, "/workspace", write);
     allow_beneath(ruleset, "/tmp", write);
     allow_beneath(ruleset, "/dev/shm", write);
+    // A :rw mount takes files and directories, but no symbolic link, socket or FIFO, which left in
+    // a host tree would point the host's own tools elsewhere or at a listener inside.
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        const struct cw_entry *e = &cfg->entries[i];
+        if (!e->writable) continue;
+        uint64_t file = LL_FS_READ_FILE | LL_FS_WRITE_FILE | (abi >= 3 ? LL_FS_TRUNCATE : 0);
+        allow_beneath(ruleset, e->path, e->kind == CW_BIND_DIR ? write & ~(LL_FS_MAKE_SOCK | LL_FS_MAKE_FIFO | LL_FS_MAKE_SYM) : file);
+    }
     // Executing: nothing, or where the policy lets Python start again, that one file and the
     // dynamic loader execve opens for it (an ELF's interpreter needs the execute right too).
     if (cfg->python_subprocess) {

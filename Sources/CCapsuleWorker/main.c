@@ -193,6 +193,8 @@ int main(int argc, char **argv) {
             cw_status("note the sandbox keeps your supplementary groups for reading readonly_paths (only root can drop them)");
     }
 
+    cw_prepare_writable_mounts(&cfg); // idmapped while this process is still privileged on the host
+
     cw_set_cpus(&cfg);
     static struct cw_cgroup cgroup;
     char why[512];

@@ -20,6 +20,34 @@
 
 static int device_fds[CW_N_DEVICES];
 
+// A HOST:DEST:rw mount, where the launcher is root: the sandbox's root is a per-session host uid,
+// which owns nothing on the host, so a plain bind would let it write nowhere. The launcher (still
+// privileged on the host) clones the tree and idmaps it: the ids its top directory's owner has on
+// disk appear inside as the sandbox's root, and what the sandbox writes lands as that owner's;
+// files of anyone else show as the overflow id, readable as their mode says, never writable. The
+// tree is nosuid, nodev and noexec; the sandbox attaches it with move_mount (cw_build_root).
+// Where the launcher is an ordinary user, the sandbox's root is that user and a bind suffices.
+void cw_prepare_writable_mounts(struct cw_config *cfg) {
+    if (!cfg->writable_mounts || cfg->host_uid == geteuid()) return;
+    for (size_t i = 0; i < cfg->n_entries; i++) {
+        struct cw_entry *e = &cfg->entries[i];
+        if (!e->writable) continue;
+        struct stat st;
+        int source = cw_open_no_symlinks(e->source);
+        if (source < 0 || fstat(source, &st) < 0) cw_fail("mount", errno, e->source);
+        int tree = open_tree(source, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+        if (tree < 0) cw_fail("mount-rw", errno, e->source);
+        close(source);
+        struct mount_attr attr = {
+            .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            .userns_fd = (unsigned long long)cw_id_namespace(st.st_uid, cfg->host_uid, st.st_gid, cfg->host_gid)};
+        if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) cw_fail("mount-rw", errno, e->source);
+        close((int)attr.userns_fd);
+        e->fd = tree;
+        e->detached = true;
+    }
+}
+
 // Whether `path` lies in a directory already bound at its own host path (its contents are there).
 static bool bound_within(const struct cw_config *cfg, const char *path) {
     for (size_t i = 0; i < cfg->n_entries; i++) {
@@ -69,7 +97,7 @@ void cw_collect_host_files(struct cw_config *cfg) {
 void cw_open_sources(struct cw_config *cfg) {
     for (size_t i = 0; i < cfg->n_entries; i++) {
         struct cw_entry *e = &cfg->entries[i];
-        if (e->kind == CW_SYMLINK) continue;
+        if (e->kind == CW_SYMLINK || e->detached) continue;
         e->fd = e->no_symlinks ? cw_open_no_symlinks(e->source) : open(e->source, O_PATH | O_CLOEXEC);
         if (e->fd < 0) cw_fail("bind-source", errno, e->source);
     }
@@ -105,14 +133,17 @@ static void make_node(const char *path, bool dir) {
     }
 }
 
-// Bind through /proc/self/fd/N, then remount (read-only unless a device) keeping locked flags.
-static void bind_path(int source_fd, const char *target, bool dir, bool readonly) {
+enum bind_mode { READ_ONLY, DEVICE, WRITABLE };
+
+// Bind through /proc/self/fd/N, then remount (read-only but for a device or a :rw mount) keeping locked flags.
+static void bind_path(int source_fd, const char *target, bool dir, enum bind_mode mode) {
     char source[64];
     snprintf(source, sizeof source, "/proc/self/fd/%d", source_fd);
     make_node(target, dir);
     if (mount(source, target, NULL, MS_BIND, NULL) < 0) cw_fail("bind-mount", errno, target);
     struct statvfs sv;
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | (readonly ? MS_RDONLY | MS_NODEV : MS_NOEXEC);
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID |
+                          (mode == READ_ONLY ? MS_RDONLY | MS_NODEV : mode == WRITABLE ? MS_NODEV | MS_NOEXEC : MS_NOEXEC);
     if (statvfs(target, &sv) == 0) {
         if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
         if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
@@ -171,15 +202,19 @@ void cw_build_root(const struct cw_config *cfg) {
             make_parents(path);
             // EROFS: the place lies in a read-only bind (a readonly_paths /usr/bin), whose own entries stand.
             if (symlink(e->source, path) < 0 && errno != EEXIST && errno != EROFS) cw_fail("make-root", errno, path);
+        } else if (e->detached) {
+            make_node(path, e->kind == CW_BIND_DIR);
+            if (move_mount(e->fd, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0) cw_fail("mount-rw", errno, e->path);
+            close(e->fd);
         } else {
-            bind_path(e->fd, path, e->kind == CW_BIND_DIR, true);
+            bind_path(e->fd, path, e->kind == CW_BIND_DIR, e->writable ? WRITABLE : READ_ONLY);
             close(e->fd);
         }
     }
 
     for (size_t i = 0; i < CW_N_DEVICES; i++) {
         snprintf(path, sizeof path, NEW_ROOT "%s", cw_device_nodes[i]);
-        bind_path(device_fds[i], path, false, false); // /dev/null must take writes
+        bind_path(device_fds[i], path, false, DEVICE); // /dev/null must take writes
         close(device_fds[i]);
     }
     static const char *const dev_links[][2] = {

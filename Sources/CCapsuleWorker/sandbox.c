@@ -140,7 +140,7 @@ _Noreturn void cw_sandbox_main(struct cw_config *cfg, int go_fd) {
     cw_open_sources(cfg);            // still with the launcher's credentials, see mounts.c
     become_namespace_root();         // from here on, host files see an unprivileged uid
     isolate_session();               // session, hostname, not dumpable
-    cw_build_root(cfg);              // tmpfs root, read-only binds, /workspace, /tmp, /dev, /proc, pivot_root
+    cw_build_root(cfg);              // tmpfs root, read-only binds, :rw mounts, /workspace, /tmp, /dev, /proc, pivot_root
     cw_share_workspace(cfg);         // --output-dir: /workspace/out, and the workspace's descriptor to the launcher
     cw_set_rlimits(cfg);             // memory, CPU, fds, processes, file size
     cw_apply_landlock(cfg);          // needs CAP_SYS_ADMIN in the namespace, so before the drop

@@ -16,18 +16,19 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <termios.h>
 
 static const char *const allowed[] = {
     // memory
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "msync", "mincore", "membarrier",
-    // files and directories (mounts and Landlock decide where)
+    // files and directories (mounts and Landlock decide where; open, creat and chmod: mode_calls below)
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
-    "open", "openat", "creat", "close", "close_range", "lseek", "fsync", "fdatasync", "ftruncate", "truncate",
+    "close", "close_range", "lseek", "fsync", "fdatasync", "ftruncate", "truncate",
     "fallocate", "fadvise64", "readahead", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
     "access", "faccessat", "faccessat2", "getdents", "getdents64", "getcwd", "chdir", "fchdir",
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat",
-    "symlink", "symlinkat", "readlink", "readlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
+    "symlink", "symlinkat", "readlink", "readlinkat", "chown", "fchown",
     "lchown", "fchownat", "utime", "utimes", "utimensat", "futimesat", "umask",
     "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
     "sendfile", "copy_file_range", "dup", "dup2", "dup3", "pipe", "pipe2",
@@ -73,6 +74,16 @@ void cw_apply_seccomp(const struct cw_config *cfg) {
     // memfd_create: a memfd lives on no mount Landlock or noexec governs, so execve of
     // /proc/self/fd/N would run any binary the code wrote into one. execveat stays refused.
     allow(ctx, cfg->python_subprocess ? "execve" : "memfd_create", 0, NULL);
+
+    // Calls that give a file its mode (the argument's position): with a :rw mount, never a
+    // set-user-ID or set-group-ID bit, which on a host file would outlast the sandbox (nosuid
+    // holds only on the sandbox's own mount). Elsewhere such bits mean nothing: every mount inside is nosuid.
+    static const struct { const char *name; unsigned mode_arg; } mode_calls[] = {
+        {"open", 2}, {"openat", 3}, {"creat", 1}, {"chmod", 1}, {"fchmod", 1}, {"fchmodat", 2}};
+    for (size_t i = 0; i < sizeof mode_calls / sizeof mode_calls[0]; i++) {
+        struct scmp_arg_cmp plain_mode = {mode_calls[i].mode_arg, SCMP_CMP_MASKED_EQ, S_ISUID | S_ISGID, 0};
+        allow(ctx, mode_calls[i].name, cfg->writable_mounts ? 1 : 0, &plain_mode);
+    }
 
     // Threads and fork, never new namespaces. clone3 passes its flags in memory a filter cannot
     // read, so it answers ENOSYS and glibc falls back to clone.

@@ -13,13 +13,16 @@
 #define CW_EXIT_SETUP 125 // exit status of a sandbox that failed before Python started
 #define CW_MAX_ENTRIES 512
 
-// One thing placed in the new root: a read-only bind of a host path, or a symlink.
+// One thing placed in the new root: a bind of a host path (read-only, but for a mount given as
+// HOST:DEST:rw), or a symlink.
 struct cw_entry {
     enum { CW_BIND_DIR, CW_BIND_FILE, CW_SYMLINK } kind;
     char *path;    // where it appears inside the sandbox
     char *source;  // host path (binds) or link target (symlinks)
     int fd;        // O_PATH fd to the source, opened while the host's paths can still be walked
     bool no_symlinks; // a path the policy named: opened with RESOLVE_NO_SYMLINKS, so it means itself
+    bool writable;    // a HOST:DEST:rw mount (mounts.c: idmapped when the launcher is root)
+    bool detached;    // fd is a mount tree the launcher made (open_tree), attached with move_mount
 };
 
 // The device nodes bound into /dev (mounts.c) and writable there (landlock.c).
@@ -48,7 +51,8 @@ struct cw_config {
     char **env; size_t n_env;
     char **readonly_paths; size_t n_readonly;
     char **script_files; size_t n_script_files; // a script's own modules, bound as readonly_paths are
-    char **mounts; size_t n_mounts; // HOST:DEST, a host path bound read-only at DEST
+    char **mounts; size_t n_mounts; // HOST:DEST[:rw], a host path bound at DEST
+    bool writable_mounts;      // some mount is :rw (seccomp then refuses set-user-ID and set-group-ID bits)
     // Directories on sys.path after the standard library, bound read-only: an environment's
     // packages (inside /opt/capsule/envs/NAME/site-packages) and the policy's python_path.
     struct cw_python_dir { char *inside; char *source; } *python_dirs; size_t n_python_dirs;
@@ -72,6 +76,7 @@ struct cw_entry *cw_add_entry(struct cw_config *cfg, int kind, const char *path,
 
 // userns.c (launcher side)
 void cw_write_id_maps(pid_t child, uid_t host_uid, gid_t host_gid);
+int cw_id_namespace(uid_t uid, uid_t host_uid, gid_t gid, gid_t host_gid); // a descriptor of a user namespace mapping just these
 
 // cgroup.c (launcher side)
 struct cw_cgroup { char memory[640]; char pids[640]; bool v2; bool memory_limited; };
@@ -83,6 +88,7 @@ void cw_cgroup_remove(const struct cw_cgroup *cg);
 
 // mounts.c
 void cw_collect_host_files(struct cw_config *cfg); // the time-zone database; network files with the host network
+void cw_prepare_writable_mounts(struct cw_config *cfg); // the launcher, before the clone
 void cw_open_sources(struct cw_config *cfg);
 void cw_build_root(const struct cw_config *cfg);
 

@@ -195,7 +195,7 @@ public struct Policy: Sendable, Equatable {
     /// Host directories bound read-only at the same path and put on `sys.path`, after the
     /// environment's packages (`[sandbox] python_path`).
     public var pythonPath: [String] = []
-    /// Host directories or files shown read-only at a path of the policy's choosing
+    /// Host directories or files shown at a path of the policy's choosing, read-only unless `:rw`
     /// (`[sandbox] mounts`, `capsule run --mount`).
     public var mounts: [Mount] = []
     /// Whether the code may start Python itself again (`[sandbox] python_subprocess`):
@@ -245,33 +245,38 @@ extension Policy {
     }
 }
 
-/// A host path shown read-only inside at `destination`: `HOST:DEST` or `HOST:DEST:ro`.
+/// A host path shown inside at `destination`: `HOST:DEST` or `HOST:DEST:ro` read-only,
+/// `HOST:DEST:rw` writable (level `standard` or higher).
 public struct Mount: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var destination: String
+    /// `:rw`: the code writes into the host tree (as its owner; see docs/policy.md).
+    public var writable: Bool
 
-    public init(host: String, destination: String) {
+    public init(host: String, destination: String, writable: Bool = false) {
         self.host = host
         self.destination = destination
+        self.writable = writable
     }
 
-    public var description: String { "\(host):\(destination)" }
+    public var description: String { "\(host):\(destination)\(writable ? ":rw" : "")" }
 
-    /// Reads `HOST:DEST[:ro]` (HOST made absolute from `workingDirectory` when relative, as a
+    /// Reads `HOST:DEST[:ro|:rw]` (HOST made absolute from `workingDirectory` when relative, as a
     /// command line gives it), or says what is wrong with it.
     public static func parse(_ text: String, workingDirectory: String? = nil) -> Result<Mount, MountProblem> {
         var parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        var writable = false
         if parts.count == 3 {
             switch parts[2] {
             case "ro": parts.removeLast()
             case "rw":
-                return .failure(MountProblem("`\(text)`: read-write mounts are not supported yet; the code writes in /workspace, "
-                                             + "and `file` capability writes (level standard) reach host directories"))
-            default: return .failure(MountProblem("`\(text)`: the mode after the second `:` is `ro`, not `\(parts[2])`"))
+                writable = true
+                parts.removeLast()
+            default: return .failure(MountProblem("`\(text)`: the mode after the second `:` is `ro` or `rw`, not `\(parts[2])`"))
             }
         }
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-            return .failure(MountProblem("`\(text)` is not HOST:DEST or HOST:DEST:ro, like /srv/repo:/src:ro (paths hold no `:`)"))
+            return .failure(MountProblem("`\(text)` is not HOST:DEST, HOST:DEST:ro or HOST:DEST:rw, like /srv/repo:/src:ro (paths hold no `:`)"))
         }
         var host = parts[0]
         if let workingDirectory, !host.hasPrefix("/") { host = OS.normalizedPath(workingDirectory + "/" + host) }
@@ -285,7 +290,7 @@ public struct Mount: Sendable, Equatable, CustomStringConvertible {
             return .failure(MountProblem("`\(text)`: `\(destination)` is part of the sandbox's own layout; mount at a path of "
                                          + "your own, such as /src or /workspace/src"))
         }
-        return .success(Mount(host: host, destination: destination))
+        return .success(Mount(host: host, destination: destination, writable: writable))
     }
 }
 
@@ -296,17 +301,19 @@ public struct MountProblem: Error, Sendable, Equatable {
 
 extension Policy {
     /// The policy with `mounts` added, held to the rules a policy file's mounts are (a level of
-    /// `restricted` or above); for `capsule run --mount`.
+    /// `restricted` or above, `standard` for `:rw`); for `capsule run --mount`.
     public func adding(mounts specs: [String], workingDirectory: String) throws(MountProblem) -> Policy {
         guard !specs.isEmpty else { return self }
-        guard level >= .restricted else {
-            throw MountProblem("--mount needs level `restricted` or higher; the policy \(origin) is `\(level.rawValue)` "
-                               + "(--policy restricted, or a policy of your own at that level)")
-        }
         var policy = self
         for spec in specs {
             switch Mount.parse(spec, workingDirectory: workingDirectory) {
-            case .success(let mount): policy.mounts.append(mount)
+            case .success(let mount):
+                let needed: Level = mount.writable ? .standard : .restricted
+                guard level >= needed else {
+                    throw MountProblem("--mount \(mount.writable ? "HOST:DEST:rw " : "")needs level `\(needed.rawValue)` or higher; "
+                                       + "the policy \(origin) is `\(level.rawValue)` (--policy \(needed.rawValue), or a policy of your own at that level)")
+                }
+                policy.mounts.append(mount)
             case .failure(let problem): throw MountProblem("--mount \(problem.message)")
             }
         }

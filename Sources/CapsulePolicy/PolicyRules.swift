@@ -8,6 +8,7 @@ enum PolicyRules {
         if !policy.readonlyPaths.isEmpty { needs.append(("sandbox.readonly_paths", .restricted)) }
         if !policy.pythonPath.isEmpty { needs.append(("sandbox.python_path", .restricted)) }
         if !policy.mounts.isEmpty { needs.append(("sandbox.mounts", .restricted)) }
+        if let mount = policy.mounts.first(where: \.writable) { needs.append(("sandbox.mounts (\(mount.host):\(mount.destination):rw)", .standard)) }
         let caps = policy.capabilities
         if caps.input?.enabled == true { needs.append(("capabilities.input", .restricted)) }
         if caps.env?.grant.enabled == true { needs.append(("capabilities.env", .restricted)) }
@@ -83,6 +84,8 @@ enum PolicyRules {
         switch key {
         case "sandbox.network": return "set network = \"none\" in [sandbox]"
         case "sandbox.readonly_paths": return "set readonly_paths = [] in [sandbox]"
+        case "sandbox.mounts": return "set mounts = [] in [sandbox], or list them without :rw"
+        case "sandbox.python_path": return "set python_path = [] in [sandbox]"
         case "capabilities.file.write": return "set write = [] in [capabilities.file]"
         case "capabilities.net.methods": return "set methods = [\"GET\"] in [capabilities.net]"
         case "capabilities.net.websocket": return "set websocket = false in [capabilities.net]"
@@ -127,6 +130,10 @@ enum PolicyRules {
         }
         if let mount = policy.mounts.first(where: { !isUnder($0.host, anyOf: base.readonlyPaths + base.mounts.map(\.host)) }) {
             fail("sandbox.mounts", "`\(mount.host)` is not under a path it allows (its readonly_paths or mounts)")
+        }
+        // Writing is the base's to give: under one of its own :rw mounts only.
+        if let mount = policy.mounts.first(where: { $0.writable && !isUnder($0.host, anyOf: base.mounts.filter(\.writable).map(\.host)) }) {
+            fail("sandbox.mounts", "`\(mount)` writes where it allows no :rw mount")
         }
         // A directory on sys.path is read as a read-only path is: under one the base allows either way.
         if let path = policy.pythonPath.first(where: { !isUnder($0, anyOf: base.readonlyPaths + base.pythonPath) }) {

@@ -88,7 +88,7 @@ public enum Sandbox {
             for library in environment.libraries { arguments += ["--library", library] }
         }
         for path in policy.pythonPath { arguments += ["--python-path", path] }
-        for mount in policy.mounts { arguments += ["--mount", "\(mount.host):\(mount.destination)"] }
+        for mount in policy.mounts { arguments += ["--mount", mount.description] }
         for (name, value) in policy.environment.sorted(by: { $0.key < $1.key }) {
             arguments += ["--env", "\(name)=\(value)"]
         }

@@ -67,6 +67,8 @@ public struct StageFailure: Sendable, Equatable, CustomStringConvertible {
             "a mount's host path is not a directory or a regular file (\(detail)): sockets and devices are not mounted."
         case "mount":
             "a mount's host path is not usable: \(reason)."
+        case "mount-rw":
+            "a read-write mount could not be made (\(detail)): \(OS.errorText(errno)). Run as root, capsule makes :rw mounts idmapped, so that the code writes as the directory's owner; that needs Linux 5.12 or later and a file system that supports idmapped mounts (ext4, xfs, btrfs; tmpfs from Linux 6.3). Run capsule as the directory's owner instead, or mount it read-only and collect results with --output-dir."
         case "python-path" where errno == 40: // ELOOP
             "a python_path directory named by the policy contains a symbolic link (\(detail)): capsule takes paths literally, so name the directory's real location."
         case "python-path" where errno == 20: // ENOTDIR

@@ -35,8 +35,8 @@ struct SessionOptions: ParsableArguments {
     var approvalTimeout: Double = 60
 
     @Option(name: .customLong("mount"),
-            help: ArgumentHelp("Show a host path read-only inside: HOST:DEST or HOST:DEST:ro (repeatable; level restricted or higher).",
-                               discussion: "For example --mount .:/src. HOST is taken literally (no symbolic links); DEST is a path of your own, such as /src or /workspace/src."))
+            help: ArgumentHelp("Show a host path inside: HOST:DEST or HOST:DEST:ro read-only (level restricted or higher), HOST:DEST:rw writable (standard or higher); repeatable.",
+                               discussion: "For example --mount .:/src. HOST is taken literally (no symbolic links); DEST is a path of your own, such as /src or /workspace/src. The code writes to a :rw mount as the tree's owner."))
     var mounts: [String] = []
 
     @Option(name: .customLong("display-dir"),

@@ -14,15 +14,39 @@ import Testing
         #expect(policy.explanation.contains("read these host paths where they are mounted (read-only): /srv/repo at /src, /srv/data at /workspace/data"))
     }
 
+    @Test func aWritableMountNeedsStandardAndIsShownAsWritable() throws {
+        let policy = try PolicyLoader.parse("""
+            level = "standard"
+            [sandbox]
+            mounts = ["/srv/repo:/src:rw", "/srv/data:/data"]
+            """, file: "p.toml")
+        #expect(policy.mounts == [Mount(host: "/srv/repo", destination: "/src", writable: true), Mount(host: "/srv/data", destination: "/data")])
+        #expect(policy.settings.contains { $0.key == "mounts" && $0.value == "[\"/srv/repo:/src:rw\", \"/srv/data:/data\"]" })
+        #expect(policy.explanation.contains("read these host paths where they are mounted (read-only): /srv/data at /data"))
+        #expect(policy.explanation.contains("read and write these host paths where they are mounted, as their owners: /srv/repo at /src"))
+    }
+
+    @Test func aPolicyThatExtendsAnotherWritesOnlyWhereItsBaseWrites() throws {
+        try withTemporaryDirectory("mounts") { dir throws in
+            _ = dir.write("base.toml", "level = \"standard\"\n[sandbox]\nmounts = [\"/srv/repo:/src:rw\", \"/srv/data:/data\"]\n")
+            let narrower = dir.write("narrower.toml", "extends = \"base.toml\"\n[sandbox]\nmounts = [\"/srv/repo/sub:/src:rw\", \"/srv/data:/data\"]\n")
+            #expect(try PolicyLoader.load(narrower).mounts.first == Mount(host: "/srv/repo/sub", destination: "/src", writable: true))
+            let readOnly = dir.write("ro.toml", "extends = \"base.toml\"\n[sandbox]\nmounts = [\"/srv/repo:/src\"]\n")
+            #expect(try PolicyLoader.load(readOnly).mounts == [Mount(host: "/srv/repo", destination: "/src")])
+            let wider = dir.write("wider.toml", "extends = \"base.toml\"\n[sandbox]\nmounts = [\"/srv/data:/data:rw\"]\n")
+            #expect(loadError(wider)?.description == "\(wider):3: `sandbox.mounts`: `/srv/data:/data:rw` writes where it allows no :rw mount; a policy that extends `\(dir.path)/base.toml` may only narrow it")
+        }
+    }
+
     @Test(arguments: [
         ("level = \"sandbox\"\n[sandbox]\nmounts = [\"/srv/repo:/src\"]",
          "p.toml:3: `sandbox.mounts`: needs level `restricted` or higher; this policy is `sandbox`"),
-        ("level = \"restricted\"\n[sandbox]\nmounts = [\"/srv/repo:/src:rw\"]",
-         "p.toml:3: `sandbox.mounts`: `/srv/repo:/src:rw`: read-write mounts are not supported yet; the code writes in /workspace, and `file` capability writes (level standard) reach host directories"),
+        ("level = \"restricted\"\n[sandbox]\nmounts = [\"/srv/data:/data\", \"/srv/repo:/src:rw\"]",
+         "p.toml:3: `sandbox.mounts (/srv/repo:/src:rw)`: needs level `standard` or higher; this policy is `restricted`"),
         ("level = \"restricted\"\n[sandbox]\nmounts = [\"/srv/repo:/src:rx\"]",
-         "p.toml:3: `sandbox.mounts`: `/srv/repo:/src:rx`: the mode after the second `:` is `ro`, not `rx`"),
+         "p.toml:3: `sandbox.mounts`: `/srv/repo:/src:rx`: the mode after the second `:` is `ro` or `rw`, not `rx`"),
         ("level = \"restricted\"\n[sandbox]\nmounts = [\"/srv/repo\"]",
-         "p.toml:3: `sandbox.mounts`: `/srv/repo` is not HOST:DEST or HOST:DEST:ro, like /srv/repo:/src:ro (paths hold no `:`)"),
+         "p.toml:3: `sandbox.mounts`: `/srv/repo` is not HOST:DEST, HOST:DEST:ro or HOST:DEST:rw, like /srv/repo:/src:ro (paths hold no `:`)"),
         ("level = \"restricted\"\n[sandbox]\nmounts = [\"repo:/src\"]",
          "p.toml:3: `sandbox.mounts`: `repo:/src`: `repo` must be an absolute path without `.` or `..` parts or control characters"),
         ("level = \"restricted\"\n[sandbox]\nmounts = [\"/run/docker:/src\"]",
@@ -48,6 +72,11 @@ import Testing
         #expect(throws: MountProblem("--mount needs level `restricted` or higher; the policy sandbox is `sandbox` (--policy restricted, or a policy of your own at that level)")) {
             _ = try Policy(level: .sandbox).adding(mounts: ["/srv:/src"], workingDirectory: "/")
         }
+        #expect(throws: MountProblem("--mount HOST:DEST:rw needs level `standard` or higher; the policy restricted is `restricted` (--policy standard, or a policy of your own at that level)")) {
+            _ = try restricted.adding(mounts: ["/srv/repo:/src:rw"], workingDirectory: "/")
+        }
+        let standard = try Policy(level: .standard).adding(mounts: ["repo:/src:rw"], workingDirectory: "/srv")
+        #expect(standard.mounts == [Mount(host: "/srv/repo", destination: "/src", writable: true)])
         #expect(throws: MountProblem("--mount `/tmp/x:/src`: `/tmp/x` overlaps /tmp, where hosts keep unix sockets a read-only bind would not keep the code from connecting to")) {
             _ = try restricted.adding(mounts: ["/tmp/x:/src"], workingDirectory: "/")
         }

@@ -65,7 +65,7 @@ func hostTree(_ files: [String: String]) throws -> String {
             (["--policy", "restricted", "--mount", "\(link):/src"], "a mount's host path contains a symbolic link (\(link))"),
             (["--policy", "restricted", "--mount", "\(tree):/usr/share/zoneinfo/x"], "a mount's destination (/usr/share/zoneinfo/x) is over or inside a path the sandbox's runtime already holds"),
             (["--policy", "restricted", "--mount", "\(tree)/missing:/src"], "a mount's host path is not usable"),
-            (["--policy", "restricted", "--mount", "\(tree):/src:rw"], "read-write mounts are not supported yet"),
+            (["--policy", "restricted", "--mount", "\(tree):/src:rw"], "--mount HOST:DEST:rw needs level `standard` or higher; the policy restricted is `restricted`"),
         ]
         for (options, message) in cases {
             let run = try CLI.run(["run"] + options + [tree + "/job.py"])
