@@ -5,7 +5,7 @@ import os
 import sys
 from time import perf_counter
 
-from . import capabilities, frames, programs, rich, streams
+from . import capabilities, children, frames, programs, rich, streams
 
 # compile() flags, hard-coded because `import ast` costs ~5 ms (same values as ast.PyCF_* / inspect.CO_*)
 ONLY_AST = 0x400
@@ -34,6 +34,7 @@ class Session:
         capabilities.install(granted, self.ns)
         rich.display_granted = any(c["name"] == "display" for c in granted)
         programs.install()
+        children.install()
         _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack,
                                    "multiprocessing.spawn": programs.main_by_name_only,
                                    "matplotlib": rich.use_agg, "matplotlib.pyplot": rich.patch_pyplot})
@@ -56,6 +57,8 @@ class Session:
             count = self._count_input(source) if msg["result"] and isinstance(source, str) else None
             cells = _compile(source, msg["filename"], msg["result"])
             value, text = frames.call_user(self._run_cell, *cells)
+            if children.forked:
+                children.end(0)
             if text is not None:
                 data = frames.call_user(rich.result_data, value, text)
                 streams.flush()
@@ -68,11 +71,17 @@ class Session:
         except SystemExit as exc:
             exit_code = _exit_code(exc.code)
             status = "ok" if exit_code == 0 else "error"
+            if children.forked:
+                children.end(exit_code)
         except BaseException as exc:
+            if children.forked:
+                _strip_worker_frames(exc, cells)
+                children.end(1, exc)
             if isinstance(exc, MemoryError):
                 _ballast.clear()
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             _send_or(lambda: _error_frame(exc, rid, cells), _OOM_ERROR, rid)
+        children.drain()
         done = {"type": "done", "id": rid, "status": status, "duration": perf_counter() - start}
         if exit_code is not None:
             done["exit_code"] = exit_code

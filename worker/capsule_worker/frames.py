@@ -91,6 +91,26 @@ def start(fd, max_frame=MAX_FRAME):
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a vanished supervisor is an EPIPE, handled in _write
 
 
+def adopt(fd):
+    """In a forked child (children.py): fd, a socket to the parent's relay, is the channel from now
+    on; the reading and writing state belonged to the parent's threads, gone with the fork.
+    Returns the descriptor of the channel it replaces."""
+    global _fd, _main, _lock, _mutex, _writer, _queued, _reader, _in_read, _sleepers, _inbox, _replies, _buffer
+    old, _fd, _main = _fd, fd, get_ident()
+    _lock, _mutex = allocate_lock(), allocate_lock()
+    _writer = _reader = _in_read = None
+    _queued, _sleepers, _inbox, _replies, _buffer = [], {}, [], {}, bytearray()
+    return old
+
+
+def max_frame():
+    return _max_frame
+
+
+def loads(text):
+    return _loads(text)
+
+
 def _pipe_inode(fd):
     try:
         info = os.fstat(fd)
@@ -209,14 +229,19 @@ def encode(msg):
     return len(body).to_bytes(4, "big") + body
 
 
-def send_whole(msg):
-    """Send msg with no string clipped (a capability call's data must arrive intact), or raise
+def frame_whole(msg):
+    """Frame bytes for msg with no string clipped (a capability call's data must arrive intact);
     ValueError when it does not fit one frame."""
     body = _encode(msg, None).encode("utf-8", "replace")
     if len(body) > _max_frame:
         raise ValueError(f"the call is {len(body)} bytes as sent, more than the {_max_frame} one frame may carry "
                          "(limits.max_frame_bytes in the policy)")
-    write(len(body).to_bytes(4, "big") + body)
+    return len(body).to_bytes(4, "big") + body
+
+
+def send_whole(msg):
+    """Send msg whole (frame_whole), or raise ValueError when it does not fit one frame."""
+    write(frame_whole(msg))
 
 
 def send(msg):
@@ -273,6 +298,14 @@ def _settle():
                     break
         except Exception:  # fd closed or replaced, no memory: the frame matters more than the order
             pass
+
+
+def unread(fd):
+    """Bytes waiting to be read on fd (a pipe or a socket); 0 when it cannot tell."""
+    try:
+        return _unread(fd)
+    except Exception:
+        return 0
 
 
 def _unread(fd):
