@@ -118,9 +118,11 @@ extension Policy {
                    : "  - read these host paths directly (read-only): \(readonlyPaths.joined(separator: ", "))")
         if let pythonEnvironment { out.append("  - import the packages of the environment \(pythonEnvironment) (capsule env show \(pythonEnvironment))") }
         if !pythonPath.isEmpty { out.append("  - import modules from (and read) these host directories: \(pythonPath.joined(separator: ", "))") }
-        let (writable, readOnly) = (mounts.filter(\.writable), mounts.filter { !$0.writable })
-        if !readOnly.isEmpty { out.append("  - read these host paths where they are mounted (read-only): \(readOnly.map { "\($0.host) at \($0.destination)" }.joined(separator: ", "))") }
-        if !writable.isEmpty { out.append("  - read and write these host paths where they are mounted, as their owners: \(writable.map { "\($0.host) at \($0.destination)" }.joined(separator: ", "))") }
+        func places(writable: Bool) -> String {
+            mounts.filter { $0.writable == writable }.map { "\($0.host) at \($0.destination)" }.joined(separator: ", ")
+        }
+        if mounts.contains(where: { !$0.writable }) { out.append("  - read these host paths where they are mounted (read-only): \(places(writable: false))") }
+        if mounts.contains(where: \.writable) { out.append("  - read and write these host paths where they are mounted, as their owners: \(places(writable: true))") }
         if !preload.isEmpty { out.append("  - find these modules imported before its first execution: \(preload.joined(separator: ", "))") }
         if pythonSubprocess { out.append("  - start Python itself again (sys.executable), under the same sandbox; no other program") }
         out.append(network == .host ? "  - use the host's network directly" : "  - reach no network directly")

@@ -35,15 +35,8 @@ _EXCEPTIONS = {
 
 def call(capability, method, args):
     """One capability call: send cap_call, wait for its cap_reply (other threads may call meanwhile)."""
-    cid = f"c{next(_ids)}"
-    frames.expect_reply(cid)
     streams.flush()  # output before the call reaches the client before what the call shows
-    try:
-        frames.send_whole({"type": "cap_call", "id": cid, "capability": capability, "method": method, "args": _encode(args)})
-    except BaseException:
-        frames.forget_reply(cid)
-        raise
-    msg = frames.reply(cid)
+    msg = exchange(capability, method, _encode(args))
     if msg["ok"]:
         return _decode(msg.get("value"))
     error = msg["error"]
@@ -52,6 +45,19 @@ def call(capability, method, args):
     if kind is OSError and isinstance(errno, int):
         raise OSError(errno, error["message"])  # Python picks the subclass: FileNotFoundError, ...
     raise kind(error["message"])
+
+
+def exchange(capability, method, encoded_args):
+    """The cap_reply message to a cap_call made under a fresh id (also for the calls of forked
+    children, children.py); ValueError when the call does not fit one frame."""
+    cid = f"c{next(_ids)}"
+    frames.expect_reply(cid)
+    try:
+        frames.send_whole({"type": "cap_call", "id": cid, "capability": capability, "method": method, "args": encoded_args})
+    except BaseException:
+        frames.forget_reply(cid)
+        raise
+    return frames.reply(cid)
 
 
 def _encode(value):

@@ -132,11 +132,10 @@ class _Link:
             _close(self.fd)
 
     def send(self, msg):
-        data = memoryview(frames.frame_whole(msg))
+        data = frames.frame_whole(msg)
         with self.write_lock:
             try:
-                while data:
-                    data = data[os.write(self.fd, data):]
+                frames.write_fully(self.fd, data)
             except OSError:  # the child is gone
                 pass
 
@@ -210,21 +209,16 @@ def drain(seconds=1.0):
 def _forward(link, msg):
     """One call of the child's, made as the session's; a call not shaped as the worker makes them
     is answered here (the supervisor would end the session for it as a protocol error)."""
-    from .capabilities import _ids
+    from .capabilities import exchange
     try:
         capability, method, args = msg.get("capability"), msg.get("method"), msg.get("args")
         if not (isinstance(capability, str) and isinstance(method, str) and isinstance(args, dict)):
             reply = _refusal("TypeError", "a cap_call names its capability and method as strings and passes its arguments as an object")
         else:
-            cid = f"c{next(_ids)}"
-            frames.expect_reply(cid)
             try:
-                frames.send_whole({"type": "cap_call", "id": cid, "capability": capability, "method": method, "args": args})
+                reply = exchange(capability, method, args)  # the child encoded them already
             except BaseException as exc:  # noqa: BLE001 (told to the child, which raises it)
-                frames.forget_reply(cid)
                 reply = _refusal("ValueError", str(exc))
-            else:
-                reply = frames.reply(cid)
         link.send(dict(reply, id=msg["id"]))
     finally:
         link.release()

@@ -318,12 +318,17 @@ def _unread(fd):
 
 
 def _write_all(data):
-    view = memoryview(data)
     try:
-        while view:
-            view = view[os.write(_fd, view):]  # partial writes continue; EINTR is retried (PEP 475)
+        write_fully(_fd, data)
     except OSError:  # supervisor gone: nobody is left to report to
         os._exit(0)
+
+
+def write_fully(fd, data):
+    """All of data to fd (also a forked child's channel, children.py), or OSError."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]  # partial writes continue; EINTR is retried (PEP 475)
 
 
 # -- reading ---------------------------------------------------------------------------------------
