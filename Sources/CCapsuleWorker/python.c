@@ -6,12 +6,14 @@
 #include <Python.h>
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void check(PyStatus status, const char *what) {
@@ -149,10 +151,52 @@ static _Noreturn void exit_with(PyStatus status) {
     _exit(1);
 }
 
+// The channel a Python started from the session's code keeps the capabilities over: the
+// descriptor CAPSULE_CHANNEL names (programs.py passes it), a socket, or -1. The variable is
+// unset, so the interpreter's os.environ never shows it (and its own children get channels of
+// their own).
+static int take_channel(void) {
+    const char *name = getenv("CAPSULE_CHANNEL");
+    char *end = NULL;
+    long fd = name ? strtol(name, &end, 10) : -1;
+    unsetenv("CAPSULE_CHANNEL");
+    struct stat info;
+    if (!name || *end || fd < 3 || fd > INT_MAX || fstat((int)fd, &info) || !S_ISSOCK(info.st_mode)) return -1;
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
+// capsule_worker.channel.start(fd), imported from the worker's own directory, which is on
+// sys.path only for this import. What fails is printed, and the interpreter goes on without.
+static void start_channel(int fd) {
+    PyObject *path = PySys_GetObject("path"), *dir = PyUnicode_FromString("/usr/lib/capsule");
+    PyObject *module = NULL;
+    if (path && dir && PyList_Insert(path, 0, dir) == 0) {
+        module = PyImport_ImportModule("capsule_worker.channel");
+        PyObject *error_type, *error, *traceback;
+        PyErr_Fetch(&error_type, &error, &traceback);
+        Py_ssize_t at = PySequence_Index(path, dir);
+        if (at >= 0) PySequence_DelItem(path, at);
+        PyErr_Clear();
+        PyErr_Restore(error_type, error, traceback);
+    }
+    PyObject *started = module ? PyObject_CallMethod(module, "start", "i", fd) : NULL;
+    if (!started) {
+        fprintf(stderr, "python: the session's capabilities are not available here:\n");
+        PyErr_Print();
+        close(fd);
+    }
+    Py_XDECREF(started);
+    Py_XDECREF(module);
+    Py_XDECREF(dir);
+}
+
 // An ordinary CPython: its command line, environment variables (PYTHONPATH, ...) and site, with
-// the stdlib of the embedded libpython and the session's package directories after it.
+// the stdlib of the embedded libpython and the session's package directories after it; the
+// session's capabilities where the process that started it passed a channel on.
 _Noreturn void cw_python_command(int argc, char **argv) {
     mallopt(M_ARENA_MAX, 2);
+    int channel = take_channel();
     FILE *conf = fopen(CW_PYTHON_CONFIG, "re");
     if (!conf) {
         fprintf(stderr, "%s: this is capsule's Python for inside a sandbox, and runs only there (%s: %s)\n",
@@ -188,6 +232,7 @@ _Noreturn void cw_python_command(int argc, char **argv) {
         Py_XDECREF(added);
     }
     Py_XDECREF(site);
+    if (channel >= 0) start_channel(channel);
     int code = Py_RunMain();
     fflush(NULL);
     _exit(code);

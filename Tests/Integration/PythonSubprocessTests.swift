@@ -161,6 +161,75 @@ enum PythonSubprocess {
     }
 }
 
+/// Python started again keeps the session's capabilities, over a channel its parent relays
+/// (worker/channel.py): as the session's own code, and no more.
+@Suite struct PythonSubprocessCapabilityTests {
+    static func policy(_ tree: HostTree) throws -> Policy {
+        var policy = try tree.policy()
+        policy.pythonSubprocess = true
+        return policy
+    }
+
+    @Test func aPythonStartedAgainCallsTheSessionsCapabilities() throws {
+        let tree = try HostTree()
+        let session = try Sandboxed.start(try Self.policy(tree))
+        defer { session.shutdown(grace: 1) }
+        let t = Sandboxed.run(#"""
+            import os, subprocess, sys
+            HELLO = "\#(tree.path)/in/hello.txt"
+            def child(code, **options):
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, **options)
+                return done.returncode, done.stdout.strip(), done.stderr.strip().splitlines()[-1:]
+            READ = f"from capsule import file; print(file.read_text({HELLO!r}).strip())"
+            print("READ", child(READ))
+            print("ENVIRON", child("import os, sys; print(os.environ.get('CAPSULE_CHANNEL'), os.environ.get('MINE'), '/usr/lib/capsule' in sys.path)", env={"MINE": "kept"}))
+            print("DENIED", child("from capsule import file; file.read_text('\#(tree.path)/secret.txt')"))
+            print("WRITE", child("from capsule import file; print(file.write_text('\#(tree.path)/out/child.txt', 'from the child'))"))
+            print("NESTED", child(f"import subprocess, sys; print(subprocess.run([sys.executable, '-c', {READ!r}], capture_output=True, text=True).stdout.strip())"))
+            print("SPAWN", child(READ, close_fds=False))  # subprocess then uses os.posix_spawn
+            print("FORKED", child(f"import os, sys\nif os.fork() == 0:\n    {READ}\n    sys.stdout.flush()\n    os._exit(0)\nos.wait()"))
+            print("FORGED", child(READ, env={"CAPSULE_CHANNEL": "1"}))
+            with open("/workspace/helper.py", "w") as f:
+                f.write(f"from capsule import file\ndef first(i):\n    return i, file.read_text({HELLO!r}).split()[0]\n")
+            sys.path.insert(0, "/workspace")
+            import helper, multiprocessing
+            for method in ("spawn", "forkserver"):
+                with multiprocessing.get_context(method).Pool(2) as pool:
+                    print(method.upper(), sorted(pool.map(helper.first, range(6)))[:2])
+            """#, in: session)
+        t.expectFinishedCleanly()
+        t.expectLine("READ (0, 'hello from the host', [])")
+        t.expectLine("ENVIRON (0, 'None kept False', [])")
+        #expect(t.stdout.contains("DENIED (1, '', [\"capsule.CapabilityDenied: '\(tree.path)/secret.txt' is outside the roots"), "\(t)")
+        t.expectLine("WRITE (0, '14', [])")
+        #expect(try Host.readFile("\(tree.path)/out/child.txt") == "from the child")
+        t.expectLine("NESTED (0, 'hello from the host', [])")
+        t.expectLine("SPAWN (0, 'hello from the host', [])")
+        t.expectLine("FORKED (0, 'hello from the host', [])")
+        t.expectLine("FORGED (0, 'hello from the host', [])")
+        t.expectLine("SPAWN [(0, 'hello'), (1, 'hello')]")
+        t.expectLine("FORKSERVER [(0, 'hello'), (1, 'hello')]")
+        let next = Sandboxed.run("print('NEXT', file.read_text('\(tree.path)/in/hello.txt').strip())", in: session)
+        next.expectFinishedCleanly()
+        next.expectLine("NEXT hello from the host")
+    }
+
+    @Test func aDescriptionLargerThanTheSocketsBufferArrivesWhole() throws {
+        // The relay writes what does not fit at once from a thread of its own, while the child starts.
+        let tree = try HostTree()
+        let t = try Sandboxed.runFresh(#"""
+            import subprocess, sys
+            from capsule_worker import children
+            children.described = [*children.described, {"name": "custom.big", "doc": "x" * 3_000_000, "methods": []}]
+            done = subprocess.run([sys.executable, "-c", "import capsule; print(len(capsule.big.__doc__), capsule.file.read_text('\#(tree.path)/in/hello.txt').strip())"],
+                                  capture_output=True, text=True)
+            print("CHILD", done.returncode, done.stdout.strip(), done.stderr[-300:])
+            """#, policy: try Self.policy(tree))
+        t.expectFinishedCleanly()
+        t.expectLine("CHILD 0 3000000 hello from the host ")
+    }
+}
+
 @Suite("Escapes: with python_subprocess nothing but Python can be executed") struct PythonSubprocessEscapeTests {
     /// Every case runs past the worker's explanations (raw execve through libc); the kernel must refuse.
     @Test func writtenBinariesScriptsAndLoadersDoNotRun() throws {
@@ -212,6 +281,48 @@ enum PythonSubprocess {
         t.expectLine("LS ('refused', 13)")
         t.expectLine("SH ('refused', 13)")
         #expect(!t.stdout.contains("ESCAPED"), "\(t)")
+    }
+
+    @Test func aPythonStartedAgainSpeaksOnlyThroughItsRelay() throws {
+        // Its channel reaches its parent's relay, which passes on calls and output and nothing
+        // else: forged frames there speak for nobody, and the session goes on.
+        let tree = try HostTree()
+        let session = try Sandboxed.start(try PythonSubprocessCapabilityTests.policy(tree))
+        defer { session.shutdown(grace: 1) }
+        let t = Sandboxed.run(#"""
+            import subprocess, sys
+            child = r"""
+            import json, os
+            def frame(message):
+                body = json.dumps(message).encode()
+                return len(body).to_bytes(4, "big") + body
+            sockets = [fd for fd in range(64) if os.path.exists(f"/proc/self/fd/{fd}") and os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")]
+            print("SOCKETS", len(sockets), flush=True)
+            channel = sockets[0]
+            for forged in [{"type": "done", "id": "1", "status": "ok", "duration": 0},
+                           {"type": "result", "id": "1", "data": {"text/plain": "FORGED"}},
+                           {"type": "configure", "capabilities": []},
+                           {"type": "cap_call", "id": "x", "capability": "file", "method": "read_bytes", "args": {"path": "%s/secret.txt"}}]:
+                os.write(channel, frame(forged))
+            replies = b""
+            while b'"x"' not in replies:
+                replies += os.read(channel, 1 << 16)
+            print("REPLY-DENIED", b"CapabilityDenied" in replies and b"TOP SECRET" not in replies, flush=True)
+            os.write(channel, b"\xff\xff\xff\xff garbage")
+            """ % "\#(tree.path)"
+            done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+            print(done.stdout, done.stderr, sep="")
+            from capsule import file
+            print("PARENT", file.read_text("\#(tree.path)/in/hello.txt").strip())
+            """#, in: session)
+        t.expectFinishedCleanly()
+        t.expectLine("SOCKETS 1")
+        t.expectLine("REPLY-DENIED True")
+        t.expectLine("PARENT hello from the host")
+        #expect(!t.stdout.contains("FORGED") && !t.stdout.contains("TOP SECRET"), "\(t)")
+        let next = Sandboxed.run("print('NEXT', 6 * 7)", in: session)
+        next.expectFinishedCleanly()
+        next.expectLine("NEXT 42")
     }
 
     @Test func withoutTheOptionEvenPythonDoesNotRun() throws {

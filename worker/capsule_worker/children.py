@@ -11,12 +11,17 @@ every call as the session's, as it is.
 
 A child that comes back from the execution's code ends there (`end`), as a forked child at the
 end of a script does: it never speaks for the session (no result, no done).
+
+Python started again (python_subprocess, programs.py) gets a channel the same way (`for_program`):
+its end is passed across the execve, and the relay writes the capabilities' description on it
+first, which that interpreter reads as it starts (channel.py).
 """
 import posix as os
 from _thread import allocate_lock, start_new_thread
 
 from . import frames
 
+described = None  # the `configure` message's capabilities, which a Python started again is told (for_program)
 forked = False  # this process is a child the code forked: it ends where the execution would end
 _pair = None  # (parent's end, child's end), made just before a fork
 _links = {}  # the parent's end of each child's channel -> its _Link
@@ -25,8 +30,11 @@ _relaying = False  # the relay thread runs in this process
 _handling = False  # the relay thread is passing a frame on (drain waits for it)
 
 
-def install():
-    """Run at fork time from now on (once per process)."""
+def install(capabilities):
+    """Run at fork time from now on (once per process); `capabilities`, the session's, are what
+    a Python this process starts is told."""
+    global described
+    described = capabilities
     os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)
 
 
@@ -37,20 +45,68 @@ def _before():
     The relay watches the parent's end from now on: after the fork the parent only closes the
     child's end (see _after_in_parent)."""
     global _pair
-    _pair = None
+    _pair = _channel()
+
+
+def for_program(max_frame):
+    """The descriptor of a new channel for a Python this process starts (the caller passes it
+    across the execve and closes it after the fork), with the `configure` that interpreter reads
+    first on its way; None when none can be had. What does not fit the socket's buffer at once
+    is written by a thread of its own."""
+    pair = _channel()
+    if pair is None:
+        return None
+    link = _links[pair[0]]
+    data = frames.frame_whole({"type": "configure", "capabilities": described, "max_frame": max_frame})
+    rest = data[_send_now(link.fd, data):]
+    if rest:
+        link.hold()
+        try:
+            start_new_thread(_write_and_release, (link, rest))
+        except RuntimeError:
+            link.release()
+            os.close(pair[1])
+            return None
+    return pair[1]
+
+
+def _send_now(fd, data):
+    """How much of data went to socket fd without waiting."""
+    import _socket
+    sock = _socket.socket(fileno=fd)
+    try:
+        return sock.send(data, _socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return 0
+    except OSError:  # the other end is gone already: nothing is left to tell
+        return len(data)
+    finally:
+        sock.detach()
+
+
+def _write_and_release(link, data):
+    try:
+        link.write(data)
+    finally:
+        link.release()
+
+
+def _channel():
+    """(parent's end, child's end) of a new channel, the parent's end watched by the relay thread."""
     if not _start_relay():
-        return
+        return None
     import _socket
     try:
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     except OSError:  # out of descriptors
-        return
-    _pair = (a.detach(), b.detach())
-    _links[_pair[0]] = _Link(_pair[0])
+        return None
+    pair = (a.detach(), b.detach())
+    _links[pair[0]] = _Link(pair[0])
     try:
         os.write(_wake[1], b"+")
     except OSError:
         pass
+    return pair
 
 
 def _start_relay():
@@ -65,7 +121,7 @@ def _start_relay():
         start_new_thread(_relay, ())
     except RuntimeError:  # no thread to be had (the process limit): no relay either
         for fd in _wake:
-            _close(fd)
+            close(fd)
         _wake = None
         return False
     _relaying = True
@@ -87,11 +143,11 @@ def _after_in_child():
     forked = True
     pair, _pair = _pair, None
     for fd in [*_links, *(_wake or ())]:
-        _close(fd)
+        close(fd)
     _links.clear()
     _wake, _relaying = None, False
     if pair:  # its parent's end was among the links, closed above
-        _close(frames.adopt(pair[1]))  # the supervisor's socket: this process never reads it again
+        close(frames.adopt(pair[1]))  # the supervisor's socket: this process never reads it again
 
 
 def end(status, exc=None):
@@ -107,7 +163,7 @@ def end(status, exc=None):
         os._exit(status)
 
 
-def _close(fd):
+def close(fd):
     try:
         os.close(fd)
     except OSError:
@@ -129,10 +185,12 @@ class _Link:
             self.users -= 1
             last = self.users == 0
         if last:
-            _close(self.fd)
+            close(self.fd)
 
     def send(self, msg):
-        data = frames.frame_whole(msg)
+        self.write(frames.frame_whole(msg))
+
+    def write(self, data):
         with self.write_lock:
             try:
                 frames.write_fully(self.fd, data)
@@ -169,7 +227,7 @@ def _relay():
 
 def _handle(poller, watched, fd):
     link = _links.get(fd)
-    msg = _read_frame(fd) if link is not None else None
+    msg = read_frame(fd) if link is not None else None
     if msg is None:  # the child ended (or broke the framing): its link goes
         poller.unregister(fd)
         watched.discard(fd)
@@ -228,7 +286,7 @@ def _refusal(kind, message):
     return {"type": "cap_reply", "ok": False, "error": {"type": kind, "message": message}}
 
 
-def _read_frame(fd):
+def read_frame(fd):
     """The next message the child sent, or None at its end (or when it breaks the framing)."""
     head = _read_exactly(fd, 4)
     if head is None:

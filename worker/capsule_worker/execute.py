@@ -34,7 +34,7 @@ class Session:
         capabilities.install(granted, self.ns)
         rich.display_granted = any(c["name"] == "display" for c in granted)
         programs.install()
-        children.install()
+        children.install(granted)
         _AfterImport.hooks.update({"linecache": _seed_linecache, "multiprocessing.resource_tracker": programs.untrack,
                                    "multiprocessing.spawn": programs.main_by_name_only,
                                    "matplotlib": rich.use_agg, "matplotlib.pyplot": rich.patch_pyplot})

@@ -107,6 +107,12 @@ def max_frame():
     return _max_frame
 
 
+def limit(max_frame):
+    """Accept frames up to max_frame bytes (Python started again learns the policy's from `configure`)."""
+    global _max_frame
+    _max_frame = max_frame
+
+
 def loads(text):
     return _loads(text)
 

@@ -7,7 +7,9 @@ each of those say why. It is no security boundary: code can undo it, and the ker
 
 Where the policy says `[sandbox] python_subprocess = true`, sys.executable (/usr/bin/python3)
 starts Python again, under the same sandbox: that passes, and only that (Landlock lets the
-kernel execute that one file); anything else is refused here with a sentence saying so.
+kernel execute that one file); anything else is refused here with a sentence saying so. That
+Python keeps the session's capabilities: it gets a channel of its own to this process, relayed
+as a forked child's is (children.for_program, channel.py).
 """
 import os
 import sys
@@ -23,6 +25,7 @@ ONLY_PYTHON = ("capsule: only Python itself (sys.executable, /usr/bin/python3) c
                "([sandbox] python_subprocess = true); other programs are not there to run")
 
 _PYTHON_CONFIG = "/opt/capsule/python.conf"
+CHANNEL_VARIABLE = b"CAPSULE_CHANNEL"  # names the channel's descriptor to Python started again; python.c reads and unsets it
 _python = None  # the real path of sys.executable, where the policy lets Python start again
 
 
@@ -35,13 +38,52 @@ def install():
     _python = os.path.realpath(sys.executable) if sys.executable and os.path.exists(_PYTHON_CONFIG) else None
     original = _posixsubprocess.fork_exec
 
-    def fork_exec(args, executables, *rest):
+    def fork_exec(args, executables, close_fds, pass_fds, cwd, env, *rest):
         if not any(_is_python(path) for path in executables):
             raise refusal(args[0] if args else executables[0] if executables else None, args or ())
-        return original(args, executables, *rest)
+        channel = _channel()
+        if channel is None:
+            return original(args, executables, close_fds, pass_fds, cwd, env, *rest)
+        try:
+            pass_fds = tuple(sorted({*pass_fds, channel}))
+            env = [*(item for item in (env if env is not None else (b"%s=%s" % pair for pair in os.environb.items()))
+                     if not item.startswith(CHANNEL_VARIABLE + b"=")), b"%s=%d" % (CHANNEL_VARIABLE, channel)]
+            return original(args, executables, close_fds, pass_fds, cwd, env, *rest)
+        finally:
+            os.close(channel)
 
     _posixsubprocess.fork_exec = fork_exec
+    os.posix_spawn, os.posix_spawnp = _spawning(os.posix_spawn), _spawning(os.posix_spawnp)
     sys.addaudithook(_audit)
+
+
+def _spawning(spawn):
+    """os.posix_spawn (subprocess's way with close_fds=False) passing the channel on as fork_exec
+    does: a dup2 onto itself clears its close-on-exec flag (glibc 2.29 and later)."""
+
+    def posix_spawn(path, argv, env, *, file_actions=None, **options):
+        channel = _channel() if _is_python(path) else None
+        if channel is None:
+            return spawn(path, argv, env, file_actions=file_actions, **options)
+        try:
+            env = {**{key: value for key, value in env.items() if os.fsencode(key) != CHANNEL_VARIABLE},
+                   CHANNEL_VARIABLE.decode(): str(channel)}
+            actions = [*(file_actions or ()), (os.POSIX_SPAWN_DUP2, channel, channel)]
+            return spawn(path, argv, env, file_actions=actions, **options)
+        finally:
+            os.close(channel)
+
+    posix_spawn.__doc__, posix_spawn.__name__ = spawn.__doc__, spawn.__name__
+    return posix_spawn
+
+
+def _channel():
+    """A channel for the Python about to start, so that it keeps the session's capabilities
+    (children.for_program), in a process that has them; else None."""
+    from . import children, frames
+    if children.described is None:
+        return None
+    return children.for_program(frames.max_frame())
 
 
 def _is_python(path):
