@@ -105,6 +105,7 @@ struct EnvCommand: ParsableCommand {
                     : "pip failed (exit status \(status)); nothing was kept. If pip itself is missing: apt-get install python3-pip"
                 throw EnvCommand.fail(why, status: status == 127 ? ExitStatus.capsuleError : Int32(status))
             }
+            if let note = FontCache.prepare(sitePackages: partial + "/site-packages", location: location) { print("capsule: \(note)") }
             let libraries = (try? location.neededLibraries(under: partial + "/site-packages")) ?? []
             let metadata = JSONValue.object([
                 ("name", .string(name)), ("python", .string(version)), ("created", .string(OS.timestamp())),
@@ -192,6 +193,68 @@ struct EnvCommand: ParsableCommand {
             do { try OS.removeTree(store.directory(of: name)) } catch { throw EnvCommand.fail("cannot remove \(name): \(error)") }
             print("capsule: removed the environment \(name)")
         }
+    }
+}
+
+/// matplotlib's list of fonts, which it builds on first use in each session (about 0.4 s of the
+/// first `import matplotlib.pyplot`, as the session's `/workspace` starts empty). `env create`
+/// builds it once, in a sandbox with the new packages (their code never runs outside one), and
+/// keeps it in `site-packages/.capsule-cache/matplotlib`, whence the worker copies it into a
+/// session's cache when matplotlib is imported (worker/rich.py). Its font paths are relative to
+/// matplotlib's own data, so the list holds wherever the packages are.
+enum FontCache {
+    static let directory = ".capsule-cache/matplotlib"
+
+    static let code = #"""
+        import json, os
+        os.environ["MPL_IGNORE_SYSTEM_FONTS"] = "1"  # the sandbox has none; older matplotlib finds none there either
+        import matplotlib, matplotlib.font_manager as fm
+        name = f"fontlist-v{fm.FontManager.__version__}.json"
+        with open(os.path.join(matplotlib.get_cachedir(), name)) as f:
+            text = f.read()
+        fonts = json.loads(text)
+        if all(not entry["fname"].startswith("/") for entry in fonts["ttflist"] + fonts["afmlist"]):
+            print(name)
+            print(text, end="")
+        """#
+
+    /// Builds the list where the packages hold matplotlib; nil when done or not needed, else a
+    /// note saying why there is none (sessions then build their own, as without capsule).
+    static func prepare(sitePackages: String, location: WorkerLocation) -> String? {
+        guard OS.isDirectory(sitePackages + "/matplotlib") else { return nil }
+        let why = "matplotlib's font list was not prepared, so each session builds its own (about 0.4 s of its first `import matplotlib.pyplot`)"
+        var output = ""
+        do {
+            var policy = try PolicyLoader.parse("level = \"restricted\"", file: "<capsule env create>")
+            policy.pythonPath = [sitePackages]
+            let session = try Session(policy: policy, location: location)
+            defer { session.shutdown(grace: 1) }
+            let outcome = session.execute(code, wantResult: false) { event in
+                if case .stream(.stdout, let text) = event, output.utf8.count < 1 << 24 { output += text }
+                return nil
+            }
+            guard case .finished(status: .ok, _, _, _) = outcome else { return "\(why): the sandbox reported \(outcome)" }
+        } catch {
+            return "\(why): \(error)"
+        }
+        let lines = output.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+        guard lines.count == 2, let name = lines.first.map(String.init), isFontListName(name) else {
+            return "\(why): matplotlib named no font list, or fonts outside its own data"
+        }
+        do {
+            try OS.makeDirectories(sitePackages + "/" + directory)
+            try OS.writeFile(sitePackages + "/" + directory + "/" + name, Array(lines[1].utf8))
+        } catch {
+            return "\(why): \(error)"
+        }
+        return nil
+    }
+
+    /// `fontlist-v3.11.0.json`: the names matplotlib gives its list, and nothing that leaves the directory.
+    static func isFontListName(_ name: String) -> Bool {
+        guard name.hasPrefix("fontlist-v"), name.hasSuffix(".json") else { return false }
+        let version = name.dropFirst("fontlist-v".count).dropLast(".json".count)
+        return !version.isEmpty && version.count <= 32 && version.allSatisfy { $0.isNumber || $0 == "." } && !version.contains("..")
     }
 }
 

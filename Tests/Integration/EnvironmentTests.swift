@@ -302,6 +302,12 @@ private func buildWheel(in directory: String) throws -> String {
         #expect(frame.results.first?["text/html"]?.contains("<table") == true, "\(frame)")
         #expect(frame.results.first?["text/plain"]?.contains("a  b") == true, "\(frame)")
 
+        // env create made matplotlib's font list once, in a sandbox; a session starts with it.
+        let fontLists = (try? OS.directoryEntries(data + "/share/capsule/envs/science/site-packages/.capsule-cache/matplotlib")) ?? []
+        #expect(fontLists.count == 1 && fontLists[0].hasPrefix("fontlist-v"), "\(fontLists) \(created.stdout)")
+        let seeded = Rich.run("import matplotlib, os\nprint(sorted(os.listdir(matplotlib.get_cachedir())))", in: session, wantResult: false)
+        #expect(seeded.stdout == "[\(fontLists.map { "'\($0)'" }.joined(separator: ", "))]\n", "\(seeded)")
+
         let shown = Rich.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()", in: session, wantResult: false)
         #expect(shown.finishedCleanly && shown.displays.count == 1, "\(shown.displays.count) displays: \(shown.stderr)")
         let png = shown.displays.first?["image/png"].flatMap { Base64.decode($0) } ?? []
