@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "capsule-worker", targets: ["CCapsuleWorker"]),
         .executable(name: "capsule-net", targets: ["capsule-net"]),
         .executable(name: "capsule-db", targets: ["capsule-db"]),
+        .executable(name: "capsule-server", targets: ["capsule-server"]),
         .library(name: "CapsuleRuntime", targets: ["CapsuleRuntime"]),
         .library(name: "CapsuleKit", targets: ["CapsuleKit"]),
     ],
@@ -25,6 +26,9 @@ let package = Package(
         // Already in the graph through async-http-client; capsule-net's WebSocket client uses them directly.
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
+        // capsule-server's HTTP stack.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System libraries the C worker links (each a module map over a one-line header).
@@ -88,6 +92,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // `capsule serve`: sessions over HTTP, in a program of its own (capsule serve runs it), so
+        // that the HTTP stack never loads in capsule's cold start.
+        .target(name: "CapsuleServer",
+                dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol", "CapsuleCapabilities",
+                               "CapsuleAudit", "CapsuleOS", .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "capsule-server",
+            dependencies: ["CapsuleServer", "CapsulePolicy", "CapsuleSandbox", "CapsuleOS",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+
         // For programs that embed capsule: sessions, policies and their own capabilities.
         .target(name: "CapsuleKit",
                 dependencies: ["CapsuleCapabilities", "CapsulePolicy", "CapsuleProtocol", "CapsuleRuntime", "CapsuleSandbox", "CapsuleAudit"],
@@ -138,7 +156,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["CapsuleRuntime", "CapsulePolicy", "CapsuleSandbox", "CapsuleProtocol",
-                                   "CapsuleOS", "CapsuleCapabilities", "CapsuleAudit"],
+                                   "CapsuleOS", "CapsuleCapabilities", "CapsuleAudit",
+                                   .product(name: "AsyncHTTPClient", package: "async-http-client")],
                     path: "Tests/Integration",
                     swiftSettings: swiftSettings),
     ]

@@ -70,3 +70,16 @@ extension Policy {
         return SHA256.hash(Array(text.utf8)).hexText
     }
 }
+
+extension SessionAudit {
+    /// A session's view of the audit log the policy's `[audit]` table or `path` (`--audit`, the
+    /// server's own log) names; nil when neither does.
+    public static func opened(for policy: Policy, path: String?) -> Result<SessionAudit?, AuditFailure> {
+        if policy.audit != nil, policy.audit?.path == nil, path == nil {
+            return .failure(AuditFailure("the policy \(policy.origin) has an [audit] table without a path: set path there or pass --audit FILE"))
+        }
+        guard let options = AuditOptions(policy.audit, path: path) else { return .success(nil) }
+        if options.path.isEmpty { return .failure(AuditFailure("--audit needs a file name")) }
+        return Result { () throws(AuditFailure) in SessionAudit(log: try AuditLog.shared(options), policy: policy) }
+    }
+}

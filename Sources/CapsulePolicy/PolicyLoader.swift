@@ -38,6 +38,12 @@ public enum PolicyLoader {
         try parse(text, file: file, chain: [])
     }
 
+    /// A policy that came from elsewhere (a client of `capsule serve`): as `parse`, except that
+    /// `extends` may name only a level, as no file of this host is read for it.
+    public static func parseReadingNoFiles(_ text: String, file: String) throws(PolicyError) -> Policy {
+        try parse(text, file: file, chain: [], readsFiles: false)
+    }
+
     private static func loadFile(_ path: String, chain: [String]) throws(PolicyError) -> Policy {
         let bytes: [UInt8]
         do {
@@ -54,7 +60,7 @@ public enum PolicyLoader {
         return try parse(text, file: path, chain: chain)
     }
 
-    private static func parse(_ text: String, file: String, chain: [String]) throws(PolicyError) -> Policy {
+    private static func parse(_ text: String, file: String, chain: [String], readsFiles: Bool = true) throws(PolicyError) -> Policy {
         let document = try TOMLDocument(parsing: text, file: file)
         func entry(_ key: String) -> TOMLDocument.Entry? { document.entries.first { $0.path == key } }
         var problems: [PolicyError] = []
@@ -62,7 +68,7 @@ public enum PolicyLoader {
         var base: Policy?
         if let extends = entry("extends") {
             let name = try Value(entry: extends, file: file).string()
-            base = try resolveBase(name, from: file, chain: chain + [file], line: extends.line)
+            base = try resolveBase(name, from: file, chain: chain + [file], line: extends.line, readsFiles: readsFiles)
         }
         var level = base?.level ?? .sandbox // provisional, so the rest of the file is still checked
         if let levelEntry = entry("level") {
@@ -113,8 +119,12 @@ public enum PolicyLoader {
     }
 
     /// `extends`: a level's built-in policy, or a file relative to the one that names it.
-    private static func resolveBase(_ name: String, from file: String, chain: [String], line: Int) throws(PolicyError) -> Policy {
+    private static func resolveBase(_ name: String, from file: String, chain: [String], line: Int,
+                                    readsFiles: Bool) throws(PolicyError) -> Policy {
         if let level = Level(rawValue: name) { return try builtin(level) }
+        guard readsFiles else {
+            throw PolicyError(file: file, line: line, key: "extends", "names a file, and this policy may extend only a level (\(levelNames)): no file is read for it")
+        }
         let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
         let path = OS.normalizedPath(name.hasPrefix("/") ? name : "\(directory)/\(name)")
         if let start = chain.map(OS.normalizedPath).firstIndex(of: path) {

@@ -115,9 +115,10 @@ public final class Session: @unchecked Sendable {
     public var broker: Broker { calls.broker }
 
     /// Starts a sandbox for `policy` and waits until its worker is ready. Its capability calls go
-    /// to `broker` (by default one with the capabilities the policy grants, no audit hook and
-    /// nobody to approve). `audit` is told of the session and its executions (give the broker the
-    /// same sink for its calls); when it cannot record them, nothing starts.
+    /// to `broker` (by default one with the capabilities the policy grants, recording its calls
+    /// in `audit`, and asking for approvals through the session's events). `audit` is told of the
+    /// session and its executions (give a broker of your own the same sink for its calls); when
+    /// it cannot record them, nothing starts.
     /// `loop`: the thread it runs on (by default the group's loops in turn).
     public static func open(policy: Policy, location: WorkerLocation, broker: Broker? = nil, audit: (any AuditSink)? = nil,
                             startTimeout: Double = 30, loop: EventLoop? = nil) async throws(SessionError) -> Session {
@@ -143,7 +144,7 @@ public final class Session: @unchecked Sendable {
         self.loop = loop ?? EventLoop.next()
         // Without a broker of its own, the session asks whoever reads its events.
         approvals = broker == nil ? EventApprover() : nil
-        calls = CallDispatcher(broker: broker ?? Broker(policy: policy, approver: approvals))
+        calls = CallDispatcher(broker: broker ?? Broker(policy: policy, audit: audit, approver: approvals))
         do throws(AuditFailure) {
             try audit?.check()
             try audit?.event(AuditEvent(.policyLoaded, [("level", .string(policy.level.rawValue)), ("origin", .string(policy.origin))]))
@@ -1348,8 +1349,9 @@ extension LimitKind {
 }
 
 extension ExecutionOutcome {
-    /// How the audit log's `exec.end` says it ended: `status`, and the exit code, error or limit.
-    var auditFields: [(String, JSONValue)] {
+    /// How the audit log's `exec.end` (and the server's `done`) says it ended: `status`, and the
+    /// exit code, error or limit.
+    public var auditFields: [(String, JSONValue)] {
         switch self {
         case .finished(let status, let exitCode, _, let errorName):
             [("status", .string(status.rawValue))] + (exitCode.map { [("exit_code", .number(Double($0)))] } ?? [])

@@ -7,7 +7,7 @@ struct Capsule: ParsableCommand {
         commandName: "capsule",
         abstract: "Run untrusted Python in a Linux sandbox that reaches the world only through granted capabilities.",
         version: CapsuleVersion.current,
-        subcommands: [Run.self, Exec.self, Repl.self, PolicyCommand.self, CapabilitiesCommand.self, AuditCommand.self, EnvCommand.self, Doctor.self]
+        subcommands: [Run.self, Exec.self, Repl.self, Serve.self, PolicyCommand.self, CapabilitiesCommand.self, AuditCommand.self, EnvCommand.self, Doctor.self]
     )
 
     /// As ArgumentParser's main, except that `help NAME` for a command that does not exist is a

@@ -248,7 +248,7 @@ func openSession(_ options: SessionOptions, scriptFiles: [String] = [], note: St
         return .failed(report(ExitStatus(code: ExitStatus.capsuleError, reason: problem), to: options.report))
     }
     let audit: SessionAudit?
-    switch sessionAudit(policy, path: options.audit) {
+    switch SessionAudit.opened(for: policy, path: options.audit) {
     case .success(let opened): audit = opened
     case .failure(let failure):
         printError("capsule: \(failure.message); nothing runs until it can be written")
@@ -382,17 +382,6 @@ private func runInSession(_ options: SessionOptions, scriptFiles: [String] = [],
     let audit = AuditOptions(policy.audit, path: options.audit).flatMap { try? AuditLog.shared($0) }
     return report(status, to: options.report, facts: RunFacts(session: session, printer: printer, started: started,
                                                               outputDirectory: outputDirectory, audit: audit))
-}
-
-/// The session's view of the audit log the policy's `[audit]` table or `--audit` names; nil when
-/// neither does.
-func sessionAudit(_ policy: Policy, path: String?) -> Result<SessionAudit?, AuditFailure> {
-    if policy.audit != nil, policy.audit?.path == nil, path == nil {
-        return .failure(AuditFailure("the policy \(policy.origin) has an [audit] table without a path: set path there or pass --audit FILE"))
-    }
-    guard let options = AuditOptions(policy.audit, path: path) else { return .success(nil) }
-    if options.path.isEmpty { return .failure(AuditFailure("--audit needs a file name")) }
-    return Result { () throws(AuditFailure) in SessionAudit(log: try AuditLog.shared(options), policy: policy) }
 }
 
 extension ExitStatus {

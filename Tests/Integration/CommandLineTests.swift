@@ -63,7 +63,7 @@ import CapsuleRuntime
     }
 
     @Test(arguments: [
-        ([], "Error: name a command; the commands of `capsule` are `run`, `exec`, `repl`, `policy`, `capabilities`, `audit`, `env`, `doctor`"),
+        ([], "Error: name a command; the commands of `capsule` are `run`, `exec`, `repl`, `serve`, `policy`, `capabilities`, `audit`, `env`, `doctor`"),
         (["policy"], "Error: name a command; the commands of `capsule policy` are `check`, `show`, `explain`, `diff`"),
         (["help", "bogus"], "Error: `bogus` is not a command of `capsule`;"),
         (["help", "policy", "bogus"], "Error: `bogus` is not a command of `capsule policy`;"),
