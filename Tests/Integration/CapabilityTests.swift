@@ -34,6 +34,13 @@ final class HostTree {
             """, file: "test.toml")
     }
 
+    /// The session's next execution reads the tree as ever (what went before broke nothing).
+    func expectStillRead(in session: Session, sourceLocation: SourceLocation = #_sourceLocation) {
+        let next = Sandboxed.run("print('NEXT', file.read_text('\(path)/in/hello.txt').strip())", in: session)
+        next.expectFinishedCleanly()
+        #expect(next.lines.contains("NEXT hello from the host"), "\(next)", sourceLocation: sourceLocation)
+    }
+
     deinit { _ = Host.spawnAndWait("/bin/rm", ["-rf", path]) }
 }
 
