@@ -145,6 +145,63 @@ for session in many { await session.close() }
 rows.append(("\(sessionCount) idle sessions with pandas loaded: PSS together (MiB)", text(Double(sessionCount * alonePSS) / 1024) + " (× one alone)",
              text(Double(manyPSS) / 1024) + " (\(text(Double(manyPSS) / Double(max(1, sessionCount * alonePSS)) * 100, 0)) %)"))
 
+// The fork server's best case, measured: one preloaded interpreter (gc.freeze()d, as Instagram
+// does) forks `sessionCount` children in its own sandbox, each runs its first describe() and
+// then idles; their PSS together while idle (read as the parent says they all answered), and
+// the median time from fork to a child's result. A real
+// fork server would add namespaces and a workspace per child; this measures only what sharing
+// the warm heap can give.
+let zygote = """
+    import gc, os, time
+    import pandas as pd
+    frame = pd.DataFrame({'a': range(100), 'b': [i * 0.5 for i in range(100)]})
+    gc.collect(); gc.freeze()
+    hold_r, hold_w = os.pipe()
+    times_r, times_w = os.pipe()
+    children = []
+    for _ in range(\(sessionCount)):
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.close(hold_w)
+            frame.describe()
+            os.write(times_w, f"{time.perf_counter() - start:.6f}\\n".encode())
+            os.read(hold_r, 1)
+            os._exit(0)
+        children.append(pid)
+    os.close(times_w)
+    data = b""
+    while data.count(b"\\n") < len(children):
+        data += os.read(times_r, 65536)
+    times = sorted(float(line) for line in data.split())
+    print("FORKED", times[len(times) // 2] * 1000, flush=True)
+    time.sleep(1.5)  # while the supervisor side reads their memory
+    os.close(hold_w)
+    for pid in children:
+        os.waitpid(pid, 0)
+    """
+var zygotePolicy = policy(preload: true)
+zygotePolicy.limits.maxProcesses = sessionCount + 64
+guard let server = try? await Session.open(policy: zygotePolicy, location: location) else { fail("no session") }
+guard let forking = try? server.submit(zygote, wantResult: false) else { fail("busy") }
+var zygoteOutput = "", zygotePSS = 0
+let forked = await forking.outcome { event in
+    switch event {
+    case .stream(.stdout, let text):
+        zygoteOutput += text
+        if zygotePSS == 0, zygoteOutput.contains("\n") { zygotePSS = treePSS(server.pid) }
+    default: break
+    }
+}
+let forkToResult = zygoteOutput.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } ?? 0
+guard case .finished(.ok, nil, _, nil) = forked, zygotePSS > 0, zygoteOutput.hasPrefix("FORKED ") else {
+    fail("the fork server prototype ended \(forked): \(zygoteOutput)")
+}
+await server.close()
+rows.append(("fork server prototype: fork + first `df.describe()` in the child (ms)", "", text(forkToResult)))
+rows.append(("fork server prototype: one interpreter and \(sessionCount) idle forks, PSS together (MiB)", "",
+             text(Double(zygotePSS) / 1024) + " (\(text(Double(zygotePSS) / Double(max(1, sessionCount * alonePSS)) * 100, 0)) % of × one alone)"))
+
 print("preload: pandas from the environment \(environment); \(rounds) rounds, medians; the baseline ran in this run")
 print("| what | without preload | with preload = [\"pandas\"] |")
 print("|---|---|---|")
