@@ -68,6 +68,18 @@ public enum Server {
                        location: WorkerLocation) {
         router.add(middleware: Problems())
         router.get("/healthz") { _, _ in json(.object([("status", "ok")])) }
+        router.get("/readyz") { _, _ in
+            var problems: [String] = []
+            if let path = configuration.auditPath {
+                do throws(AuditFailure) { try AuditLog.shared(AuditOptions(path: path)).check() } catch { problems.append("the audit log: \(error.message)") }
+            }
+            if !OS.isExecutable(location.executable) { problems.append("capsule-worker is missing at \(location.executable)") }
+            if sessions.count >= configuration.maxSessions { problems.append("it holds --max-sessions (\(configuration.maxSessions)) sessions") }
+            guard problems.isEmpty else {
+                throw Problem(.serviceUnavailable, "Not ready", "this server cannot start a session now: " + problems.joined(separator: "; "))
+            }
+            return json(.object([("status", "ready"), ("sessions", .number(Double(sessions.count)))]))
+        }
 
         let v1 = router.group("/v1").add(middleware: Authorization(token: configuration.token))
         v1.get("/sessions") { _, _ in

@@ -114,6 +114,8 @@ final class ServedCapsule: @unchecked Sendable {
         let server = try ServedCapsule()
         defer { _ = server.stop() }
         #expect(try await server.request(.GET, "/healthz", token: .some(nil)).status == 200)
+        let ready = try await server.request(.GET, "/readyz", token: .some(nil))
+        #expect(ready.status == 200 && ready.json["status"] == "ready", "\(ready.text)")
         for token in [nil, "wrong", server.token + "x", String(server.token.dropLast())] as [String?] {
             let refused = try await server.request(.POST, "/v1/sessions", json: ["policy": "sandbox"], token: .some(token))
             #expect(refused.status == 401 && refused.contentType == "application/problem+json", "\(refused.text)")
@@ -237,6 +239,16 @@ final class ServedCapsule: @unchecked Sendable {
         #expect(noCode.status == 400, "\(noCode.text)")
         let ran = try await server.request(.POST, "/v1/sessions/\(first)/execute", json: ["code": "print(1 + 1)"])
         #expect(ran.json["stdout"] == "2\n", "\(ran.text)")
+    }
+
+    @Test func anAuditLogThatCannotBeWrittenMakesItUnreadyAndStartsNothing() async throws {
+        let server = try ServedCapsule(["--audit", "/proc/capsule-no-such-dir/audit.jsonl"])
+        defer { _ = server.stop() }
+        let ready = try await server.request(.GET, "/readyz", token: .some(nil))
+        #expect(ready.status == 503 && ready.json["detail"]?.stringValue?.contains("the audit log") == true, "\(ready.text)")
+        let refused = try await server.request(.POST, "/v1/sessions", json: ["policy": "sandbox"])
+        #expect(refused.status == 503 && refused.json["detail"]?.stringValue?.contains("nothing runs until it can be") == true, "\(refused.text)")
+        #expect(try await server.request(.GET, "/v1/sessions").json["sessions"]?.arrayValue?.isEmpty == true)
     }
 
     @Test func aPortInUseOrABadTokenFileIsNamed() async throws {
