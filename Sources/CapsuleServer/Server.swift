@@ -164,13 +164,14 @@ public enum Server {
         return entry
     }
 
-    /// The request's body as a JSON object.
+    /// The request's body as a JSON object (an empty body is `{}`).
     static func object(_ request: Request, limit: Int) async throws -> JSONValue {
         var request = request
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: limit) } catch {
             throw Problem(.contentTooLarge, "The body is too large", "this server reads at most \(limit) bytes of a request body (capsule serve --max-body-bytes)")
         }
+        if buffer.readableBytes == 0 { return .object([]) } // `curl -X POST` with no body: the defaults
         let value: JSONValue
         do { value = try JSONValue.parse(buffer.readableBytesView) } catch {
             throw Problem(.badRequest, "The body is not JSON", "\(error)")

@@ -229,6 +229,9 @@ final class ServedCapsule: @unchecked Sendable {
             _ = try await response.body.collect(upTo: 1 << 20)
             #expect(Int(response.status.code) == status, "\(body.prefix(20)): \(response.status)")
         }
+        let plain = try await server.request(.POST, "/v1/sessions")  // no body: the defaults, level sandbox
+        #expect(plain.status == 201 && plain.json["level"] == "sandbox", "\(plain.text)")
+        _ = try await server.request(.DELETE, "/v1/sessions/\(plain.json["id"]?.stringValue ?? "")")
         let nowhere = try await server.request(.GET, "/v1/nothing")
         #expect(nowhere.status == 404 && nowhere.json["detail"]?.stringValue?.contains("is not a route of capsule serve") == true, "\(nowhere.text)")
         let first = try await server.createSession()
