@@ -24,6 +24,8 @@ def start(fd):
     sys.meta_path.insert(0, _Capsule)
     programs.install()
     children.install(msg["capabilities"])
+    import atexit
+    atexit.register(children.stop)  # this interpreter finalizes, unlike the session's worker
 
 
 class _Capsule:

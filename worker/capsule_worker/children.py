@@ -27,6 +27,8 @@ _pair = None  # (parent's end, child's end), made just before a fork
 _links = {}  # the parent's end of each child's channel -> its _Link
 _wake = None  # (read, write) ends of the pipe that tells the relay thread of a new link
 _relaying = False  # the relay thread runs in this process
+_stopping = False  # stop() asked the relay thread to end
+_finished = None  # a lock the relay thread holds until it ends
 _handling = False  # the relay thread is passing a frame on (drain waits for it)
 
 
@@ -110,22 +112,41 @@ def _channel():
 
 
 def _start_relay():
-    global _wake, _relaying
+    global _wake, _relaying, _finished
     if _relaying:
         return True
     try:
         _wake = os.pipe()
     except OSError:
         return False
+    finished = allocate_lock()
+    finished.acquire()
     try:
-        start_new_thread(_relay, ())
+        start_new_thread(_relay, (finished,))
     except RuntimeError:  # no thread to be had (the process limit): no relay either
         for fd in _wake:
             close(fd)
         _wake = None
         return False
-    _relaying = True
+    _relaying, _finished = True, finished
     return True
+
+
+def stop():
+    """Before an interpreter that ends as an ordinary one finalizes (Python started again, see
+    channel.py): what the children wrote goes on, then the relay thread ends. Left blocked in
+    poll, it would wake during finalization and be ended by pthread_exit, which needs libgcc_s
+    (not in the sandbox's root) and aborts the process."""
+    global _stopping
+    if not _relaying:
+        return
+    drain()
+    _stopping = True
+    try:
+        os.write(_wake[1], b"q")
+    except OSError:
+        return
+    _finished.acquire(True, 1.0)
 
 
 def _after_in_parent():
@@ -145,7 +166,7 @@ def _after_in_child():
     for fd in [*_links, *(_wake or ())]:
         close(fd)
     _links.clear()
-    _wake, _relaying = None, False
+    _wake, _relaying, _finished = None, False, None
     if pair:  # its parent's end was among the links, closed above
         close(frames.adopt(pair[1]))  # the supervisor's socket: this process never reads it again
 
@@ -198,11 +219,18 @@ class _Link:
                 pass
 
 
-def _relay():
+def _relay(finished):
     """What children send: their output goes on to the supervisor as it is (a stream of an earlier
     execution is shown as late output), each capability call on a thread of its own while it runs
     (in this thread when none can be had), an input() is answered with end of file (the person at
-    the keyboard answers the session's own process); anything else is dropped."""
+    the keyboard answers the session's own process); anything else is dropped. Until stop()."""
+    try:
+        _relay_until_stopped()
+    finally:
+        finished.release()
+
+
+def _relay_until_stopped():
     global _handling
     import select
     poller = select.poll()
@@ -217,6 +245,8 @@ def _relay():
         for fd, _ in poller.poll():
             if fd == wake:
                 os.read(wake, 64)
+                if _stopping:
+                    return
                 continue
             _handling = True
             try:
