@@ -50,16 +50,18 @@ def _before():
     _pair = _channel()
 
 
-def for_program(max_frame):
+def for_program():
     """The descriptor of a new channel for a Python this process starts (the caller passes it
     across the execve and closes it after the fork), with the `configure` that interpreter reads
-    first on its way; None when none can be had. What does not fit the socket's buffer at once
-    is written by a thread of its own."""
+    first on its way; None when none can be had (or this process holds no capabilities). What
+    does not fit the socket's buffer at once is written by a thread of its own."""
+    if described is None:
+        return None
     pair = _channel()
     if pair is None:
         return None
     link = _links[pair[0]]
-    data = frames.frame_whole({"type": "configure", "capabilities": described, "max_frame": max_frame})
+    data = frames.frame_whole({"type": "configure", "capabilities": described, "max_frame": frames.max_frame()})
     rest = data[_send_now(link.fd, data):]
     if rest:
         link.hold()

@@ -80,10 +80,8 @@ def _spawning(spawn):
 def _channel():
     """A channel for the Python about to start, so that it keeps the session's capabilities
     (children.for_program), in a process that has them; else None."""
-    from . import children, frames
-    if children.described is None:
-        return None
-    return children.for_program(frames.max_frame())
+    from . import children
+    return children.for_program()
 
 
 def _is_python(path):
